@@ -1,0 +1,19 @@
+"""pip install of the pure-Python core of sray_ros (model, data, training, CLIs) for machines without
+ROS, e.g. training servers: `pip install .` (torch: install the build that fits your machine first).
+
+On a ROS machine, colcon builds the package through CMakeLists.txt instead (interfaces + Python).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sray_ros",
+    version="0.1.0",
+    description="Semantic-Ray (S-Ray) generalizable semantic radiance field for ROS 2 robots",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sray_ros", "sray_ros.*"]),
+    install_requires=["torch>=2.1", "numpy", "opencv-python-headless", "PyYAML", "tqdm", "rosbags"],
+    extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout"]},
+    entry_points={"console_scripts": []},
+)

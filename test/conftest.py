@@ -1,0 +1,147 @@
+"""Test harness: ROS isolation per xdist worker, process management, shared paths.
+
+Every test process talks DDS on localhost only, in a ROS domain of its own (distinct per xdist worker
+and per concurrent pytest run on the machine), and logs into the build tree. This module sets the
+environment at import time, i.e. before any test module imports rclpy.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BUILD_TREE = REPO / ".ros_ws"
+
+
+def _domain_id() -> int:
+    if "SRAY_TEST_DOMAIN_ID" in os.environ:
+        return int(os.environ["SRAY_TEST_DOMAIN_ID"])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker.startswith("gw") else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    # The controller's pid tells concurrent pytest runs on one machine apart; each run gets `count`
+    # consecutive domains in 1..100.
+    controller = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+    slots = max(100 // count, 1)
+    return 1 + (controller % slots) * count + index % count
+
+
+ROS_DOMAIN_ID = _domain_id()
+os.environ["ROS_DOMAIN_ID"] = str(ROS_DOMAIN_ID)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_LOG_DIR"] = str(BUILD_TREE / "log" / "test" / os.environ.get("PYTEST_XDIST_WORKER", "main"))
+os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+pathlib.Path(os.environ["ROS_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def installed_executable(name: str) -> list[str]:
+    """Command line for one of the package's installed executables (what `ros2 run sray_ros NAME` runs)."""
+    prefix = os.environ.get("SRAY_INSTALL_PREFIX", str(BUILD_TREE / "install" / "sray_ros"))
+    path = pathlib.Path(prefix) / "lib" / "sray_ros" / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `bash scripts/setup.sh` (colcon build) first")
+    return [sys.executable, str(path)]
+
+
+class ProcessGroup:
+    """Starts child processes in their own process groups and stops every one of them by id."""
+
+    def __init__(self, log_dir: pathlib.Path) -> None:
+        self._procs: list[tuple[subprocess.Popen, pathlib.Path]] = []
+        self._log_dir = log_dir
+
+    def start(self, cmd: list[str], name: str, env: dict | None = None, cwd=None) -> subprocess.Popen:
+        log_path = self._log_dir / f"{name}.log"
+        log = open(log_path, "wb")
+
+        def restore_sigint() -> None:  # background shells start children with SIGINT ignored
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
+                                cwd=cwd, start_new_session=True, preexec_fn=restore_sigint)
+        log.close()
+        self._procs.append((proc, log_path))
+        return proc
+
+    def log(self, proc: subprocess.Popen) -> str:
+        for p, path in self._procs:
+            if p is proc:
+                return path.read_text(errors="replace")
+        raise KeyError(proc)
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> int:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for proc, _ in reversed(self._procs):
+            self.stop(proc)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    group = ProcessGroup(tmp_path)
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def rclpy_context():
+    """A fresh rclpy context for the test, shut down afterwards."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    try:
+        rclpy.shutdown(context=context)
+    except Exception:  # already shut down
+        pass
+
+
+def wait_for_service(node, client, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.wait_for_service(timeout_sec=0.2):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service {client.srv_name} not available after {timeout} s")
+
+
+def call_service(node, client, request, timeout: float = 60.0):
+    """Call a service and spin the node until the response arrives."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, executor=executor, timeout_sec=timeout)
+    executor.shutdown()
+    if not future.done():
+        raise TimeoutError(f"no response from {client.srv_name} within {timeout} s")
+    return future.result()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Processes killed hard leave Fast DDS shared-memory segments behind; remove zombie ones.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    fastdds = shutil.which("fastdds")
+    if fastdds:
+        subprocess.run([fastdds, "shm", "clean"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60, check=False)
