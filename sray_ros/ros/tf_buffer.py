@@ -114,7 +114,15 @@ class _Link:
     stamps: list[int] = field(default_factory=list)  # sorted ascending
     translations: list[np.ndarray] = field(default_factory=list)
     quaternions: list[np.ndarray] = field(default_factory=list)
-    matrices: list[np.ndarray] = field(default_factory=list)
+    # 4x4 per stamp, computed on first lookup: inserts (hundreds per second from /tf) stay cheap,
+    # the torch-based geometry helpers cost ~0.2 ms per call.
+    matrices: list[np.ndarray | None] = field(default_factory=list)
+
+    def matrix(self, i: int) -> np.ndarray:
+        m = self.matrices[i]
+        if m is None:
+            m = self.matrices[i] = _matrix(self.translations[i], self.quaternions[i])
+        return m
 
     def interval(self) -> tuple[int, int]:
         return self.stamps[0], self.stamps[-1]
@@ -122,7 +130,7 @@ class _Link:
     def at(self, t_ns: int, child: str) -> np.ndarray:
         """T_parent_child at ``t_ns`` (ignored for static links)."""
         if self.static:
-            return self.matrices[-1]
+            return self.matrix(-1)
         oldest, newest = self.interval()
         if t_ns > newest or t_ns < oldest:
             direction = "future" if t_ns > newest else "past"
@@ -133,7 +141,7 @@ class _Link:
             )
         i = bisect.bisect_left(self.stamps, t_ns)
         if self.stamps[i] == t_ns:
-            return self.matrices[i]
+            return self.matrix(i)
         t0, t1 = self.stamps[i - 1], self.stamps[i]
         ratio = (t_ns - t0) / (t1 - t0)
         translation = self.translations[i - 1] + ratio * (self.translations[i] - self.translations[i - 1])
@@ -180,7 +188,7 @@ class TransformBuffer:
             )
         quat = quat / norm
         stamp = to_nanoseconds(transform.header.stamp)
-        matrix = _matrix(translation, quat)
+        matrix = None
         with self._changed:
             link = self._links.get(child)
             if link is None or link.parent != parent or link.static != is_static:
