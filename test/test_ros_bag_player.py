@@ -394,3 +394,15 @@ def test_cli_error_exit_code(tmp_path) -> None:
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_cli_plays_once_with_progress(ros_context, tmp_path) -> None:
+    _sensor_bag(tmp_path / "bag", "/cli_once", n=5, dt_ms=20)
+    env = dict(os.environ, PYTHONPATH=str(REPO), ROS_DOMAIN_ID=str(_domain_id()))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "sray_play_bag"), str(tmp_path / "bag"),
+                             "--rate", "5", "--clock", "--topics", "/cli_once/color", "/not_in_bag"],
+                            env=env, capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert result.returncode == 0, result.stderr
+    assert "topics not in the bag: /not_in_bag" in result.stderr
+    assert "best_effort/volatile/depth 5" in result.stderr  # recorded QoS reported per topic
+    assert "done: 5 messages" in result.stderr and "msg" in result.stderr  # summary and tqdm progress

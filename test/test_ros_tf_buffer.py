@@ -249,3 +249,23 @@ def test_concurrent_inserts_and_lookups() -> None:
         th.join(timeout=30)
     assert not errors
     assert buf.lookup_transform("world", "base", 0)[0, 3] == 399
+
+
+def test_stamped_lookup_rotation_round_trip() -> None:
+    from sray_ros.ros.tf_buffer import nanoseconds_to_msg
+
+    buf = TransformBuffer()
+    axis = np.array([1.0, -2.0, 0.5]) / np.linalg.norm([1.0, -2.0, 0.5])
+    half = math.radians(70) / 2
+    quat = (*(axis * math.sin(half)), math.cos(half))
+    buf.set_transform(_tf("world", "camera", 5 * S, (1, 2, 3), quat=quat))
+    stamped = buf.lookup_transform_stamped("world", "camera", 5 * S)
+    r = stamped.transform.rotation
+    got = np.array([r.x, r.y, r.z, r.w])
+    assert np.allclose(got, quat, atol=1e-9) or np.allclose(got, -np.array(quat), atol=1e-9)
+    assert stamped.header.stamp == nanoseconds_to_msg(5 * S)
+    # The 4x4 maps a point in the camera frame into the world frame (target <- source).
+    point_cam = np.array([0.0, 0.0, 2.0, 1.0])
+    m = buf.lookup_transform("world", "camera", 5 * S)
+    assert np.allclose(np.linalg.inv(m) @ (m @ point_cam), point_cam)
+    assert np.allclose((m @ point_cam)[:3], m[:3, :3] @ point_cam[:3] + [1, 2, 3])
