@@ -160,3 +160,34 @@ def test_concurrent_adds_emit_each_pair_once() -> None:
         th.join()
     assert [m["color"][1] for m in out] == list(range(n))
     assert all(m["info"][1] == m["color"][1] for m in out)
+
+
+def test_callback_may_call_counters_and_add_without_deadlock() -> None:
+    seen: list[int] = []
+    nested: list = []
+
+    def callback(matched: MatchedSet) -> None:
+        seen.append(matched.stamp_ns)
+        sync.counters()
+        if matched.stamp_ns == 10 * MS:
+            # re-entrant add completes the next set; it is delivered after this callback returns
+            nested.extend(sync.add("info", 20 * MS, "i20"))
+            assert seen == [10 * MS]
+
+    sync = StampSynchronizer(["color", "info"], callback=callback, slop_s=0.001, queue_size=1000)
+    sync.add("color", 10 * MS, "c10")
+    sync.add("color", 20 * MS, "c20")
+    sync.add("info", 10 * MS, "i10")
+    assert seen == [10 * MS, 20 * MS] and [m.stamp_ns for m in nested] == [20 * MS]
+
+    def feed(stream: str) -> None:
+        for i in range(200):
+            sync.add(stream, (100 + i) * MS, i)
+
+    threads = [threading.Thread(target=feed, args=(stream,)) for stream in ("color", "info")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=30)
+        assert not th.is_alive(), "deadlock"
+    assert seen == [10 * MS, 20 * MS] + [(100 + i) * MS for i in range(200)]

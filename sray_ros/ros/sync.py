@@ -27,8 +27,10 @@ Policy (exact):
   jump (bag loop): all queues are cleared (``time_jumps`` counter) and the message is queued anew.
   A smaller step backwards is dropped as ``out_of_order``.
 
-Thread safety: ``add`` may be called from several executor threads; matching runs under a lock,
-and callbacks run after it is released, serialised by a second lock, in the order of decisions.
+Thread safety: ``add`` may be called from several executor threads; matching runs under a lock.
+Callbacks run after it is released, one at a time and in decision order; when another thread is
+already delivering, it also delivers the new sets (so a callback may run on the thread of another
+stream's subscription). Callbacks may call ``add`` and ``counters``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class StampSynchronizer:
         self.time_jump_ns = int(round(time_jump_s * NS_PER_S))
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
+        self._pending: deque[MatchedSet] = deque()
         self._queues: dict[str, deque[tuple[int, Any]]] = {name: deque() for name in names}
         self._newest: dict[str, int | None] = {name: None for name in names}
         self._now_ns: int | None = None
@@ -124,15 +127,33 @@ class StampSynchronizer:
             self._now_ns = stamp_ns if self._now_ns is None else max(self._now_ns, stamp_ns)
             matched = self._process_locked()
             self.emitted += len(matched)
-            # Take the emit lock before releasing the state lock so callbacks keep decision order.
-            self._emit_lock.acquire()
-        try:
             if self.callback is not None:
-                for item in matched:
-                    self.callback(item)
-        finally:
-            self._emit_lock.release()
+                self._pending.extend(matched)
+        if self.callback is not None and matched:
+            self._deliver()
         return matched
+
+    def _deliver(self) -> None:
+        """Run callbacks for pending sets, in decision order, one thread at a time, without holding the state lock.
+
+        A thread that finds another one delivering leaves its sets to it, so a callback may run on
+        another subscription's thread; callbacks may call ``add`` or ``counters`` without deadlock.
+        """
+        while True:
+            if not self._emit_lock.acquire(blocking=False):
+                return
+            try:
+                while True:
+                    with self._lock:
+                        if not self._pending:
+                            break
+                        item = self._pending.popleft()
+                    self.callback(item)
+            finally:
+                self._emit_lock.release()
+            with self._lock:
+                if not self._pending:
+                    return
 
     def reset(self) -> None:
         """Forget all queued messages and which optional streams were seen (counters are kept)."""
@@ -160,6 +181,7 @@ class StampSynchronizer:
         for name in self._newest:
             self._newest[name] = None
         self._now_ns = None
+        # pending deliveries stay: they were decided before the reset
 
     def _process_locked(self) -> list[MatchedSet]:
         matched: list[MatchedSet] = []
