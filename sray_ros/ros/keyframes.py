@@ -33,7 +33,10 @@ Keyframe ids are uint32, strictly increasing for the lifetime of the buffer (not
 
 Threading: ``consider``, ``clear`` and ``reencode_all`` are serialised by an intake lock, and
 encoding runs outside the lock that guards the ring, so :meth:`snapshot` (the render worker) never
-waits for an encoder. ``snapshot`` returns an immutable tuple of frozen :class:`Keyframe` objects.
+waits for an encoder. ``snapshot`` returns an immutable tuple of frozen :class:`Keyframe` objects
+whose arrays are read-only copies. Consequences for the node: ``clear`` waits for an encode in
+flight; ``reencode_all`` holds intake for all keyframes (N encodes), so call it from a worker thread,
+not from a subscription callback, and expect ``consider`` calls to wait meanwhile.
 """
 
 from __future__ import annotations
