@@ -400,3 +400,18 @@ def test_cli_plays_once_with_progress(ros_context, tmp_path) -> None:
     assert "topics not in the bag: /not_in_bag" in result.stderr
     assert "best_effort/volatile/depth 5" in result.stderr  # recorded QoS reported per topic
     assert "done: 5 messages" in result.stderr and "msg" in result.stderr  # summary and tqdm progress
+
+
+def test_delay_and_stop_during_delay(ros_context, tmp_path) -> None:
+    from sray_ros.ros.bag_player import BagPlayer
+
+    _sensor_bag(tmp_path / "bag", "/delay", n=2, dt_ms=10)
+    with BagPlayer(tmp_path / "bag", delay_s=0.3, rate=10.0, context=ros_context) as player:
+        stats = player.play()
+    assert stats.wall_s >= 0.3 and stats.published == {"/delay/color": 2, "/delay/status": 2}
+    with BagPlayer(tmp_path / "bag", delay_s=30.0, context=ros_context) as player:
+        player.start()
+        start = time.monotonic()
+        player.stop()
+        assert player.wait(5.0) and time.monotonic() - start < 2.0
+        assert player.stats.interrupted and sum(player.stats.published.values()) == 0
