@@ -198,6 +198,14 @@ def test_time_argument_types() -> None:
     assert to_nanoseconds(np.int64(5)) == 5
     with pytest.raises(TypeError, match="cannot interpret"):
         to_nanoseconds("now")
+    from rclpy.duration import Duration
+    from rclpy.time import Time
+
+    assert to_nanoseconds(Time(seconds=2, nanoseconds=5)) == 2 * S + 5
+    buf = TransformBuffer()
+    buf.set_transform(_tf("w", "a", 2 * S + 5))
+    assert buf.can_transform("w", "a", Time(seconds=2, nanoseconds=5), timeout=Duration(seconds=0.05))
+    assert not buf.can_transform("w", "a", Time(seconds=3), timeout=Duration(seconds=0.05))
 
 
 def test_wait_for_transform_with_timeout() -> None:

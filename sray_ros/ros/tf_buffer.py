@@ -244,7 +244,7 @@ class TransformBuffer:
     def lookup_transform(self, target_frame: str, source_frame: str, time=0, timeout: float | None = None) -> np.ndarray:
         """``T_target_source`` (4x4 float64) at ``time`` (0 = latest common time).
 
-        With ``timeout`` (seconds, wall clock) waits for the transform to become available and raises
+        With ``timeout`` (float seconds or ``rclpy.duration.Duration``; wall clock) waits for the transform to become available and raises
         the last lookup error when it does not in time.
         """
         return self._lookup(target_frame, source_frame, time, timeout)[0]
@@ -275,6 +275,8 @@ class TransformBuffer:
     def _lookup(self, target_frame: str, source_frame: str, time, timeout: float | None) -> tuple[np.ndarray, int]:
         t_ns = to_nanoseconds(time)
         target, source = target_frame.lstrip("/"), source_frame.lstrip("/")
+        if timeout is not None and not isinstance(timeout, (int, float)):
+            timeout = to_nanoseconds(timeout) / NS_PER_S  # rclpy.duration.Duration, as tf2_ros takes
         deadline = None if not timeout else _time.monotonic() + timeout
         with self._changed:
             while True:
