@@ -118,11 +118,20 @@ def test_float_builder_round_trip() -> None:
     np.testing.assert_array_equal(ic.image_to_numpy(ic.depth_to_image(values.astype(np.float64))), values)
 
 
-def test_readers_do_not_alias_message_buffer() -> None:
-    msg = ic.numpy_to_image(np.zeros((2, 2), np.uint8), "mono8")
-    out = ic.image_to_numpy(msg)
-    out[0, 0] = 9
-    assert msg.data[0] == 0
+@pytest.mark.parametrize(
+    "encoding, reader",
+    [("mono8", ic.image_to_numpy), ("mono8", ic.image_to_labels), ("rgb8", ic.image_to_rgb),
+     ("bgr8", ic.image_to_rgb), ("32FC1", ic.image_to_depth), ("16UC1", ic.image_to_depth)],
+)
+def test_readers_do_not_alias_message_buffer(encoding, reader) -> None:
+    channels = 3 if encoding in ("rgb8", "bgr8") else 1
+    shape = (2, 2, 3) if channels == 3 else (2, 2)
+    msg = ic.numpy_to_image(np.zeros(shape, np.float32 if encoding == "32FC1" else np.uint16 if encoding == "16UC1"
+                                      else np.uint8), encoding)
+    before = bytes(msg.data)
+    out = reader(msg)
+    out[...] = 9
+    assert bytes(msg.data) == before
 
 
 # ---------------------------------------------------------------------------------------- errors
