@@ -272,8 +272,8 @@ def test_rate_topic_filter_and_start_offset(ros_context, tmp_path) -> None:
             stats = player.play()
             assert stats.published == {"/rate/color": 11}
             timings[rate] = stats.wall_s
-    assert 0.39 <= timings[1.0] < 1.0
-    assert 0.09 <= timings[4.0] < 0.3
+    assert 0.39 <= timings[1.0] < 1.5  # 0.4 s of recorded time; upper bounds allow a loaded machine
+    assert 0.09 <= timings[4.0] < 0.6 * timings[1.0]
     with BagPlayer(tmp_path / "bag", start_offset_s=0.2, rate=10.0, context=ros_context) as player:
         stats = player.play()
     assert stats.published == {"/rate/color": 6, "/rate/status": 6}  # color at 200..400 ms, status at 201..401 ms

@@ -199,7 +199,7 @@ def test_snapshot_does_not_wait_for_slow_encoder() -> None:
 
     def slow(frame: Frame) -> int:
         started.set()
-        time.sleep(0.5)
+        time.sleep(1.0)
         return 1
 
     buf = KeyframeBuffer(encode_fn=slow)
@@ -208,6 +208,6 @@ def test_snapshot_does_not_wait_for_slow_encoder() -> None:
     assert started.wait(5.0)
     t0 = time.monotonic()
     assert buf.snapshot() == ()
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 0.5  # the encoder holds intake for 1 s
     thread.join()
     assert len(buf.snapshot()) == 1
