@@ -181,6 +181,13 @@ def test_bit_exact_with_recorded_qos_and_clock(ros_context, tmp_path, storage) -
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     collector = Collector(ros_context, {f"{prefix}/color": (Image, best_effort), f"{prefix}/status": (String, reliable),
                                         "/clock": (Clock, best_effort)})
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    # A node with use_sim_time follows the bag's /clock, as with 'ros2 bag play --clock'.
+    sim_node = rclpy.create_node(f"sim_time_{storage}", context=ros_context,
+                                 parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+    collector.executor.add_node(sim_node)
     player = BagPlayer(tmp_path / "bag", clock=True, clock_hz=100.0, context=ros_context)
     try:
         player.open()
@@ -202,9 +209,12 @@ def test_bit_exact_with_recorded_qos_and_clock(ros_context, tmp_path, storage) -
             clocks = [_clock_ns(raw) for raw in collector.received["/clock"]]
         assert len(clocks) >= 3
         assert clocks == sorted(clocks) and T0 <= clocks[0] and clocks[-1] <= T0 + 400 * 1_000_000
+        assert collector.wait_for(lambda r: sim_node.get_clock().now().nanoseconds >= T0, timeout_s=5.0)
+        assert sim_node.get_clock().now().nanoseconds <= T0 + 400 * 1_000_000
     finally:
         player.close()
         collector.close()
+        sim_node.destroy_node()
 
 
 def test_static_and_latched_topics_v9_list_metadata(ros_context, tmp_path) -> None:
