@@ -337,6 +337,8 @@ def test_errors(tmp_path) -> None:
     write_bag(tmp_path / "unknown", {"/foo": ("nonexistent_msgs/msg/Foo", [])}, [("/foo", T0, b"\x00\x01\x00\x00")])
     with pytest.raises(BagPlayerError, match=r"'nonexistent_msgs/msg/Foo' is not installed.*--topics"):
         BagPlayer(tmp_path / "unknown").open()
+    with pytest.raises(BagPlayerError, match=r"no playable topics"):
+        BagPlayer(tmp_path / "unknown", skip_unknown_types=True, log=lambda _: None).open()
     with pytest.raises(BagPlayerError, match=r"none of the requested topics.*has /foo"):
         BagPlayer(tmp_path / "unknown", topics=["/bar"], log=lambda _: None).open()
     with pytest.raises(BagPlayerError, match="form"):
@@ -425,3 +427,15 @@ def test_delay_and_stop_during_delay(ros_context, tmp_path) -> None:
         player.stop()
         assert player.wait(5.0) and time.monotonic() - start < 2.0
         assert player.stats.interrupted and sum(player.stats.published.values()) == 0
+
+
+def test_skip_unknown_types(ros_context, tmp_path) -> None:
+    from sray_ros.ros.bag_player import BagPlayer
+
+    topics = {"/tf": ("nonexistent_msgs/msg/TFMessage", []), "/skip/ok": ("std_msgs/msg/String", [])}
+    write_bag(tmp_path / "bag", topics, [("/tf", T0, b"\x00\x01\x00\x00"), ("/skip/ok", T0 + 1, _string("x"))])
+    warnings: list[str] = []
+    with BagPlayer(tmp_path / "bag", skip_unknown_types=True, context=ros_context, log=warnings.append) as player:
+        assert list(player.plans) == ["/skip/ok"] and "nonexistent_msgs" in player.skipped_topics["/tf"]
+        assert player.play().published == {"/skip/ok": 1}
+    assert any("skipping /tf" in w for w in warnings)

@@ -19,7 +19,9 @@ are never deserialised. Behaviour follows ``ros2 bag play``:
   (latched), even when the bag recorded no QoS. Topics without recorded QoS get reliable,
   volatile, keep-last 10.
 * Message classes are resolved from the connection's type name (``pkg/msg/Type``) by importing
-  ``pkg.msg``; a type whose package is not installed is an error before playback starts.
+  ``pkg.msg``; a type whose package is not installed is an error before playback starts, or, with
+  ``skip_unknown_types`` (``--skip-unknown-types``), a warning and the topic is left out (what
+  ``ros2 bag play`` does). On pip machines tf2_msgs is such a package (PIP_ROS.md: build it locally).
 
 :class:`BagPlayer` is the in-process core (tests, demos): ``open()``, blocking ``play()``, or
 ``start()`` / ``stop()`` / ``wait()`` for a background thread. ``main()`` is the CLI
@@ -147,6 +149,7 @@ class BagPlayer:
         context=None,
         progress: bool = False,
         log: Callable[[str], None] | None = None,
+        skip_unknown_types: bool = False,
     ) -> None:
         if not rate > 0:
             raise BagPlayerError(f"rate must be > 0, got {rate}")
@@ -163,6 +166,8 @@ class BagPlayer:
         self.start_offset_ns = int(start_offset_s * NS_PER_S)
         self.delay_s = float(delay_s)
         self.progress = progress
+        self.skip_unknown_types = bool(skip_unknown_types)
+        self.skipped_topics: dict[str, str] = {}
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self._node = node
         self._context = context
@@ -219,9 +224,20 @@ class BagPlayer:
             if fmt != {"cdr"}:
                 raise BagPlayerError(f"topic {topic} is serialised as {sorted(fmt)}; only cdr can be published")
             msgtype = conns[0].msgtype
+            try:
+                msg_class = resolve_message_class(msgtype)
+            except BagPlayerError as exc:
+                if not self.skip_unknown_types:
+                    raise
+                self.skipped_topics[topic] = str(exc)
+                self._log(f"[bag_player] warning: skipping {topic}: {exc}")
+                continue
             offered = [qos for c in conns for qos in getattr(c.ext, "offered_qos_profiles", [])]
-            plans[topic] = TopicPlan(topic, msgtype, resolve_message_class(msgtype), qos_from_recorded(topic, offered),
+            plans[topic] = TopicPlan(topic, msgtype, msg_class, qos_from_recorded(topic, offered),
                                      sum(c.msgcount for c in conns))
+        if not plans:
+            raise BagPlayerError(f"no playable topics in {str(self.bag_path)!r}: all were skipped")
+        connections = [c for c in connections if c.topic in plans]
         self._connections = connections
         self.plans = plans
         self._create_publishers()
@@ -411,6 +427,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="skip the first S seconds of the bag")
     parser.add_argument("--delay", "-d", type=float, default=0.0, metavar="D",
                         help="wait D seconds after creating publishers (discovery) before playing")
+    parser.add_argument("--skip-unknown-types", action="store_true",
+                        help="skip topics whose message package is not installed (warn) instead of failing, "
+                             "like 'ros2 bag play' does")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -434,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         player = BagPlayer(args.bag, rate=args.rate, clock=args.clock is not None,
                            clock_hz=args.clock or DEFAULT_CLOCK_HZ, loop=args.loop, topics=args.topics,
-                           start_offset_s=args.start_offset, delay_s=args.delay, progress=not args.no_progress)
+                           start_offset_s=args.start_offset, delay_s=args.delay, progress=not args.no_progress,
+                           skip_unknown_types=args.skip_unknown_types)
         player.open()
         for plan in player.plans.values():
             qos = plan.qos
