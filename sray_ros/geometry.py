@@ -109,6 +109,28 @@ def matrix_to_quaternion(rot: Tensor) -> Tensor:
     return torch.where(q[..., 3:4] < 0, -q, q)
 
 
+def quaternion_slerp(q0: Tensor, q1: Tensor, t: Tensor | float) -> Tensor:
+    """Spherical linear interpolation of quaternions ``[..., 4]`` (x, y, z, w); ``t=0`` gives ``q0``.
+
+    Takes the shorter arc (flips ``q1`` when the dot product is negative); falls back to normalised
+    linear interpolation when the two are nearly parallel. Returns unit quaternions.
+    """
+    q0 = q0 / q0.norm(dim=-1, keepdim=True)
+    q1 = q1 / q1.norm(dim=-1, keepdim=True)
+    t = torch.as_tensor(t, dtype=q0.dtype, device=q0.device)[..., None]
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1.0)
+    theta = torch.arccos(dot)
+    sin_theta = torch.sin(theta)
+    near = sin_theta < 1e-6
+    safe_sin = torch.where(near, torch.ones_like(sin_theta), sin_theta)
+    w0 = torch.where(near, 1.0 - t, torch.sin((1.0 - t) * theta) / safe_sin)
+    w1 = torch.where(near, t, torch.sin(t * theta) / safe_sin)
+    q = w0 * q0 + w1 * q1
+    return q / q.norm(dim=-1, keepdim=True)
+
+
 def pose_from_translation_quaternion(translation: Tensor, quat_xyzw: Tensor) -> Tensor:
     """4x4 transforms from a translation ``[..., 3]`` and a quaternion ``[..., 4]`` (x, y, z, w)."""
     pose = torch.zeros(*translation.shape[:-1], 4, 4, dtype=translation.dtype, device=translation.device)

@@ -1,0 +1,277 @@
+"""Keyframe buffer: which posed frames the model renders from, with their features encoded once.
+
+Acceptance policy of :meth:`KeyframeBuffer.consider`, checks in this order (the first failing one
+is the rejection reason, and the counter of that reason is incremented):
+
+1. ``invalid_pose``: ``c2w`` is not a finite rigid transform (:func:`sray_ros.geometry.is_finite_pose`;
+   ScanNet poses can hold -inf). ``invalid_intrinsics``: K not a finite 3x3 with positive focal
+   lengths. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth/labels of another size.
+2. Time: a stamp more than ``time_jump_s`` *older* than the previous frame's is a backwards jump of
+   ROS time (bag loop): the buffer is cleared (``time_jumps`` counter) and the frame is considered
+   as the first one. A smaller step back is rejected as ``out_of_order``.
+3. Motion, relative to the **most recent keyframe**: with ``d`` its camera-centre distance,
+   ``a`` the relative rotation angle and ``dt`` the stamp difference, the frame is rejected as
+   ``too_close`` when ``d < min_translation_m`` AND ``a < min_rotation_deg`` AND
+   ``dt < min_interval_s``. In words: it is a keyframe candidate when it moved OR turned enough OR
+   the last keyframe is older than ``min_interval_s`` (``math.inf``, the default, disables the time
+   criterion, so a parked robot does not flush its buffer with identical frames). The first frame
+   (empty buffer) passes.
+4. ``blurred``: variance of the Laplacian of the grey image (after resizing) below
+   ``blur_threshold`` (0 disables; the value depends on resolution and scene texture).
+5. ``encode_fn(frame)`` is called exactly once; its result (the model's cached CNN features) is
+   stored with the keyframe and never recomputed by queries. If it raises, the frame is rejected as
+   ``encode_failed`` and the exception is kept in ``last_encode_error``.
+
+Accepted reasons: ``first`` (buffer was empty), ``moved``, ``rotated``, ``interval`` (first
+criterion that held, in that order).
+
+Accepted frames are optionally resized to the model resolution (``target_size``; rgb with area
+interpolation, depth and labels with nearest neighbour, K via :func:`geometry.scale_intrinsics`),
+copied and made read-only. The ring keeps the newest ``max_keyframes``; the oldest is evicted.
+Keyframe ids are uint32, strictly increasing for the lifetime of the buffer (not reset by
+``clear``, so ids reported in render responses stay unambiguous).
+
+Threading: ``consider``, ``clear`` and ``reencode_all`` are serialised by an intake lock, and
+encoding runs outside the lock that guards the ring, so :meth:`snapshot` (the render worker) never
+waits for an encoder. ``snapshot`` returns an immutable tuple of frozen :class:`Keyframe` objects
+whose arrays are read-only copies. Consequences for the node: ``clear`` waits for an encode in
+flight; ``reencode_all`` holds intake for all keyframes (N encodes), so call it from a worker thread,
+not from a subscription callback, and expect ``consider`` calls to wait meanwhile.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from sray_ros import geometry
+
+NS_PER_S = 1_000_000_000
+UINT32_MAX = 2**32 - 1
+
+REJECT_REASONS = (
+    "invalid_pose", "invalid_intrinsics", "invalid_image", "out_of_order", "too_close", "blurred", "encode_failed",
+)
+ACCEPT_REASONS = ("first", "moved", "rotated", "interval")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One posed camera frame. ``c2w`` camera-to-world (OpenCV optical frame), depth in metres (0 = invalid),
+    labels uint8 class ids (255 = ignore)."""
+
+    stamp_ns: int
+    c2w: np.ndarray  # [4, 4]
+    K: np.ndarray  # [3, 3]
+    rgb: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray | None = None  # float32 [H, W]
+    labels: np.ndarray | None = None  # uint8 [H, W]
+    frame_id: str = ""
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """An accepted frame with its id and the cached result of ``encode_fn``."""
+
+    id: int
+    frame: Frame
+    features: Any
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.frame.stamp_ns
+
+    @property
+    def c2w(self) -> np.ndarray:
+        return self.frame.c2w
+
+
+def variance_of_laplacian(rgb: np.ndarray) -> float:
+    """Sharpness measure: variance of the 3x3 Laplacian of the grey image (higher = sharper)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class KeyframeBuffer:
+    """Bounded ring of keyframes with the acceptance policy of the module docstring."""
+
+    def __init__(
+        self,
+        max_keyframes: int = 32,
+        min_translation_m: float = 0.1,
+        min_rotation_deg: float = 10.0,
+        min_interval_s: float = math.inf,
+        blur_threshold: float = 0.0,
+        encode_fn: Callable[[Frame], Any] | None = None,
+        *,
+        target_size: tuple[int, int] | None = None,
+        time_jump_s: float = 1.0,
+    ) -> None:
+        if max_keyframes < 1:
+            raise ValueError(f"max_keyframes must be >= 1, got {max_keyframes}")
+        if min_translation_m < 0 or min_rotation_deg < 0 or min_interval_s < 0 or blur_threshold < 0:
+            raise ValueError(
+                "thresholds must be >= 0, got min_translation_m={}, min_rotation_deg={}, min_interval_s={}, "
+                "blur_threshold={}".format(min_translation_m, min_rotation_deg, min_interval_s, blur_threshold)
+            )
+        if target_size is not None and (len(target_size) != 2 or min(target_size) < 1):
+            raise ValueError(f"target_size must be (width, height) with positive entries, got {target_size}")
+        self.max_keyframes = int(max_keyframes)
+        self.min_translation_m = float(min_translation_m)
+        self.min_rotation_deg = float(min_rotation_deg)
+        self.min_interval_s = float(min_interval_s)
+        self.blur_threshold = float(blur_threshold)
+        self.encode_fn = encode_fn
+        self.target_size = None if target_size is None else (int(target_size[0]), int(target_size[1]))
+        self.time_jump_ns = int(time_jump_s * NS_PER_S)
+        self._ring: deque[Keyframe] = deque(maxlen=self.max_keyframes)
+        self._lock = threading.Lock()  # guards the ring and counters
+        self._intake = threading.RLock()  # serialises consider / clear / reencode_all
+        self._ids = itertools.count()
+        self._last_stamp_ns: int | None = None
+        self.rejected: dict[str, int] = {reason: 0 for reason in REJECT_REASONS}
+        self.accepted: dict[str, int] = {reason: 0 for reason in ACCEPT_REASONS}
+        self.evicted = 0
+        self.time_jumps = 0
+        self.last_encode_error: BaseException | None = None
+
+    # -------------------------------------------------------------------------------- queries
+    def snapshot(self) -> tuple[Keyframe, ...]:
+        """The current keyframes, oldest first, as an immutable tuple (safe to use from any thread)."""
+        with self._lock:
+            return tuple(self._ring)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ring)
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "keyframes": len(self._ring),
+                "accepted": dict(self.accepted),
+                "rejected": dict(self.rejected),
+                "evicted": self.evicted,
+                "time_jumps": self.time_jumps,
+            }
+
+    # ------------------------------------------------------------------------------- mutation
+    def clear(self) -> None:
+        """Drop all keyframes (ids keep increasing)."""
+        with self._intake, self._lock:
+            self._ring.clear()
+            self._last_stamp_ns = None
+
+    def consider(self, frame: Frame) -> tuple[bool, str]:
+        """Apply the acceptance policy; on acceptance encode once and store. Returns (accepted, reason)."""
+        with self._intake:
+            reason = self._check(frame)
+            if reason in REJECT_REASONS:
+                return self._reject(reason)
+            frame = self._prepare(frame)
+            if self.blur_threshold > 0 and variance_of_laplacian(frame.rgb) < self.blur_threshold:
+                return self._reject("blurred")
+            try:
+                features = self.encode_fn(frame) if self.encode_fn is not None else None
+            except Exception as exc:  # noqa: BLE001 - reported as a rejection reason, kept for the node to log
+                self.last_encode_error = exc
+                return self._reject("encode_failed")
+            keyframe = Keyframe(next(self._ids) & UINT32_MAX, frame, features)
+            with self._lock:
+                if len(self._ring) == self.max_keyframes:
+                    self.evicted += 1
+                self._ring.append(keyframe)
+                self.accepted[reason] += 1
+            return True, reason
+
+    def reencode_all(self, encode_fn: Callable[[Frame], Any]) -> int:
+        """Recompute the features of every keyframe with new weights; swaps them in atomically.
+
+        ``encode_fn`` also becomes the encoder of future frames. Returns the number re-encoded.
+        """
+        with self._intake:
+            current = self.snapshot()
+            updated = [replace(keyframe, features=encode_fn(keyframe.frame)) for keyframe in current]
+            with self._lock:
+                self._ring = deque(updated, maxlen=self.max_keyframes)
+            self.encode_fn = encode_fn
+            return len(updated)
+
+    # ------------------------------------------------------------------------------- internal
+    def _reject(self, reason: str) -> tuple[bool, str]:
+        with self._lock:
+            self.rejected[reason] += 1
+        return False, reason
+
+    def _check(self, frame: Frame) -> str:
+        """First failing check's reject reason, or the accept reason of the motion policy."""
+        if not geometry.is_finite_pose(frame.c2w):
+            return "invalid_pose"
+        K = np.asarray(frame.K)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            return "invalid_intrinsics"
+        rgb = frame.rgb
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+                and rgb.shape[0] > 0 and rgb.shape[1] > 0):
+            return "invalid_image"
+        for extra in (frame.depth, frame.labels):
+            if extra is not None and np.shape(extra) != rgb.shape[:2]:
+                return "invalid_image"
+        stamp = int(frame.stamp_ns)
+        if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
+            if self._last_stamp_ns - stamp <= self.time_jump_ns:
+                return "out_of_order"
+            with self._lock:
+                self._ring.clear()
+                self.time_jumps += 1
+        self._last_stamp_ns = stamp
+        with self._lock:
+            last = self._ring[-1] if self._ring else None
+        if last is None:
+            return "first"
+        c2w = np.asarray(frame.c2w, dtype=np.float64)
+        if np.linalg.norm(c2w[:3, 3] - last.c2w[:3, 3]) >= self.min_translation_m:
+            return "moved"
+        angle = geometry.relative_angle(torch.tensor(last.c2w), torch.from_numpy(c2w))  # copy: read-only array
+        if math.degrees(float(angle)) >= self.min_rotation_deg:
+            return "rotated"
+        if (stamp - last.stamp_ns) / NS_PER_S >= self.min_interval_s:
+            return "interval"
+        return "too_close"
+
+    def _prepare(self, frame: Frame) -> Frame:
+        """Resize to the model resolution (if set), copy, and freeze the arrays."""
+        rgb, depth, labels = frame.rgb, frame.depth, frame.labels
+        K = np.asarray(frame.K, dtype=np.float64)
+        if self.target_size is not None and (rgb.shape[1], rgb.shape[0]) != self.target_size:
+            width, height = self.target_size
+            sx, sy = width / rgb.shape[1], height / rgb.shape[0]
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            if depth is not None:
+                depth = cv2.resize(np.asarray(depth, np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+            if labels is not None:
+                labels = cv2.resize(np.asarray(labels, np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+            K = geometry.scale_intrinsics(K, sx, sy)
+        arrays = {
+            "c2w": np.array(frame.c2w, dtype=np.float64),
+            "K": np.array(K, dtype=np.float64),
+            "rgb": np.array(rgb, dtype=np.uint8),
+            "depth": None if depth is None else np.array(depth, dtype=np.float32),
+            "labels": None if labels is None else np.array(labels, dtype=np.uint8),
+        }
+        for value in arrays.values():
+            if value is not None:
+                value.setflags(write=False)
+        return replace(frame, stamp_ns=int(frame.stamp_ns), **arrays)
+
+
+__all__ = ["ACCEPT_REASONS", "Frame", "Keyframe", "KeyframeBuffer", "REJECT_REASONS", "variance_of_laplacian"]
