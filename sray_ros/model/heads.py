@@ -148,7 +148,9 @@ class GeometryHead(nn.Module):
         vis = torch.sigmoid(self.vis2(h * vis)) * mask
         w = vis / (vis.sum(-2, keepdim=True) + 1e-8)
         mean, var = _weighted_mean_var(h, w)
-        g = self.geometry_fc(torch.cat([mean, var, w.mean(-2, keepdim=True)], -1)).view(r, n, -1)
+        # IBRNet appends weight.mean(views), which is the constant 1/m (weights sum to 1) and would make
+        # the output depend on how many invalid views there are; the count of valid views is used instead
+        g = self.geometry_fc(torch.cat([mean, var, torch.log1p(num_valid)], -1)).view(r, n, -1)
         seen = num_valid.view(r, n) > 0
         pos = sinusoidal_encoding(n, g.shape[-1], device=g.device, dtype=g.dtype)
         g = self.ray_norm(g + self.ray_attention(g + pos, seen))

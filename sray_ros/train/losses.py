@@ -18,7 +18,7 @@ class LossOutput:
     rgb: Tensor  # MSE, coarse + fine
 
     def as_floats(self) -> dict[str, float]:
-        return {"total": float(self.total), "semantic": float(self.semantic), "rgb": float(self.rgb)}
+        return {"total": float(self.total.detach()), "semantic": float(self.semantic), "rgb": float(self.rgb)}
 
 
 def semantic_ce(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
