@@ -346,10 +346,23 @@ def make_layout(room_type: str, models: tuple[FurnitureModel, ...], rng: np.rand
                 n_ch = 1 if role == "desk" else int(rng.integers(2, 5))
                 pl.next_to(idx, "chair", _model_size(chair_model), chair_model, n_ch)
 
+    # counter tops on runs of kitchen cabinets
+    for idx in range(len(layout.items)):
+        it = layout.items[idx]
+        if it.role == "kitchen_cabinet" and it.size[2] < 1.2:
+            # the worktop overhangs 3 cm at the front only, so it never enters the wall or a neighbour
+            front = np.array([math.sin(it.yaw), -math.cos(it.yaw)])
+            c = it.center[:2] + 0.015 * front
+            top = Item(role="counter", nyu40=12, center=np.array([c[0], c[1], it.center[2] + it.size[2]]),
+                       size=np.array([it.size[0], it.size[1] + 0.03, 0.04]), yaw=it.yaw, proc="counter",
+                       params={"seed": int(rng.integers(1 << 30))}, support=idx)
+            if pl.free(top.bounds(), ignore=(idx,)):
+                it.params["has_top"] = True  # things stand on the worktop, not on the cabinet
+                layout.items.append(top)
     # things standing on surfaces: lamps, TVs, props
     for idx in range(len(layout.items)):
         it = layout.items[idx]
-        if it.role not in SURFACE_ROLES or it.support >= 0:
+        if it.role not in SURFACE_ROLES or it.params.get("has_top") or (it.support >= 0 and it.proc != "counter"):
             continue
         wanted = []
         if it.role == "tv_stand":
@@ -384,13 +397,4 @@ def make_layout(room_type: str, models: tuple[FurnitureModel, ...], rng: np.rand
                     hgt = min(hgt, size[2] - 0.25)
                 pl.against_wall(proc, np.array([w, 0.12, hgt]), elev, proc=proc,
                                 params={"seed": int(rng.integers(1 << 30))})
-    # counter tops on runs of kitchen cabinets
-    for idx in range(len(layout.items)):
-        it = layout.items[idx]
-        if it.role == "kitchen_cabinet" and it.size[2] < 1.2:
-            top = Item(role="counter", nyu40=12, center=np.array([it.center[0], it.center[1], it.size[2]]),
-                       size=np.array([it.size[0] + 0.02, it.size[1] + 0.03, 0.04]), yaw=it.yaw, proc="counter",
-                       params={"seed": int(rng.integers(1 << 30))}, support=idx)
-            it.params["top_height"] = it.size[2] + 0.04
-            layout.items.append(top)
     return layout
