@@ -24,7 +24,8 @@ class RayBatch:
     class ids (``ignore_index`` = no label), ``colors [rn, 3]`` float in [0, 1], ``depths [rn]`` float
     metres (0 = invalid / no depth). Query camera: ``query_c2w [4, 4]``, ``query_K [3, 3]``.
     Sources: ``source_images [m, 3, h, w]`` float in [0, 1], ``source_c2w [m, 4, 4]``,
-    ``source_K [m, 3, 3]``, ``source_depths [m, h, w]`` (or None). ``near`` / ``far``: scene depth
+    ``source_K [m, 3, 3]``, ``source_depths [m, h, w]`` (or None) with their intrinsics ``depth_K [3, 3]``
+    (the depth camera's: equal to the colour one except in real ScanNet). ``near`` / ``far``: scene depth
     bounds for ray sampling. ``query_index`` / ``source_indices`` are frame positions in the scene.
     """
 
@@ -38,6 +39,7 @@ class RayBatch:
     source_c2w: Tensor
     source_K: Tensor
     source_depths: Tensor | None
+    depth_K: Tensor
     near: float
     far: float
     query_index: int
@@ -71,7 +73,10 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
               else np.full(len(pixel_index), scene.ignore_index, np.int64))
     depths = (scene.depths[query_index][rows, cols] if scene.depths is not None
               else np.zeros(len(pixel_index), np.float32))
-    imgs = torch.from_numpy(scene.colors[src]).permute(0, 3, 1, 2).float().div_(255.0)
+    # channel-first while still uint8, then convert in numpy: measured ~5x faster than torch's permute().float()
+    imgs_np = np.ascontiguousarray(scene.colors[src].transpose(0, 3, 1, 2)).astype(np.float32)
+    imgs_np *= np.float32(1.0 / 255.0)
+    imgs = torch.from_numpy(imgs_np)
     src_depth = None
     if with_source_depth and scene.depths is not None:
         src_depth = torch.from_numpy(scene.depths[src])
@@ -87,6 +92,7 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
         source_c2w=torch.from_numpy(scene.poses[src]),
         source_K=K.expand(len(src), 3, 3).clone(),
         source_depths=src_depth,
+        depth_K=torch.from_numpy(scene.intrinsics_depth).clone(),
         near=scene.near, far=scene.far, query_index=int(query_index), source_indices=torch.from_numpy(src),
         scene_name=scene.name, ignore_index=scene.ignore_index,
     )
