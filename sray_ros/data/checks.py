@@ -47,3 +47,43 @@ def reprojection_stats(scene: Scene, a: int, b: int, occlusion_tol: float = 0.05
     return ReprojectionStats(covisible=int(cov.sum()), projected=int(proj.sum()),
                              median_depth_error=float(np.median(err[proj])) if proj.any() else float("nan"),
                              label_agreement=agreement)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sray_ros.data.checks ROOT [--gap 5 --pairs 4]``: reprojection stats of every scene under ROOT."""
+    import argparse
+
+    from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
+
+    ap = argparse.ArgumentParser(prog="python -m sray_ros.data.checks", description=main.__doc__)
+    ap.add_argument("root", help="a ScanNet-layout scene folder, or a folder of them")
+    ap.add_argument("--gap", type=int, default=5, help="frame offset between the two views of a pair")
+    ap.add_argument("--pairs", type=int, default=4, help="pairs per scene (evenly spread)")
+    args = ap.parse_args(argv)
+    from pathlib import Path
+
+    root = Path(args.root)
+    roots = [root] if (root / "pose").is_dir() else list_scannet_scenes(root)
+    errs, agrees = [], []
+    for r in roots:
+        s = load_scannet_scene(r)
+        if not s.has_depth or len(s) <= args.gap:
+            continue
+        starts = np.linspace(0, len(s) - 1 - args.gap, args.pairs).astype(int)
+        rows = [reprojection_stats(s, int(a), int(a) + args.gap) for a in starts]
+        e = float(np.median([x.median_depth_error for x in rows]))
+        ag = [x.label_agreement for x in rows if x.label_agreement is not None]
+        errs.append(e)
+        agrees += ag
+        print(f"{s.name}: median depth error {1000 * e:.2f} mm"
+              + (f", label agreement {100 * np.mean(ag):.2f} %" if ag else "")
+              + f", co-visible {np.mean([x.covisible for x in rows]) / (s.width * s.height):.0%}")
+    if errs:
+        print(f"all {len(errs)} scenes: median depth error {1000 * float(np.median(errs)):.2f} mm (worst "
+              f"{1000 * max(errs):.2f} mm)" + (f", label agreement {100 * np.mean(agrees):.2f} % "
+                                              f"(worst pair {100 * min(agrees):.2f} %)" if agrees else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

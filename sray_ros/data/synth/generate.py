@@ -147,6 +147,22 @@ def format_histogram(rows: list[tuple[str, float]]) -> str:
     return "\n".join(f"{name:16s} {100 * frac:6.2f} %" for name, frac in rows)
 
 
+def summary(roots: list[Path], label_set_name: str = "scannet20") -> str:
+    """Scene / frame counts and the class histogram (pixel %) per root and over all, as a text table."""
+    cols = [(str(r), class_histogram([r], label_set_name)) for r in roots]
+    if len(roots) > 1:
+        cols.append(("all", class_histogram(roots, label_set_name)))
+    counts = []
+    for r in roots:
+        metas = [json.loads(m.read_text()) for m in sorted(Path(r).glob("*/meta.json"))]
+        counts.append(f"{r}: {len(metas)} scenes, {sum(m['frames'] for m in metas)} frames")
+    head = f"{'class':16s}" + "".join(f" {Path(name).name:>8s}" for name, _ in cols)
+    lines = [head]
+    for k, (cls, _) in enumerate(cols[0][1]):
+        lines.append(f"{cls:16s}" + "".join(f" {100 * rows[k][1]:7.2f}%" for _, rows in cols))
+    return "\n".join(counts + lines)
+
+
 def _run_split(out: Path, split: str, scenes: int, frames: int, width: int, height: int, seed: int,
                catalog_seed: int, furniture_dir, cache_dir, start: int = 0) -> None:
     from tqdm import tqdm
@@ -177,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="where models are extracted (default ~/.cache/sray_ros)")
     ap.add_argument("--preset", choices=["benchmark"], default=None,
                     help="benchmark: 40 train + 10 test rooms, 100 frames, 320x240, seed 0")
+    ap.add_argument("--summary-only", action="store_true", help="only print counts and the class histogram")
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.summary_only:
+        roots = [args.out / "train", args.out / "test"] if args.preset == "benchmark" else [args.out]
+        print(summary([r for r in roots if r.is_dir()]))
+        return 0
     if args.preset == "benchmark":
         b = BENCHMARK
         roots = [args.out / "train", args.out / "test"]
@@ -189,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         roots = [args.out]
         _run_split(args.out, args.split, args.scenes, args.frames, args.width, args.height, args.seed,
                    args.catalog_seed, args.furniture_dir, args.cache_dir, start=args.start)
-    print(f"done in {time.time() - t0:.0f} s; ScanNet-20 pixel histogram over {', '.join(map(str, roots))}:")
-    print(format_histogram(class_histogram(roots)))
+    print(f"done in {time.time() - t0:.0f} s; ScanNet-20 pixel histogram (ignore = NYU40 classes outside it):")
+    print(summary(roots))
     return 0
 
 
