@@ -94,7 +94,7 @@ def test_labels_cover_room_structure(mini_scene):
 def test_camera_trajectory_handheld(mini_scene, generator_deps):
     from sray_ros.data.synth.catalog import load_catalog, split_catalog
     from sray_ros.data.synth.layout import ROOM_TYPES, make_layout
-    from sray_ros.data.synth.trajectory import handheld_trajectory
+    from sray_ros.data.synth.trajectory import _blocked, handheld_trajectory
 
     z = mini_scene.poses[:, 2, 3]
     assert np.all((z >= 1.2 - 1e-6) & (z <= 1.8 + 1e-6))
@@ -112,6 +112,7 @@ def test_camera_trajectory_handheld(mini_scene, generator_deps):
         assert np.degrees(np.arccos(np.clip(cos_turn, -1, 1))).max() < 12.0, rt
         assert np.all(-p[:, 2, 1] > 0.8)  # camera -y near world up: upright (pitch <= 33 deg), small roll
         assert np.all(p[:, 2, 2] < 0.0)  # looking slightly down into the room
+        assert not any(_blocked(lay, q, radius=0.1) for q in p[:, :3, 3]), rt  # never inside furniture
 
 
 def test_resumable_and_deterministic(mini_dataset, tmp_path):

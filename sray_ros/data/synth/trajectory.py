@@ -47,9 +47,14 @@ def handheld_trajectory(layout: RoomLayout, num_frames: int, rng: np.random.Gene
     rect = _free_rect(layout)
     centre = 0.5 * (rect[0] + rect[1])
     half = 0.5 * (rect[1] - rect[0])
+    best = None
     for attempt in range(30):
         shrink = 1.0 - attempt / 30.0
+        if attempt > 0:  # the loop ran into furniture: move its centre as well as shrinking it
+            centre = 0.5 * (rect[0] + rect[1]) + rng.uniform(-0.4, 0.4, 2) * np.maximum(half - 0.5, 0.0)
         semi = np.maximum(0.1, (half - rng.uniform(0.8, 1.2)) * shrink)
+        off = np.abs(centre - 0.5 * (rect[0] + rect[1]))
+        semi = np.maximum(0.1, np.minimum(semi, half - off - 0.6))  # stay >= 0.6 m off the walls
         sweep = 2 * math.pi * rng.uniform(0.8, 1.3) * rng.choice([-1.0, 1.0])
         phi0 = rng.uniform(0, 2 * math.pi)
         h0 = rng.uniform(1.35, 1.65)
@@ -62,8 +67,12 @@ def handheld_trajectory(layout: RoomLayout, num_frames: int, rng: np.random.Gene
             pos[:, 0] += a * np.sin(2 * math.pi * f * t + ph)
             pos[:, 1] += a * np.cos(2 * math.pi * f * t + ph * 1.3)
         pos[:, 2] = np.clip(pos[:, 2], 1.2, 1.8)
-        if not any(_blocked(layout, p) for p in pos):
+        blocked = sum(_blocked(layout, p) for p in pos)
+        if best is None or blocked < best[0]:
+            best = (blocked, pos, phi)
+        if blocked == 0:
             break
+    _, pos, phi = best  # the clearest loop found (all clear in the vast majority of rooms)
     pan_amp, pan_f, pan_ph = rng.uniform(0.2, 0.7), rng.uniform(1.0, 3.0), rng.uniform(0, 2 * math.pi)
     pitch0 = math.radians(rng.uniform(8, 25))
     pitch_amp = math.radians(rng.uniform(2, 8))
