@@ -150,7 +150,7 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
         up = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
     z = target - eye
     z = z / z.norm(dim=-1, keepdim=True)
-    x = torch.linalg.cross(z, -up)  # right = forward x down
+    x = torch.linalg.cross(-up, z)  # right = down x forward (optical frame: y x z = x)
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     y = torch.linalg.cross(z, x)
     pose = torch.zeros(*eye.shape[:-1], 4, 4, dtype=eye.dtype, device=eye.device)

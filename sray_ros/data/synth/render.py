@@ -1,0 +1,269 @@
+"""Offline rendering of a :class:`RoomLayout` with pyrender + trimesh over EGL (Mesa llvmpipe, no GPU).
+
+Per view we render colour + z-depth (one pass) and a label pass (``RenderFlags.SEG``, flat colours
+per node, no lighting). Labels are read back from the red channel of the segmentation image (the
+NYU40 id of the node's object); green and blue hold a scrambled copy of it, so a pixel whose colour
+is not an exact node colour (edge blending would show up this way; none was measured) is set to 0
+(unannotated) instead of being read as a wrong class.
+
+Camera conventions: poses are OpenCV camera-to-world (``sray_ros.geometry``); pyrender uses the
+OpenGL camera frame, so its pose is ``c2w @ diag(1, -1, -1, 1)``. pyrender's ``IntrinsicsCamera``
+maps a camera point to window coordinates ``fx X/Z + cx`` where the window's pixel *centres* sit at
+``j + 0.5``; with our integer-centre convention we therefore hand it ``cx + 0.5`` and ``cy + 0.5``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np  # noqa: E402
+import pyrender  # noqa: E402
+import trimesh  # noqa: E402
+
+from sray_ros.data.synth import textures  # noqa: E402
+from sray_ros.data.synth.catalog import FurnitureModel, extract_model  # noqa: E402
+from sray_ros.data.synth.layout import WALL_T, Item, RoomLayout  # noqa: E402
+
+_GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+_MODEL_CACHE: dict[str, pyrender.Mesh] = {}
+
+
+def _seg_color(label: int) -> tuple[int, int, int]:
+    # red = the NYU40 id; green/blue = a scrambled copy, so a blend of two ids cannot pass as a third
+    return int(label), int(_SEG_CHECK[label, 0]), int(_SEG_CHECK[label, 1])
+
+
+_SEG_CHECK = np.stack([(np.arange(256) * 97 + 31) % 256, 255 - np.arange(256)], 1).astype(np.uint8)
+
+
+def _yaw_pose(center: np.ndarray, yaw: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    pose = np.eye(4)
+    pose[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+    pose[:3, 3] = center
+    return pose
+
+
+def _texture(img: np.ndarray) -> pyrender.Texture:
+    return pyrender.Texture(source=img, source_channels="RGB",
+                            sampler=pyrender.Sampler(wrapS=pyrender.constants.GLTF.REPEAT,
+                                                     wrapT=pyrender.constants.GLTF.REPEAT))
+
+
+def _material(img: np.ndarray, double_sided: bool = False, rough: float = 0.8) -> pyrender.MetallicRoughnessMaterial:
+    return pyrender.MetallicRoughnessMaterial(baseColorTexture=_texture(img), metallicFactor=0.0,
+                                              roughnessFactor=rough, doubleSided=double_sided)
+
+
+def textured_box(lo: np.ndarray, hi: np.ndarray, img: np.ndarray, tile: float = 1.0) -> pyrender.Mesh:
+    """Axis-aligned box ``[lo, hi]`` with outward faces and UVs in metres / ``tile`` (repeating texture)."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    verts, uvs, faces = [], [], []
+    for axis in range(3):
+        a, b = [i for i in range(3) if i != axis]
+        for side, val in ((0, lo[axis]), (1, hi[axis])):
+            quad = []
+            for ca, cb in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                p = np.zeros(3)
+                p[axis] = val
+                p[a] = lo[a] if ca == 0 else hi[a]
+                p[b] = lo[b] if cb == 0 else hi[b]
+                quad.append(p)
+                uvs.append([p[a] / tile, p[b] / tile])
+            base = len(verts)
+            verts += quad
+            n = np.cross(quad[1] - quad[0], quad[3] - quad[0])
+            outward = (1.0 if side == 1 else -1.0)
+            if n[axis] * outward > 0:
+                faces += [[base, base + 1, base + 2], [base, base + 2, base + 3]]
+            else:
+                faces += [[base, base + 2, base + 1], [base, base + 3, base + 2]]
+    prim = pyrender.Primitive(positions=np.array(verts, np.float32), texcoord_0=np.array(uvs, np.float32),
+                              indices=np.array(faces, np.uint32), material=_material(img))
+    prim.normals = trimesh.Trimesh(np.array(verts), np.array(faces), process=False).vertex_normals.astype(np.float32)
+    return pyrender.Mesh(primitives=[prim])
+
+
+def _sheet(width: float, height: float, depth: float, folds: int, img: np.ndarray) -> pyrender.Mesh:
+    """A pleated vertical sheet (curtain) in the item frame: x across, y (-depth/2..depth/2) waves, z up."""
+    n = max(8, folds * 8)
+    xs = np.linspace(-0.5 * width, 0.5 * width, n + 1)
+    ys = 0.5 * depth * np.sin(np.linspace(0.0, 2 * math.pi * folds, n + 1)) * 0.8
+    verts, uvs = [], []
+    for z in (0.0, height):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            verts.append([x, y, z])
+            uvs.append([i / n * folds, z / max(height, 1e-3)])
+    faces = []
+    for i in range(n):
+        a, b, c, d = i, i + 1, n + 1 + i + 1, n + 1 + i
+        faces += [[a, b, c], [a, c, d]]
+    mesh = trimesh.Trimesh(np.array(verts), np.array(faces), process=False)
+    prim = pyrender.Primitive(positions=np.array(verts, np.float32), texcoord_0=np.array(uvs, np.float32),
+                              normals=mesh.vertex_normals.astype(np.float32), indices=np.array(faces, np.uint32),
+                              material=_material(img, double_sided=True))
+    return pyrender.Mesh(primitives=[prim])
+
+
+def load_model_mesh(model: FurnitureModel, cache_dir=None) -> pyrender.Mesh:
+    """The model as a pyrender mesh in the item frame: bottom centre at the origin, z up, front -y,
+    scaled to the catalogue's width x depth x height. Cached per process."""
+    if model.key in _MODEL_CACHE:
+        return _MODEL_CACHE[model.key]
+    obj = extract_model(model, cache_dir)
+    loaded = trimesh.load(str(obj), force="scene", process=False)
+    meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces) > 0]
+    if not meshes:
+        raise ValueError(f"model {model.key}: {obj} has no triangles")
+    # model frame (y up, front +z) -> item frame (z up, front -y): (x, y, z) -> (x, -z, y)
+    to_item = np.array([[1.0, 0, 0, 0], [0, 0, -1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
+    if model.model_rotation is not None and len(model.model_rotation) == 9:
+        rot = np.eye(4)
+        rot[:3, :3] = np.array(model.model_rotation).reshape(3, 3)
+        to_item = to_item @ rot
+    all_v = np.concatenate([m.vertices for m in meshes]) @ to_item[:3, :3].T
+    lo, hi = all_v.min(0), all_v.max(0)
+    ext = np.maximum(hi - lo, 1e-6)
+    target = np.array([model.width, model.depth, model.height])
+    scale = target / ext
+    shift = -np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), lo[2]]) * scale
+    xf = np.eye(4)
+    xf[:3, :3] = np.diag(scale) @ to_item[:3, :3]
+    xf[:3, 3] = shift
+    prims = []
+    for m in meshes:
+        m = m.copy()
+        m.apply_transform(xf)
+        if np.linalg.det(xf[:3, :3]) < 0:
+            m.invert()
+        try:
+            pm = pyrender.Mesh.from_trimesh(m, smooth=False)
+        except Exception:  # noqa: BLE001 - broken texture/material: keep the geometry, plain colour
+            m.visual = trimesh.visual.ColorVisuals(m, face_colors=[180, 180, 180, 255])
+            pm = pyrender.Mesh.from_trimesh(m, smooth=False)
+        for p in pm.primitives:
+            mat = p.material
+            if mat is None:
+                continue
+            mat.doubleSided = True  # some catalogue models have inconsistent winding
+            if p.texcoord_0 is None and getattr(mat, "baseColorTexture", None) is not None:
+                # a textured material on a part without UVs: keep its mean colour instead
+                tex = mat.baseColorTexture.source
+                mean = np.asarray(tex, np.float32).reshape(-1, np.asarray(tex).shape[-1]).mean(0) / 255.0
+                mat.baseColorTexture = None
+                mat.baseColorFactor = np.concatenate([mean[:3], [1.0]]).astype(np.float32)
+        prims += pm.primitives
+    mesh = pyrender.Mesh(primitives=prims, name=model.key)
+    _MODEL_CACHE[model.key] = mesh
+    return mesh
+
+
+def _proc_mesh(item: Item) -> pyrender.Mesh:
+    rng = np.random.default_rng(item.params.get("seed", 0))
+    w, d, h = item.size
+    if item.proc == "picture":
+        return textured_box([-w / 2, -d / 2, 0], [w / 2, d / 2, h], textures.artwork(rng), tile=max(w, h) * 1.01)
+    if item.proc == "mirror":
+        return textured_box([-w / 2, -d / 2, 0], [w / 2, d / 2, h], textures.mirror(rng), tile=max(w, h) * 1.01)
+    if item.proc == "counter":
+        return textured_box([-w / 2, -d / 2, 0], [w / 2, d / 2, h], textures.stone(rng), tile=0.8)
+    if item.proc in ("curtain", "shower_curtain"):
+        img = textures.fabric(rng)
+        if item.proc == "shower_curtain":
+            img = np.clip(img.astype(np.int32) // 2 + 120, 0, 255).astype(np.uint8)
+        return _sheet(w, h, d, int(rng.integers(3, 8)), img)
+    raise ValueError(f"unknown procedural object {item.proc!r}")
+
+
+class RoomScene:
+    """A pyrender scene of one room with its label map; render views with :meth:`render`."""
+
+    def __init__(self, layout: RoomLayout, rng: np.random.Generator, cache_dir=None):
+        self.layout = layout
+        sx, sy, h = layout.size
+        ambient = rng.uniform(0.25, 0.45)
+        self.scene = pyrender.Scene(ambient_light=np.full(3, ambient), bg_color=np.zeros(4))
+        self.labels: dict[pyrender.Node, int] = {}
+        room_type = layout.room_type
+        wall_fn = textures.tiles if room_type == "bathroom" and rng.random() < 0.7 else \
+            textures.WALLS[int(rng.integers(0, len(textures.WALLS)))]
+        floor_fn = textures.tiles if room_type in ("bathroom", "kitchen") and rng.random() < 0.6 else \
+            textures.FLOORS[int(rng.integers(0, len(textures.FLOORS)))]
+        wall_img, floor_img, ceil_img = wall_fn(rng), floor_fn(rng), textures.paint(rng)
+        t = WALL_T
+        self._add(textured_box([-t, -t, -t], [sx + t, sy + t, 0.0], floor_img, tile=rng.uniform(0.8, 2.0)), 2)
+        self._add(textured_box([-t, -t, h], [sx + t, sy + t, h + t], ceil_img, tile=2.0), 22)
+        wall_tile = rng.uniform(1.0, 2.5)
+        for wall in layout.walls:
+            p0, p1, n = wall.p0, wall.p1, wall.normal
+            a = p0 - wall.direction * t
+            b = p1 + wall.direction * t
+            o = -n * t
+            pts = np.stack([a, b, a + o, b + o])
+            lo2, hi2 = pts.min(0), pts.max(0)
+            self._add(textured_box([lo2[0], lo2[1], 0.0], [hi2[0], hi2[1], h], wall_img, tile=wall_tile), 1)
+        for blk in layout.blocks:  # the solid corner block: walls all round (hidden top)
+            self._add(textured_box([blk[0][0], blk[0][1], 0.0], [blk[1][0], blk[1][1], h], wall_img, tile=wall_tile), 1)
+        self.skipped: list[str] = []
+        for item in layout.items:
+            try:
+                mesh = _proc_mesh(item) if item.model is None else load_model_mesh(item.model, cache_dir)
+            except Exception as exc:  # noqa: BLE001 - one unreadable catalogue model must not stop a dataset
+                warnings.warn(f"skipping {item.model.key if item.model else item.proc}: {exc}")
+                self.skipped.append(item.model.key if item.model else item.proc)
+                continue
+            pose = _yaw_pose(item.center, item.yaw)
+            if item.model is not None and item.role == "rug":
+                pose[:3, :3] = pose[:3, :3] @ np.diag([1.0, 1.0, item.size[2] / max(item.model.height, 1e-6)])
+            self._add(mesh, item.nyu40, pose)
+        # lights: ceiling point lights + one soft directional light
+        warm = rng.uniform(0.85, 1.0)
+        for _ in range(int(rng.integers(1, 4))):
+            pos = np.eye(4)
+            pos[:3, 3] = [rng.uniform(0.25, 0.75) * sx, rng.uniform(0.25, 0.75) * sy, h - 0.3]
+            light = pyrender.PointLight(color=np.array([1.0, warm, warm ** 2]), intensity=rng.uniform(4.0, 12.0))
+            self.scene.add(light, pose=pos)
+        d = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(1.0, 2.0)])
+        d /= np.linalg.norm(d)
+        dl = np.eye(4)
+        zc = -d  # pyrender directional lights shine along their -z axis
+        xc = np.cross([0.0, 0.0, 1.0], zc)
+        xc = xc / max(np.linalg.norm(xc), 1e-9) if np.linalg.norm(xc) > 1e-6 else np.array([1.0, 0, 0])
+        dl[:3, :3] = np.stack([xc, np.cross(zc, xc), zc], 1)
+        self.scene.add(pyrender.DirectionalLight(intensity=rng.uniform(0.8, 2.5)), pose=dl)
+        self.seg_map = {node: _seg_color(lab) for node, lab in self.labels.items()}
+        self._renderer: pyrender.OffscreenRenderer | None = None
+        self._cam_node: pyrender.Node | None = None
+
+    def _add(self, mesh: pyrender.Mesh, nyu40: int, pose: np.ndarray | None = None) -> None:
+        node = self.scene.add(mesh, pose=np.eye(4) if pose is None else pose)
+        self.labels[node] = int(nyu40)
+
+    def render(self, K: np.ndarray, c2w: np.ndarray, width: int, height: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """RGB uint8 ``[H, W, 3]``, z-depth float32 metres ``[H, W]`` (0 = nothing), NYU40 ids uint8 ``[H, W]``."""
+        if self._renderer is None or self._renderer.viewport_width != width or self._renderer.viewport_height != height:
+            if self._renderer is not None:
+                self._renderer.delete()
+            self._renderer = pyrender.OffscreenRenderer(width, height)
+        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
+                                        znear=0.02, zfar=50.0)
+        if self._cam_node is not None:
+            self.scene.remove_node(self._cam_node)
+        self._cam_node = self.scene.add(cam, pose=c2w @ _GL_FROM_CV)
+        color, depth = self._renderer.render(self.scene)
+        seg, _ = self._renderer.render(self.scene, flags=pyrender.RenderFlags.SEG, seg_node_map=self.seg_map)
+        labels = seg[..., 0].copy()
+        check = _SEG_CHECK[labels]
+        exact = (seg[..., 1] == check[..., 0]) & (seg[..., 2] == check[..., 1])
+        labels[~exact | (depth <= 0)] = 0
+        return np.ascontiguousarray(color[..., :3]), depth.astype(np.float32), labels
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.delete()
+            self._renderer = None

@@ -1,0 +1,133 @@
+"""Cross-Reprojection Attention (paper Sec. 3.2) and its ablation variants.
+
+Shape vocabulary: ``R`` rays, ``m`` source views, ``N`` samples per ray, ``C`` channels.
+The contextual space enters as ``x [R, m, N, C]`` with ``valid [R, m, N]`` and leaves as
+``[R, N, m, C]`` (per sample, the view axis next to channels: what the weight nets reduce over).
+
+Invalid entries (sample behind the source camera or outside its image) are excluded as **keys**
+everywhere (boolean mask in ``scaled_dot_product_attention``). A query whose keys are all invalid
+(a ray invisible in a view, a sample seen by no view) attends to all keys instead, which keeps the
+result finite; such a query is itself invalid, and its output is zeroed and never aggregated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sray_ros.model.config import SRayConfig
+
+
+def sinusoidal_encoding(length: int, dim: int, device=None, dtype=torch.float32) -> Tensor:
+    """Fixed position embedding ``[length, dim]`` of the sample index (works for any sample count)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1000.0) / dim))
+    enc = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    enc[:, 0::2] = torch.sin(pos * freq)
+    enc[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return enc.to(dtype)
+
+
+def safe_key_mask(key_valid: Tensor) -> Tensor:
+    """Boolean key mask ``[B, L]`` where all-invalid rows are opened up (no NaN from an empty softmax)."""
+    return key_valid | ~key_valid.any(dim=-1, keepdim=True)
+
+
+class MaskedSelfAttention(nn.Module):
+    """Multi-head self-attention over ``x [B, L, D]`` with a per-key validity mask ``[B, L]``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, key_valid: Tensor) -> Tensor:
+        b, length, dim = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        mask = safe_key_mask(key_valid)[:, None, None, :]  # broadcast over heads and queries
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ELU(inplace=True), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class CrossReprojectionAttention(nn.Module):
+    """Intra-view radial attention then cross-view sparse attention (each residual + LayerNorm),
+    then a residual feed-forward layer. ``variant`` selects the ablations:
+
+    * ``"cra"``: radial (per view, over the N samples) + cross-view (per sample, over the m views)
+    * ``"dense"``: one attention over all ``m * N`` entries of a ray (the paper's baseline)
+    * ``"radial"`` / ``"cross"``: only one of the two CRA stages
+    * ``"none"``: no attention (feed-forward only)
+    """
+
+    def __init__(self, cfg: SRayConfig):
+        super().__init__()
+        d, h = cfg.attention_dim, cfg.num_heads
+        self.variant = cfg.attention
+        if self.variant in ("cra", "radial"):
+            self.radial_attention = MaskedSelfAttention(d, h)
+            self.radial_norm = nn.LayerNorm(d)
+        if self.variant in ("cra", "cross"):
+            self.cross_view_attention = MaskedSelfAttention(d, h)
+            self.cross_norm = nn.LayerNorm(d)
+        if self.variant == "dense":
+            self.dense_attention = MaskedSelfAttention(d, h)
+            self.dense_norm = nn.LayerNorm(d)
+        self.ffn = FeedForward(d, cfg.ffn_hidden)
+        self.ffn_norm = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """x ``[R, m, N, C]``, valid ``[R, m, N]`` -> ``[R, N, m, C]`` (invalid entries zeroed)."""
+        r, m, n, c = x.shape
+        pos = sinusoidal_encoding(n, c, device=x.device, dtype=x.dtype)
+        if self.variant == "dense":
+            flat = x.reshape(r, m * n, c)
+            att = self.dense_attention(flat + pos.repeat(m, 1), valid.reshape(r, m * n))
+            x = self.dense_norm(flat + att).view(r, m, n, c)
+        if self.variant in ("cra", "radial"):
+            flat = x.reshape(r * m, n, c)
+            att = self.radial_attention(flat + pos, valid.reshape(r * m, n))
+            x = self.radial_norm(flat + att).view(r, m, n, c)
+        x = x.transpose(1, 2).contiguous()  # [R, N, m, C]
+        valid_t = valid.transpose(1, 2)
+        if self.variant in ("cra", "cross"):
+            flat = x.view(r * n, m, c)
+            att = self.cross_view_attention(flat, valid_t.reshape(r * n, m))
+            x = self.cross_norm(flat + att).view(r, n, m, c)
+        x = self.ffn_norm(x + self.ffn(x))
+        return x * valid_t.unsqueeze(-1).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOP counting: torch's FlopCounterMode has no formula for the CPU fused attention kernel, so without
+# this it would count attention as 0 FLOPs on CPU. Registered lazily (bench + tests only).
+# --------------------------------------------------------------------------------------------------
+_FLOP_FORMULA_REGISTERED = False
+
+
+def register_cpu_sdpa_flop_formula() -> None:
+    """Teach ``torch.utils.flop_counter`` the CPU flash-attention op (same count as the CUDA kernels:
+    2*B*H*L*S*d for Q K^T plus the same for P V; masking does not reduce the count)."""
+    global _FLOP_FORMULA_REGISTERED
+    if _FLOP_FORMULA_REGISTERED:
+        return
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None and op.default not in flop_counter.flop_registry:
+        @flop_counter.register_flop_formula(op)
+        def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+    _FLOP_FORMULA_REGISTERED = True

@@ -1,0 +1,106 @@
+"""Typed configuration of the S-Ray model; defaults are the paper's settings (CVPR 2023 + supp.)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+ATTENTION_VARIANTS = ("cra", "dense", "none", "radial", "cross")
+
+
+@dataclass
+class SRayConfig:
+    """Everything that fixes the model's architecture and rendering behaviour.
+
+    Architecture fields change parameter shapes and are checked when a checkpoint is loaded;
+    rendering fields (sample counts, near/far, chunk) may be changed freely at inference.
+    """
+
+    # label set (set from the label set in use; ScanNet-20 by default)
+    num_classes: int = 20
+    # ResUNet feature extractor (supp. Table 12): stem 7x7 s2, encoder stages at 1/4, 1/8, 1/16
+    stem_channels: int = 32
+    encoder_channels: tuple[int, int, int] = (32, 64, 128)
+    feature_channels: int = 32  # C of the 3D contextual space (output at 1/4 resolution)
+    # view-direction difference embedding (4 -> 16 -> 32, ELU)
+    view_embed_hidden: int = 16
+    # Cross-Reprojection Attention
+    attention: str = "cra"  # "cra" | "dense" | "none" | "radial" | "cross"
+    num_heads: int = 4
+    attention_dim: int = 32  # d: model width of the attention (= feature_channels)
+    ffn_hidden: int = 64
+    # semantic-aware weight net (supp. Table 14) and eq. 12 bound tau/m <= w_i <= 1/(tau m)
+    semantic_weight_hidden: int = 32
+    tau: float = 0.7
+    # geometry-aware net (supp. Table 15, IBRNet style)
+    geometry_hidden: int = 64
+    geometry_feature: int = 32
+    ray_attention_dim: int = 16
+    ray_attention_heads: int = 4
+    separate_fine_field: bool = False  # IBRNet uses two fields; we share one by default
+    # sampling and rendering
+    num_coarse: int = 64
+    num_fine: int = 64
+    fine_includes_coarse: bool = True  # fine pass evaluates the sorted union (64 + 64 = 128), as NeRF/IBRNet
+    default_near: float = 0.5  # metres, used when neither near/far nor source depths are given
+    default_far: float = 6.0
+    last_delta: float = 1e10  # length of the last interval: the last sample absorbs what is left
+    # losses (supp. Table 5: 0.5 / 0.5)
+    semantic_loss_weight: float = 0.5
+    rgb_loss_weight: float = 0.5
+    ignore_index: int = 255
+
+    # fields that determine parameter shapes (checked against checkpoints)
+    ARCHITECTURE_FIELDS = (
+        "num_classes", "stem_channels", "encoder_channels", "feature_channels", "view_embed_hidden",
+        "attention", "num_heads", "attention_dim", "ffn_hidden", "semantic_weight_hidden",
+        "geometry_hidden", "geometry_feature", "ray_attention_dim", "ray_attention_heads",
+        "separate_fine_field",
+    )
+
+    def __post_init__(self) -> None:
+        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        if self.attention not in ATTENTION_VARIANTS:
+            raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
+        if len(self.encoder_channels) != 3:
+            raise ValueError(f"encoder_channels needs 3 entries (1/4, 1/8, 1/16), got {self.encoder_channels}")
+        if self.attention_dim != self.feature_channels:
+            raise ValueError("attention_dim must equal feature_channels (attention runs on the contextual space)")
+        if self.attention_dim % self.num_heads or self.ray_attention_dim % self.ray_attention_heads:
+            raise ValueError("attention widths must be divisible by their head counts")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.num_classes < 1 or self.num_coarse < 2 or self.num_fine < 0:
+            raise ValueError("num_classes >= 1, num_coarse >= 2 and num_fine >= 0 are required")
+        if not 0.0 < self.default_near < self.default_far:
+            raise ValueError("need 0 < default_near < default_far")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["encoder_channels"] = list(self.encoder_channels)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SRayConfig":
+        """Build from a dict; unknown keys raise (a typo should not be silently ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown SRayConfig fields: {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "SRayConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> "SRayConfig":
+        """A small configuration for tests and smoke runs (same structure, fewer channels/samples)."""
+        base = dict(stem_channels=8, encoder_channels=(8, 16, 16), feature_channels=16, attention_dim=16,
+                    num_heads=4, ffn_hidden=16, semantic_weight_hidden=16, geometry_hidden=16,
+                    geometry_feature=16, ray_attention_dim=8, ray_attention_heads=2, num_coarse=8, num_fine=8,
+                    view_embed_hidden=8)
+        base.update(changes)
+        return cls(**base)
+
+

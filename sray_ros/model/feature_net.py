@@ -1,0 +1,141 @@
+"""ResUNet feature extractor (supp. Table 12) and the cached per-keyframe source views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sray_ros import geometry
+from sray_ros.model.config import SRayConfig
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs with InstanceNorm; a strided 1x1 projection on the skip when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.norm1 = _norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.norm2 = _norm(c_out)
+        self.skip = None
+        if stride != 1 or c_in != c_out:
+            self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+class ResUNet(nn.Module):
+    """RGB ``[m, 3, H, W]`` in [0, 1] -> features ``[m, C, ceil(H/4), ceil(W/4)]``.
+
+    7x7 conv stride 2 (1/2) -> residual stages at 1/4, 1/8, 1/16 (the last with ``encoder_channels[2]``,
+    128 by default) -> decoder upsampling to 1/8 and 1/4 with skip connections -> 1x1 conv to C.
+    """
+
+    def __init__(self, cfg: SRayConfig):
+        super().__init__()
+        c0 = cfg.stem_channels
+        c1, c2, c3 = cfg.encoder_channels
+        self.stem = nn.Sequential(nn.Conv2d(3, c0, 7, 2, 3, bias=False), _norm(c0), nn.ReLU(inplace=True))
+        self.layer1 = nn.Sequential(ResBlock(c0, c1, 2), ResBlock(c1, c1))
+        self.layer2 = nn.Sequential(ResBlock(c1, c2, 2), ResBlock(c2, c2))
+        self.layer3 = nn.Sequential(ResBlock(c2, c3, 2), ResBlock(c3, c3))
+        self.up2 = nn.Sequential(nn.Conv2d(c3 + c2, c2, 3, 1, 1, bias=False), _norm(c2), nn.ReLU(inplace=True))
+        self.up1 = nn.Sequential(nn.Conv2d(c2 + c1, c1, 3, 1, 1, bias=False), _norm(c1), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(c1, cfg.feature_channels, 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.stem(images * 2.0 - 1.0)
+        s1 = self.layer1(x)  # 1/4
+        s2 = self.layer2(s1)  # 1/8
+        s3 = self.layer3(s2)  # 1/16
+        y = F.interpolate(s3, size=s2.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.up2(torch.cat([y, s2], 1))
+        y = F.interpolate(y, size=s1.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.up1(torch.cat([y, s1], 1))
+        return self.out(y)
+
+
+@dataclass
+class SourceViews:
+    """Posed source views with their CNN features, encoded once per keyframe and reused per query.
+
+    Shapes: images ``[m, 3, H, W]`` (RGB in [0, 1]), features ``[m, C, h, w]`` (1/4 resolution; sampled
+    with normalised coordinates, so they cover exactly the same image extent), K ``[m, 3, 3]``
+    (full-resolution intrinsics, integer pixel centres), c2w ``[m, 4, 4]``; optional depths ``[m, H, W]``
+    in metres (0 = unknown), used only to derive a default near/far.
+    """
+
+    images: Tensor
+    features: Tensor
+    K: Tensor
+    c2w: Tensor
+    depths: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        m = self.images.shape[0]
+        if self.images.dim() != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be [m, 3, H, W], got {tuple(self.images.shape)}")
+        if self.features.dim() != 4 or self.features.shape[0] != m:
+            raise ValueError(f"features must be [m, C, h, w] with m={m}, got {tuple(self.features.shape)}")
+        if tuple(self.K.shape) != (m, 3, 3) or tuple(self.c2w.shape) != (m, 4, 4):
+            raise ValueError(f"K must be [m, 3, 3] and c2w [m, 4, 4] with m={m}, got "
+                             f"{tuple(self.K.shape)} and {tuple(self.c2w.shape)}")
+        if self.depths is not None and tuple(self.depths.shape) != (m, *self.images.shape[-2:]):
+            raise ValueError(f"depths must be [m, H, W] = {(m, *self.images.shape[-2:])}, got {tuple(self.depths.shape)}")
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.images.shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @property
+    def w2c(self) -> Tensor:
+        return geometry.invert_pose(self.c2w)
+
+    def select(self, index: Tensor | list[int]) -> "SourceViews":
+        """The subset (or permutation) of views at ``index``."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
+        return SourceViews(self.images[idx], self.features[idx], self.K[idx], self.c2w[idx],
+                           None if self.depths is None else self.depths[idx])
+
+    def to(self, device=None, dtype=None) -> "SourceViews":
+        def mv(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+        return SourceViews(mv(self.images), mv(self.features), mv(self.K), mv(self.c2w), mv(self.depths))
+
+    @staticmethod
+    def cat(views: list["SourceViews"]) -> "SourceViews":
+        """Stack cached single keyframes (each m=1 or more) into one set of source views."""
+        if not views:
+            raise ValueError("need at least one SourceViews to concatenate")
+        with_depth = all(v.depths is not None for v in views)
+        return SourceViews(
+            torch.cat([v.images for v in views]), torch.cat([v.features for v in views]),
+            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]),
+            torch.cat([v.depths for v in views]) if with_depth else None,
+        )
+
+    def detach(self) -> "SourceViews":
+        return replace(self, features=self.features.detach())

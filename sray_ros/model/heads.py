@@ -1,0 +1,162 @@
+"""Per-sample heads: view-direction embedding, semantic-aware weight net (supp. Table 14) and the
+geometry-aware net (supp. Table 15, IBRNet style).
+
+Per-sample tensors are laid out ``[R, N, m, *]`` (rays, samples, views, channels) with a view validity
+mask ``valid [R, N, m]``; every reduction over views ignores invalid views.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sray_ros.model.attention import MaskedSelfAttention, sinusoidal_encoding
+from sray_ros.model.config import SRayConfig
+
+
+class ViewDirectionEmbedding(nn.Module):
+    """MLP 4 -> 16 -> C (ELU) of the view-direction difference (unit difference vector + dot product)."""
+
+    def __init__(self, hidden: int, out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, hidden), nn.ELU(inplace=True), nn.Linear(hidden, out), nn.ELU(inplace=True))
+
+    def forward(self, dir_diff: Tensor) -> Tensor:
+        return self.net(dir_diff)
+
+
+def semantic_weights(scores: Tensor, valid: Tensor, tau: float, max_iters: int = 30) -> Tensor:
+    """Weights over views with sum 1 and ``tau / m_v <= w_i <= 1 / (tau m_v)`` (paper eq. 12).
+
+    ``m_v`` is the number of VALID views of the sample; invalid views get weight 0, and a sample with
+    no valid view gets all-zero weights. Construction:
+    ``w_i = lo + (hi - lo) * sigmoid(s_i - b)`` with ``lo = tau/m_v``, ``hi = 1/(tau m_v)``; since
+    ``m_v lo = tau <= 1 <= m_v hi = 1/tau`` a shift ``b`` with ``sum_i w_i = 1`` exists and is unique
+    (the sum is strictly decreasing in ``b``). It is found without gradient by safeguarded Newton
+    (bisection fallback inside a bracket), then one Newton step is taken *with* gradient: its value
+    change is ~0 at the root, and its gradient ``db/ds_i = sigmoid'_i / sum_j sigmoid'_j`` is exactly the
+    implicit-function gradient, so the weights are differentiable through the sigmoid and the shift.
+    ``tau = 1`` gives the plain mean over valid views.
+
+    Args: scores ``[..., m]``, valid ``[..., m]`` bool. Returns ``[..., m]``.
+    """
+    v = valid.to(scores.dtype)
+    m_v = v.sum(-1, keepdim=True)
+    m_safe = m_v.clamp_min(1.0)
+    lo, hi = tau / m_safe, 1.0 / (tau * m_safe)
+    if tau >= 1.0:
+        return lo * v
+    frac = tau / (1.0 + tau)  # mean sigmoid over valid views at the root
+    target = m_v * frac
+    logit_frac = math.log(frac / (1.0 - frac))
+    with torch.no_grad():
+        s = scores.detach().float()
+        vf = v.float()
+        has_valid = valid.any(-1, keepdim=True)
+        s_min = s.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
+        s_max = s.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
+        b_lo = torch.where(has_valid, s_min - logit_frac, torch.zeros_like(s_min))  # sum >= target here
+        b_hi = torch.where(has_valid, s_max - logit_frac, torch.zeros_like(s_max))  # sum <= target here
+        b = 0.5 * (b_lo + b_hi)
+        tgt = target.float()
+        for _ in range(max_iters):
+            sig = torch.sigmoid(s - b) * vf
+            f = sig.sum(-1, keepdim=True) - tgt
+            if float(f.abs().max()) < 1e-6:
+                break
+            fp = (sig * (1.0 - sig)).sum(-1, keepdim=True)
+            b_lo = torch.where(f > 0, b, b_lo)
+            b_hi = torch.where(f > 0, b_hi, b)
+            newton = b + f / fp.clamp_min(1e-12)
+            inside = (newton > b_lo) & (newton < b_hi)
+            b = torch.where(inside, newton, 0.5 * (b_lo + b_hi))
+        b = b.to(scores.dtype)
+    sig = torch.sigmoid(scores - b) * v
+    f = sig.sum(-1, keepdim=True) - target
+    fp = (sig * (1.0 - sig)).sum(-1, keepdim=True).detach().clamp_min(1e-12)
+    b = b + f / fp
+    return (lo + (hi - lo) * torch.sigmoid(scores - b)) * v
+
+
+class SemanticHead(nn.Module):
+    """Semantic-aware weight net: score per view from [F''_i, view-dir diff], bounded weights,
+    weighted sum of the view features, linear classifier -> logits ``[R, N, K]``."""
+
+    def __init__(self, cfg: SRayConfig):
+        super().__init__()
+        c = cfg.feature_channels
+        self.tau = cfg.tau
+        self.score = nn.Sequential(nn.Linear(c + 4, cfg.semantic_weight_hidden), nn.ELU(inplace=True),
+                                   nn.Linear(cfg.semantic_weight_hidden, 1))
+        self.classifier = nn.Linear(c, cfg.num_classes)
+
+    def forward(self, feats: Tensor, dir_diff: Tensor, valid: Tensor) -> Tensor:
+        """feats ``[R, N, m, C]``, dir_diff ``[R, N, m, 4]``, valid ``[R, N, m]`` -> logits ``[R, N, K]``."""
+        scores = self.score(torch.cat([feats, dir_diff], -1)).squeeze(-1)
+        w = semantic_weights(scores, valid, self.tau)
+        fused = (w.unsqueeze(-1) * feats).sum(-2)
+        return self.classifier(fused)
+
+
+def _weighted_mean_var(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean / variance over views (dim -2) of ``x [..., m, D]`` with weights ``w [..., m, 1]`` summing to 1."""
+    mean = (x * w).sum(-2, keepdim=True)
+    var = (((x - mean) ** 2) * w).sum(-2, keepdim=True)
+    return mean, var
+
+
+class GeometryHead(nn.Module):
+    """IBRNet-style density and colour from per-view features ``[R, N, m, C+3]`` (feature, rgb).
+
+    per-view MLP on [x_i, mean, var] -> visibility-weighted mean/variance across views -> MLP ->
+    ray-wise attention over samples (``ray_attention_dim`` wide) -> sigma = softplus >= 0, set to 0 where
+    no view sees the sample. Colour = softmax blend over valid views of the source pixel colours.
+    """
+
+    def __init__(self, cfg: SRayConfig):
+        super().__init__()
+        d_in = cfg.feature_channels + 3
+        h, g, a = cfg.geometry_hidden, cfg.geometry_feature, cfg.ray_attention_dim
+        # first layer of MLP([x_i, mean, var]) split in two: the [mean, var] part is per sample, not per view
+        self.base_view = nn.Linear(d_in, h)
+        self.base_global = nn.Linear(2 * d_in, h, bias=False)
+        self.base_out = nn.Linear(h, g)
+        self.vis1 = nn.Sequential(nn.Linear(g, g), nn.ELU(inplace=True), nn.Linear(g, g + 1))
+        self.vis2 = nn.Sequential(nn.Linear(g, g), nn.ELU(inplace=True), nn.Linear(g, 1))
+        self.geometry_fc = nn.Sequential(nn.Linear(2 * g + 1, h), nn.ELU(inplace=True), nn.Linear(h, a), nn.ELU(inplace=True))
+        self.ray_attention = MaskedSelfAttention(a, cfg.ray_attention_heads)
+        self.ray_norm = nn.LayerNorm(a)
+        self.sigma_fc = nn.Sequential(nn.Linear(a, a), nn.ELU(inplace=True), nn.Linear(a, 1))
+        self.rgb_fc = nn.Sequential(nn.Linear(g + 1 + 4, g), nn.ELU(inplace=True), nn.Linear(g, 1))
+
+    def forward(self, x: Tensor, rgb: Tensor, dir_diff: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """x ``[R, N, m, D]``, rgb ``[R, N, m, 3]``, dir_diff ``[R, N, m, 4]``, valid ``[R, N, m]``
+        -> sigma ``[R, N]``, colour ``[R, N, 3]``."""
+        r, n, m, _ = x.shape
+        mask = valid.unsqueeze(-1).to(x.dtype)
+        num_valid = mask.sum(-2, keepdim=True)  # [R, N, 1, 1]
+        w = mask / num_valid.clamp_min(1.0)
+        mean, var = _weighted_mean_var(x, w)
+        h = F.elu(self.base_view(x) + self.base_global(torch.cat([mean, var], -1)))
+        h = F.elu(self.base_out(h))
+        res_vis = self.vis1(h * w)
+        h = h + res_vis[..., :-1]
+        vis = torch.sigmoid(res_vis[..., -1:]) * mask
+        vis = torch.sigmoid(self.vis2(h * vis)) * mask
+        w = vis / (vis.sum(-2, keepdim=True) + 1e-8)
+        mean, var = _weighted_mean_var(h, w)
+        # IBRNet appends weight.mean(views), which is the constant 1/m (weights sum to 1) and would make
+        # the output depend on how many invalid views there are; the count of valid views is used instead
+        g = self.geometry_fc(torch.cat([mean, var, torch.log1p(num_valid)], -1)).view(r, n, -1)
+        seen = num_valid.view(r, n) > 0
+        pos = sinusoidal_encoding(n, g.shape[-1], device=g.device, dtype=g.dtype)
+        g = self.ray_norm(g + self.ray_attention(g + pos, seen))
+        sigma = F.softplus(self.sigma_fc(g).squeeze(-1)) * seen.to(g.dtype)
+        score = self.rgb_fc(torch.cat([h, vis, dir_diff], -1)).squeeze(-1)
+        score = score.masked_fill(~valid, torch.finfo(score.dtype).min)
+        blend = torch.softmax(score, dim=-1) * mask.squeeze(-1)  # all-invalid rows -> zeros, no NaN
+        colour = (blend.unsqueeze(-1) * rgb).sum(-2)
+        return sigma, colour

@@ -1,0 +1,186 @@
+"""ScanNet-layout reader: real HoloLens sequence, and small hand-made scenes for the edge cases."""
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sray_ros.data.checks import reprojection_stats
+from sray_ros.data.label_sets import load_label_set
+from sray_ros.data.scannet import load_scannet_scene, read_scannet_meta
+from sray_ros.data.scene import SceneFormatError, resize_nearest
+from sray_ros.geometry import scale_intrinsics
+
+REPO = Path(__file__).resolve().parents[1]
+HOLOLENS = REPO.parent / "shared" / "data" / "hololens_000"
+TSV = REPO.parent / "shared" / "data" / "scannet" / "scannetv2-labels.combined.tsv"
+
+
+def _k4(fx, fy, cx, cy):
+    k = np.eye(4)
+    k[0, 0], k[1, 1], k[0, 2], k[1, 2] = fx, fy, cx, cy
+    return k
+
+
+def write_scene(root: Path, ids=(0, 1, 2), color_size=(96, 72), depth_size=(64, 48), with_depth=True,
+                with_labels=True, bad_pose_ids=(), label_ids=(1, 3, 5, 7)) -> Path:
+    """A tiny ScanNet-layout scene: fronto-parallel plane at 2 m, labels in vertical stripes of raw ids."""
+    for sub in ("color", "pose", "intrinsic") + (("depth",) if with_depth else ()) + (("label-filt",) if with_labels else ()):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    wc, hc = color_size
+    wd, hd = depth_size
+    np.savetxt(root / "intrinsic" / "intrinsic_color.txt", _k4(1.1 * wc, 1.1 * wc, (wc - 1) / 2 + 1.0, (hc - 1) / 2))
+    np.savetxt(root / "intrinsic" / "intrinsic_depth.txt", _k4(0.9 * wd, 0.9 * wd, (wd - 1) / 2, (hd - 1) / 2 - 1.0))
+    rng = np.random.default_rng(0)
+    for n, i in enumerate(ids):
+        cv2.imwrite(str(root / "color" / f"{i}.jpg"), rng.integers(0, 255, (hc, wc, 3), dtype=np.uint8))
+        pose = np.eye(4)
+        pose[0, 3] = 0.05 * n
+        if i in bad_pose_ids:
+            pose[:] = -np.inf
+        np.savetxt(root / "pose" / f"{i}.txt", pose)
+        if with_depth:
+            cv2.imwrite(str(root / "depth" / f"{i}.png"), np.full((hd, wd), 2000, np.uint16))
+        if with_labels:
+            stripes = np.array(label_ids, np.uint16)[(np.arange(wc) * len(label_ids)) // wc]
+            cv2.imwrite(str(root / "label-filt" / f"{i}.png"), np.tile(stripes, (hc, 1)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hololens():
+    if not HOLOLENS.is_dir():
+        pytest.fail(f"real sequence expected at {HOLOLENS} (shared/ beside the repository)")
+    return load_scannet_scene(HOLOLENS)
+
+
+def test_hololens_loads(hololens):
+    s = hololens
+    assert len(s) == 187 and not s.has_labels and s.has_depth
+    c, d = s.load_color(0), s.load_depth(0)
+    assert c.shape == (240, 320, 3) and c.dtype == np.uint8
+    assert d.shape == (240, 320) and d.dtype == np.float32
+    valid = d[d > 0]
+    assert 0.3 < valid.min() and valid.max() < 8.0  # metres (uint16 mm scaled by 1000)
+    with pytest.raises(SceneFormatError, match="no labels"):
+        s.load_labels(0)
+
+
+def test_hololens_reprojection_0_3(hololens):
+    st = reprojection_stats(hololens, hololens.index_of(0), hololens.index_of(3))
+    assert st.projected > 0.5 * 320 * 240
+    assert st.median_depth_error < 0.02, st
+
+
+def test_hololens_native_resolution():
+    s = load_scannet_scene(HOLOLENS, width=None, height=None)
+    assert (s.width, s.height) == (540, 360)
+    assert np.allclose(s.intrinsics, np.loadtxt(HOLOLENS / "intrinsic" / "intrinsic_color.txt")[:3, :3])
+
+
+def test_color_and_depth_intrinsics_kept_apart(tmp_path):
+    root = write_scene(tmp_path / "scene0000_00")
+    s = load_scannet_scene(root, 32, 24, label_table=TSV)
+    kc = np.loadtxt(root / "intrinsic" / "intrinsic_color.txt")[:3, :3]
+    kd = np.loadtxt(root / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
+    assert np.allclose(s.intrinsics, scale_intrinsics(kc, 32 / 96, 24 / 72))
+    assert np.allclose(s.intrinsics_depth, scale_intrinsics(kd, 32 / 64, 24 / 48))
+    assert not np.allclose(s.intrinsics, s.intrinsics_depth)
+    assert s.load_color(0).shape == (24, 32, 3) and s.load_depth(0).shape == (24, 32)
+    assert np.all(s.load_depth(0) == 2.0)
+
+
+def test_non_contiguous_ids_and_inf_poses_dropped(tmp_path):
+    root = write_scene(tmp_path / "s", ids=(0, 5, 7, 20, 31), bad_pose_ids=(7, 31))
+    with pytest.warns(UserWarning, match=r"dropped 2 frame\(s\).*\[7, 31\]"):
+        s = load_scannet_scene(root, 32, 24, label_table=TSV)
+    assert s.frame_ids == [0, 5, 20]
+    assert np.all(np.isfinite(s.poses)) and s.poses.shape == (3, 4, 4)
+    assert s.index_of(20) == 2
+
+
+def test_labels_mapped_and_never_interpolated(tmp_path):
+    # raw ids 1 wall, 3 cabinet(kitchen cabinets?), 5 chair... take them from the real tsv
+    root = write_scene(tmp_path / "s", label_ids=(1, 2, 3, 4, 5, 13))
+    ls = load_label_set("scannet20")
+    s = load_scannet_scene(root, 37, 23, label_set=ls, label_table=TSV)  # odd, non-integer scale
+    lab = s.load_labels(0)
+    assert lab.shape == (23, 37) and lab.dtype == np.uint8
+    from sray_ros.data.label_sets import raw_to_class_lut
+
+    expected_values = set(raw_to_class_lut(TSV, ls)[[1, 2, 3, 4, 5, 13]].tolist())
+    assert set(np.unique(lab).tolist()) <= expected_values
+    assert 255 in expected_values  # raw 13 = pillow -> ignore in ScanNet-20
+
+
+def test_resize_nearest_only_input_values():
+    rng = np.random.default_rng(1)
+    img = rng.choice(np.array([0, 3, 7, 255], np.uint8), size=(61, 83))
+    for w, h in ((320, 240), (17, 13), (83, 61), (40, 200)):
+        out = resize_nearest(img, w, h)
+        assert out.shape == (h, w)
+        assert set(np.unique(out).tolist()) <= {0, 3, 7, 255}
+    depth = rng.choice(np.array([0.0, 1.5, 4.0], np.float32), size=(48, 64))
+    assert set(np.unique(resize_nearest(depth, 37, 29)).tolist()) <= {0.0, 1.5, 4.0}
+
+
+def test_missing_depth_and_labels_allowed(tmp_path):
+    root = write_scene(tmp_path / "s", with_depth=False, with_labels=False)
+    (root / "intrinsic" / "intrinsic_depth.txt").unlink()
+    s = load_scannet_scene(root, 32, 24)
+    assert not s.has_depth and not s.has_labels
+    arr = s.preload()
+    assert arr.depths is None and arr.labels is None and arr.colors.shape == (3, 24, 32, 3)
+    with pytest.raises(SceneFormatError, match="no depth"):
+        s.load_depth(0)
+
+
+def test_frame_missing_its_depth_file_reads_invalid(tmp_path):
+    root = write_scene(tmp_path / "s")
+    (root / "depth" / "1.png").unlink()
+    s = load_scannet_scene(root, 32, 24, label_table=TSV)
+    assert np.all(s.load_depth(1) == 0) and np.all(s.load_depth(0) == 2.0)
+
+
+@pytest.mark.parametrize("remove,message", [
+    ("intrinsic/intrinsic_color.txt", "intrinsic_color.txt"),
+    ("intrinsic/intrinsic_depth.txt", "intrinsic_depth.txt"),
+    ("pose", "pose/"),
+    ("color", "color/"),
+])
+def test_malformed_folder_names_missing_file(tmp_path, remove, message):
+    import shutil
+
+    root = write_scene(tmp_path / f"s_{remove.replace('/', '_')}")
+    p = root / remove
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with pytest.raises(SceneFormatError, match=message.replace(".", r"\.")):
+        load_scannet_scene(root, 32, 24, label_table=TSV)
+
+
+def test_labels_without_table_fail_clearly(tmp_path, monkeypatch):
+    import sray_ros.data.scannet as sc
+
+    root = write_scene(tmp_path / "s")
+    monkeypatch.setattr(sc, "_REPO", tmp_path / "nowhere" / "repo")
+    monkeypatch.delenv("SCANNET_LABEL_TABLE", raising=False)
+    with pytest.raises(SceneFormatError, match="scannetv2-labels.combined.tsv"):
+        load_scannet_scene(root, 32, 24)
+
+
+def test_metadata_read_once(tmp_path):
+    root = write_scene(tmp_path / "s")
+    read_scannet_meta.cache_clear()
+    load_scannet_scene(root, 32, 24, label_table=TSV)
+    load_scannet_scene(root, 16, 12, label_table=TSV)
+    info = read_scannet_meta.cache_info()
+    assert info.misses == 1 and info.hits == 1
+
+
+def test_preload_bounds(tmp_path):
+    s = load_scannet_scene(write_scene(tmp_path / "s"), 32, 24, label_table=TSV)
+    arr = s.preload()
+    assert arr.labels.dtype == np.uint8 and arr.depths.dtype == np.float32
+    assert arr.near < 2.0 < arr.far
