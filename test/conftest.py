@@ -145,3 +145,39 @@ def pytest_sessionfinish(session, exitstatus):
     if fastdds:
         subprocess.run([fastdds, "shm", "clean"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=60, check=False)
+
+
+def require_generator() -> None:
+    """Skip (or fail, with SRAY_REQUIRE_GENERATOR=1 as CI sets it) when the optional synthetic-room
+    generator's dependencies are missing."""
+    import importlib.util
+
+    from sray_ros.data.synth.catalog import SH3D_FURNITURE_DIR
+
+    missing = []
+    if importlib.util.find_spec("pyrender") is None or importlib.util.find_spec("trimesh") is None:
+        missing.append("pyrender/trimesh")
+    if not any(SH3D_FURNITURE_DIR.glob("*.sh3f")):
+        missing.append(f"{SH3D_FURNITURE_DIR}/*.sh3f")
+    if missing:
+        message = f"generator dependencies missing ({', '.join(missing)}): run scripts/install_generator_deps.sh"
+        if os.environ.get("SRAY_REQUIRE_GENERATOR") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def synthetic_mini_set(tmp_path_factory):
+    """Two training rooms and one test room, 16 frames each at 80x60 (ScanNet layout)."""
+    require_generator()
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    from sray_ros.data.synth.generate import generate_scene, write_dataset_files
+
+    root = tmp_path_factory.mktemp("synthetic_mini_set")
+    for split, seeds in (("train", (11, 12)), ("test", (13,))):
+        folder = root / split
+        folder.mkdir()
+        write_dataset_files(folder)
+        for seed in seeds:
+            generate_scene(folder, split, seed, frames=16, width=80, height=60, seed=seed)
+    return root

@@ -1,0 +1,71 @@
+"""Training configuration: a typed dataclass whose defaults are the paper's settings (YAML only at the edge)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    # data: folders of ScanNet-layout scenes (each sub-folder one scene)
+    train_root: str = ""
+    val_root: str = ""
+    label_set: str = "scannet20"
+    width: int = 320
+    height: int = 240
+    max_train_scenes: int = 0  # 0 = all
+    max_val_scenes: int = 0
+    # optimisation (paper: 1024 rays/step, 8 source views, Adam 1e-3 decaying to 5e-5)
+    num_rays: int = 1024
+    num_sources: int = 8
+    lr: float = 1e-3
+    lr_final: float = 5e-5
+    max_steps: int = 250_000
+    grad_clip: float = 1.0
+    labeled_only: bool = False
+    seed: int = 0
+    # model: overrides of SRayConfig fields (num_classes comes from the label set)
+    model: dict[str, Any] = field(default_factory=dict)
+    chunk: int = 4096
+    # bookkeeping
+    output_dir: str = "runs/sray"
+    log_every: int = 10
+    val_every: int = 500
+    val_batches: int = 8
+    checkpoint_every: int = 250
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training config key(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of training settings, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

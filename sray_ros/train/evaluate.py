@@ -1,0 +1,222 @@
+"""Held-out view evaluation (``sray-eval``) and the frame split shared with fine-tuning.
+
+Protocol: in each scene every ``holdout_every``-th frame (offset ``holdout_every // 2``) is a test view;
+the remaining frames form the *source pool*. A test view is rendered from the ``m`` pool views chosen by
+:func:`~sray_ros.data.view_selection.select_source_views`; test frames never serve as sources, and
+fine-tuning (``sray-finetune``) trains on the pool only, so its scores are on frames it never saw.
+
+Metrics: dataset-level mIoU (from the confusion matrix summed over all test views), per-frame mIoU (mean of
+each view's mIoU), total accuracy, class-average accuracy, PSNR and SSIM of the rendered colour.
+
+    sray-eval --checkpoint models/sray_default.pt --data /path/to/test_scenes --out eval/ [--num-sources 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sray_ros.data.label_sets import LabelSet
+from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
+from sray_ros.data.scene import SceneArrays
+from sray_ros.data.view_selection import select_source_views
+from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.render import render_view
+from sray_ros.model.sray import SRay
+from sray_ros.train.metrics import ConfusionMatrix, psnr, ssim
+
+
+def split_frames(num_frames: int, holdout_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(pool indices, test indices): every ``holdout_every``-th frame is held out for testing."""
+    if holdout_every < 2:
+        raise ValueError("holdout_every must be >= 2 (some frames must remain as sources)")
+    idx = np.arange(num_frames)
+    test = idx[(idx % holdout_every) == holdout_every // 2]
+    return np.setdiff1d(idx, test), test
+
+
+def subset(scene: SceneArrays, indices: np.ndarray) -> SceneArrays:
+    """The scene restricted to some frames (e.g. the source pool that fine-tuning may train on)."""
+    pick = lambda a: None if a is None else a[indices]  # noqa: E731
+    return SceneArrays(name=scene.name, frame_ids=scene.frame_ids[indices], colors=scene.colors[indices],
+                       depths=pick(scene.depths), labels=pick(scene.labels), poses=scene.poses[indices],
+                       intrinsics=scene.intrinsics, intrinsics_depth=scene.intrinsics_depth, near=scene.near,
+                       far=scene.far, ignore_index=scene.ignore_index)
+
+
+@torch.no_grad()
+def encode_frames(model: SRay, scene: SceneArrays, indices: np.ndarray, device, batch: int = 8) -> SourceViews:
+    """Encode frames once (their features are reused by every test view that picks them)."""
+    parts = []
+    K = torch.from_numpy(scene.intrinsics).float()
+    for start in range(0, len(indices), batch):
+        sel = indices[start:start + batch]
+        images = torch.from_numpy(scene.colors[sel]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        c2w = torch.from_numpy(scene.poses[sel]).to(device).float()
+        parts.append(model.encode_sources(images, K.expand(len(sel), 3, 3).to(device), c2w))
+    return SourceViews.cat(parts)
+
+
+@dataclass
+class SceneResult:
+    name: str
+    confusion: ConfusionMatrix
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    seconds_per_view: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = {"scene": self.name, "views": len(self.seconds_per_view), **self.confusion.summary()}
+        out.update({"psnr": float(np.mean(self.psnr)) if self.psnr else float("nan"),
+                    "ssim": float(np.mean(self.ssim)) if self.ssim else float("nan"),
+                    "seconds_per_view": float(np.mean(self.seconds_per_view)) if self.seconds_per_view else 0.0})
+        return out
+
+
+def panel(rgb_gt: np.ndarray, labels_gt: np.ndarray | None, labels_pred: np.ndarray, confidence: np.ndarray,
+          depth: np.ndarray, label_set: LabelSet) -> np.ndarray:
+    """RGB | GT labels | predicted labels | confidence | depth, as one uint8 RGB image."""
+    h, w = labels_pred.shape
+    gt = label_set.colorize(labels_gt) if labels_gt is not None else np.zeros((h, w, 3), np.uint8)
+    conf = cv2.applyColorMap((np.clip(confidence, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    hi = float(np.percentile(valid, 99)) if valid.size else 1.0
+    d8 = (np.clip(np.nan_to_num(depth) / max(hi, 1e-6), 0, 1) * 255).astype(np.uint8)
+    dep = cv2.applyColorMap(d8, cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.concatenate([rgb_gt, gt, label_set.colorize(labels_pred), conf, dep], axis=1)
+
+
+def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sources: int = 8,
+                   holdout_every: int = 10, max_views: int = 0, chunk: int = 4096, device="cpu",
+                   panel_dir: Path | None = None, num_panels: int = 2, progress: bool = True) -> SceneResult:
+    pool, test = split_frames(scene.num_frames, holdout_every)
+    if max_views:
+        test = test[np.linspace(0, len(test) - 1, min(max_views, len(test))).round().astype(int)]
+    device = torch.device(device)
+    model = model.to(device).eval()
+    pool_views = encode_frames(model, scene, pool, device)
+    result = SceneResult(scene.name, ConfusionMatrix(label_set.num_classes, label_set.ignore_index,
+                                                     list(label_set.class_names)))
+    K = torch.from_numpy(scene.intrinsics).float()
+    for n, t in enumerate(tqdm(test, desc=f"eval {scene.name}", unit="view", disable=not progress, leave=False)):
+        chosen = select_source_views(scene.poses[t], scene.poses[pool], num_sources)
+        sources = pool_views.select(torch.as_tensor(chosen, dtype=torch.long, device=device))
+        start = time.perf_counter()
+        view = render_view(model, sources, K, torch.from_numpy(scene.poses[t]).float(), scene.height, scene.width,
+                           near=scene.near, far=scene.far, chunk=chunk)
+        result.seconds_per_view.append(time.perf_counter() - start)
+        pred = view.labels.cpu().numpy().astype(np.uint8)
+        gt_rgb = torch.from_numpy(scene.colors[t]).float().div(255.0)
+        result.psnr.append(psnr(view.rgb.cpu().clamp(0, 1), gt_rgb))
+        result.ssim.append(ssim(view.rgb.cpu().clamp(0, 1), gt_rgb))
+        if scene.labels is not None:
+            result.confusion.update(pred, scene.labels[t])
+        if panel_dir is not None and n < num_panels:
+            panel_dir.mkdir(parents=True, exist_ok=True)
+            image = panel(scene.colors[t], None if scene.labels is None else scene.labels[t], pred,
+                          view.confidence.cpu().numpy(), view.depth.cpu().numpy(), label_set)
+            cv2.imwrite(str(panel_dir / f"{scene.name}_{int(scene.frame_ids[t]):06d}.png"), image[..., ::-1])
+    return result
+
+
+def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str, Any]:
+    total = ConfusionMatrix(label_set.num_classes, label_set.ignore_index, list(label_set.class_names))
+    for r in results:
+        total.matrix += r.confusion.matrix
+        total.frame_mious.extend(r.confusion.frame_mious)
+    out = {"scenes": len(results), "views": sum(len(r.seconds_per_view) for r in results), **total.summary()}
+    for key in ("psnr", "ssim", "seconds_per_view"):
+        values = [v for r in results for v in getattr(r, key)]
+        out[key] = float(np.mean(values)) if values else float("nan")
+    out["iou_per_class"] = {name: (None if not np.isfinite(v) else float(v))
+                            for name, v in zip(label_set.class_names, total.iou())}
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    cols = ["scene", "views", "miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim", "seconds_per_view"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            if isinstance(v, float):
+                v = f"{100 * v:.2f}" if c in ("miou", "frame_miou", "total_acc", "class_acc") else f"{v:.3f}"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scene_folders(data: str) -> list[Path]:
+    root = Path(data)
+    if (root / "pose").is_dir():
+        return [root]
+    folders = list_scannet_scenes(root)
+    if not folders:
+        raise FileNotFoundError(f"{data}: neither a ScanNet-layout scene (no pose/) nor a folder of scenes")
+    return folders
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.train.checkpoint import CheckpointError, load_checkpoint
+    from sray_ros.train.config import resolve_device
+
+    p = argparse.ArgumentParser(prog="sray-eval", description="Render held-out views of test scenes and score them.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="a ScanNet-layout scene folder or a folder of them")
+    p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, panels/)")
+    p.add_argument("--num-sources", type=int, default=8)
+    p.add_argument("--holdout-every", type=int, default=10)
+    p.add_argument("--max-views", type=int, default=0, help="test views per scene (0 = all held-out frames)")
+    p.add_argument("--width", type=int, help="render width (default: the checkpoint's training width, else 320)")
+    p.add_argument("--height", type=int)
+    p.add_argument("--num-panels", type=int, default=2, help="PNG panels per scene")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--chunk", type=int, default=4096)
+    args = p.parse_args(argv)
+
+    device = resolve_device(args.device)
+    try:
+        ckpt = load_checkpoint(args.checkpoint, map_location=device)
+    except CheckpointError as exc:
+        print(f"sray-eval: {exc}", file=sys.stderr)
+        return 2
+    trained = ckpt.extra.get("train_config", {}) if isinstance(ckpt.extra, dict) else {}
+    width = args.width or int(trained.get("width", 320))
+    height = args.height or int(trained.get("height", 240))
+    label_set = load_label_set(ckpt.label_set["name"])
+    if list(label_set.class_names) != list(ckpt.label_set["class_names"]):
+        print(f"sray-eval: label set '{label_set.name}' on disk differs from the checkpoint's", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for folder in tqdm(scene_folders(args.data), desc="scenes", unit="scene"):
+        scene = load_scannet_scene(folder, width, height, label_set=label_set).preload()
+        results.append(evaluate_scene(ckpt.model, scene, label_set, args.num_sources, args.holdout_every,
+                                      args.max_views, args.chunk, device, out / "panels", args.num_panels))
+    rows = [r.summary() for r in results]
+    overall = overall_summary(results, label_set)
+    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "width": width, "height": height,
+              "num_sources": args.num_sources, "holdout_every": args.holdout_every, "max_views": args.max_views,
+              "device": str(device), "scenes": rows, "overall": overall}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(rows + [{**overall, "scene": "**overall**"}])
+    (out / "metrics.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

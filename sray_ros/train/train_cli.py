@@ -1,0 +1,205 @@
+"""``sray-train``: multi-scene pretraining of S-Ray from a YAML config.
+
+    sray-train --config config/train/synthetic_cpu.yaml [--resume runs/x/last.pt] [--max-steps N]
+    torchrun --nproc-per-node 4 -m sray_ros.train.train_cli --config ...   # multi-GPU / multi-node (DDP)
+
+Writes into ``output_dir``: ``last.pt`` (every ``checkpoint_every`` steps, on Ctrl-C and at the end; full
+optimiser/RNG state, resumable), ``best.pt`` (lowest validation loss), ``log.jsonl`` (one JSON object per
+logged step / validation) and ``config.yaml``. Checkpoint writes are atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from sray_ros.data.label_sets import load_label_set
+from sray_ros.data.ray_batch import RayBatchSampler
+from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
+from sray_ros.data.scene import SceneArrays
+from sray_ros.model.config import SRayConfig
+from sray_ros.model.sray import SRay
+from sray_ros.train.checkpoint import load_checkpoint
+from sray_ros.train.config import TrainConfig, resolve_device
+from sray_ros.train.trainer import Trainer
+
+
+def load_scene_arrays(root: str, cfg: TrainConfig, limit: int = 0, progress: bool = True) -> list[SceneArrays]:
+    """Preload every ScanNet-layout scene under ``root`` at the configured resolution."""
+    if not root:
+        return []
+    folders = list_scannet_scenes(root)
+    if not folders:
+        raise FileNotFoundError(f"{root}: no ScanNet-layout scene folders (each needs a pose/ folder)")
+    if limit:
+        folders = folders[:limit]
+    scenes = []
+    for folder in tqdm(folders, desc=f"loading {Path(root).name}", unit="scene", disable=not progress):
+        scene = load_scannet_scene(folder, cfg.width, cfg.height, label_set=cfg.label_set)
+        scenes.append(scene.preload())
+    return scenes
+
+
+def validation_batches(scenes: list[SceneArrays], cfg: TrainConfig) -> list:
+    if not scenes:
+        return []
+    sampler = RayBatchSampler(scenes, num_rays=cfg.num_rays, num_sources=cfg.num_sources, seed=12345,
+                              labeled_only=True)
+    return [sampler.sample() for _ in range(cfg.val_batches)]
+
+
+def _distributed_setup() -> tuple[bool, int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False, 0, 1, 0
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return True, dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sray-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="YAML file of TrainConfig fields")
+    p.add_argument("--resume", help="checkpoint of this run to continue from (default: output_dir/last.pt if present)")
+    p.add_argument("--init", help="model-only checkpoint to start from (weights only; fresh optimiser)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing output_dir/last.pt")
+    p.add_argument("--max-steps", type=int, help="override max_steps")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--device", help="override device (cpu, cuda, auto)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                   help="override any config field, e.g. --set num_rays=512 --set model={attention: dense}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig.from_yaml(args.config)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    for key, value in (("max_steps", args.max_steps), ("output_dir", args.output_dir), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+
+    distributed, rank, world, local_rank = _distributed_setup()
+    device = resolve_device(cfg.device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    is_main = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    label_set = load_label_set(cfg.label_set)
+    model_cfg = SRayConfig.from_dict({**SRayConfig().to_dict(), **cfg.model, "num_classes": label_set.num_classes,
+                                      "ignore_index": label_set.ignore_index})
+
+    train_scenes = load_scene_arrays(cfg.train_root, cfg, cfg.max_train_scenes, progress=is_main)
+    if not train_scenes:
+        raise SystemExit(f"sray-train: no training scenes (train_root={cfg.train_root!r})")
+    val_scenes = load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes, progress=is_main)
+    sampler = RayBatchSampler(train_scenes, num_rays=cfg.num_rays, num_sources=cfg.num_sources,
+                              seed=cfg.seed + 1000 * rank, labeled_only=cfg.labeled_only)
+    val_batches = validation_batches(val_scenes, cfg)
+
+    model = SRay(model_cfg)
+    if args.init:
+        init = load_checkpoint(args.init)
+        model.load_state_dict(init.model.state_dict())
+    trainer = Trainer(model, label_set.to_dict(), sampler, lr=cfg.lr, lr_final=cfg.lr_final,
+                      max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, chunk=cfg.chunk, device=device,
+                      distributed=distributed, train_config=cfg.to_dict())
+    resume = args.resume or (None if args.fresh or not (out / "last.pt").exists() else out / "last.pt")
+    if resume:
+        trainer.resume(resume)
+        if is_main:
+            print(f"sray-train: resumed from {resume} at step {trainer.step}", flush=True)
+    if is_main:
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    stop = threading.Event()
+    previous_handler = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame):  # finish the current step, then save and exit
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if is_main:
+            print("\nsray-train: stopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    log = (out / "log.jsonl").open("a") if is_main else None
+    bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc="train", unit="step", disable=not is_main,
+               dynamic_ncols=True)
+    started = time.monotonic()
+    window: list = []
+
+    def checkpoint(name: str, metrics: dict | None = None) -> None:
+        if is_main:
+            trainer.save(out / name, metrics)
+
+    try:
+        while trainer.step < cfg.max_steps and not stop.is_set():
+            stats_box = []
+            trainer.run(1, stop=stop, on_step=stats_box.append)
+            if not stats_box:
+                break
+            stats = stats_box[0]
+            window.append(stats)
+            bar.update(1)
+            if stats.step % cfg.log_every == 0 or stats.step == cfg.max_steps:
+                mean = lambda attr: sum(getattr(s, attr) for s in window) / len(window)  # noqa: E731
+                record = {"step": stats.step, "loss": mean("loss"), "semantic_loss": mean("semantic_loss"),
+                          "color_loss": mean("color_loss"), "lr": stats.lr, "s_per_step": mean("seconds"),
+                          "elapsed_s": time.monotonic() - started}
+                window.clear()
+                bar.set_postfix(loss=f"{record['loss']:.4f}", sem=f"{record['semantic_loss']:.3f}")
+                if log:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            if val_batches and (stats.step % cfg.val_every == 0 or stats.step == cfg.max_steps):
+                metrics = trainer.evaluate_batches(val_batches)
+                record = {"step": stats.step, **metrics}
+                if is_main:
+                    tqdm.write(f"step {stats.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if metrics["val_loss"] < trainer.best_val:
+                        trainer.best_val = metrics["val_loss"]
+                        checkpoint("best.pt", record)
+            if stats.step % cfg.checkpoint_every == 0:
+                checkpoint("last.pt")
+    finally:
+        bar.close()
+        checkpoint("last.pt")
+        if log:
+            log.close()
+        signal.signal(signal.SIGINT, previous_handler)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if is_main:
+        print(f"sray-train: step {trainer.step}/{cfg.max_steps}, checkpoint {out / 'last.pt'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

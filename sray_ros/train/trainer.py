@@ -1,0 +1,201 @@
+"""The training loop shared by pretraining (``sray-train``), per-scene fine-tuning (``sray-finetune``) and
+the ROS node's background fine-tuning.
+
+One optimisation step: encode the batch's source views, cast the query rays, render them (stratified
+coarse samples + importance-sampled fine samples) and minimise ``0.5 CE + 0.5 MSE`` (paper defaults) on
+coarse and fine outputs. Multi-process training (``torchrun``) wraps the step in
+:class:`~torch.nn.parallel.DistributedDataParallel`, so gradients are all-reduced the standard way; the
+same code runs on CPU with the gloo backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sray_ros import geometry
+from sray_ros.data.ray_batch import RayBatch
+from sray_ros.model.render import render_rays
+from sray_ros.model.sray import SRay
+from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
+from sray_ros.train.losses import sray_loss
+from sray_ros.train.metrics import ConfusionMatrix
+
+
+class TrainingStep(nn.Module):
+    """One forward = one batch's losses, so DistributedDataParallel can wrap the whole step."""
+
+    def __init__(self, model: SRay, chunk: int = 4096) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+
+    def forward(self, batch: RayBatch, perturb: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        model = self.model
+        sources = model.encode_sources(batch.source_images, batch.source_K, batch.source_c2w)
+        rays_o, rays_d = geometry.generate_rays(batch.query_K, batch.query_c2w, batch.uv)
+        result = render_rays(model, sources, rays_o, rays_d, batch.near, batch.far, chunk=self.chunk,
+                             perturb=perturb, coarse_semantics=True)
+        cfg = model.cfg
+        loss = sray_loss(result, batch.labels, batch.colors, cfg.semantic_loss_weight, cfg.rgb_loss_weight,
+                         batch.ignore_index)
+        logits = result.best.logits
+        return loss.total, loss.semantic, loss.rgb, None if logits is None else logits.detach()
+
+
+def exponential_lr(lr: float, lr_final: float, max_steps: int) -> Callable[[int], float]:
+    """Multiplier for LambdaLR: ``lr -> lr_final`` exponentially over ``max_steps`` (constant after)."""
+    ratio = lr_final / lr if lr > 0 else 1.0
+    return lambda step: ratio ** (min(step, max_steps) / max(max_steps, 1))
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    semantic_loss: float
+    color_loss: float
+    lr: float
+    seconds: float
+
+
+class Trainer:
+    """Owns model, optimiser, schedule and step count; saves and resumes all of it.
+
+    ``batches`` is any iterator of :class:`RayBatch` (e.g. :class:`~sray_ros.data.ray_batch.RayBatchSampler`);
+    if it has an ``rng`` attribute (a numpy Generator) its state is checkpointed too, so a resumed run
+    draws the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, model: SRay, label_set: dict[str, Any], batches: Iterator[RayBatch] | Any,
+                 lr: float = 1e-3, lr_final: float = 5e-5, max_steps: int = 250_000, grad_clip: float = 1.0,
+                 chunk: int = 4096, device: torch.device | str = "cpu", distributed: bool = False,
+                 train_config: dict[str, Any] | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.label_set = label_set
+        self.batches = batches
+        self._batch_iter = iter(batches) if not hasattr(batches, "sample") else None
+        self.max_steps = max_steps
+        self.grad_clip = grad_clip
+        self.train_config = train_config or {}
+        step_module: nn.Module = TrainingStep(self.model, chunk)
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            step_module = DistributedDataParallel(step_module, device_ids=device_ids)
+        self.step_module = step_module
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, exponential_lr(lr, lr_final, max_steps))
+        self.step = 0
+        self.best_val: float = math.inf
+        self.history: list[dict[str, Any]] = []
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _next_batch(self) -> RayBatch:
+        batch = self.batches.sample() if self._batch_iter is None else next(self._batch_iter)
+        return batch.to(self.device)
+
+    def train_step(self) -> StepStats:
+        start = time.perf_counter()
+        self.model.train()
+        batch = self._next_batch()
+        total, semantic, color, _ = self.step_module(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return StepStats(self.step, float(total.detach()), float(semantic), float(color),
+                         self.optimizer.param_groups[0]["lr"], time.perf_counter() - start)
+
+    @torch.no_grad()
+    def evaluate_batches(self, batches: list[RayBatch]) -> dict[str, float]:
+        """Mean loss and ray-level semantic metrics on fixed batches (deterministic sampling)."""
+        self.model.eval()
+        cm = ConfusionMatrix(self.model.cfg.num_classes, ignore_index=batches[0].ignore_index if batches else 255)
+        losses = []
+        for batch in batches:
+            batch = batch.to(self.device)
+            total, _, _, logits = TrainingStep(self.model, self.step_module_chunk)(batch, perturb=False)
+            losses.append(float(total))
+            if logits is not None:
+                cm.update(logits.argmax(-1).cpu(), batch.labels.cpu())
+        out = {"val_loss": float(np.mean(losses)) if losses else math.nan}
+        if cm.matrix.sum() > 0:
+            out.update({"val_miou": cm.miou(), "val_acc": cm.total_accuracy()})
+        return out
+
+    @property
+    def step_module_chunk(self) -> int:
+        module = getattr(self.step_module, "module", self.step_module)
+        return module.chunk
+
+    # -- loop ---------------------------------------------------------------------------------------
+    def run(self, num_steps: int, stop: threading.Event | None = None, max_duration_s: float | None = None,
+            on_step: Callable[[StepStats], None] | None = None) -> int:
+        """Run up to ``num_steps`` more steps (never past ``max_steps``); returns the steps done.
+
+        Stops early, between steps, when ``stop`` is set or ``max_duration_s`` has passed.
+        """
+        start = time.monotonic()
+        done = 0
+        while done < num_steps and self.step < self.max_steps:
+            if stop is not None and stop.is_set():
+                break
+            if max_duration_s is not None and max_duration_s > 0 and time.monotonic() - start >= max_duration_s:
+                break
+            stats = self.train_step()
+            done += 1
+            if on_step is not None:
+                on_step(stats)
+        return done
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def save(self, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+        extra: dict[str, Any] = {
+            "step": self.step,
+            "best_val": self.best_val,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "train_config": json.loads(json.dumps(self.train_config)),
+            "metrics": metrics or {},
+        }
+        rng = getattr(self.batches, "rng", None)
+        if isinstance(rng, np.random.Generator):
+            extra["batch_rng"] = json.dumps(rng.bit_generator.state)
+        return save_checkpoint(path, self.model, self.label_set, extra)
+
+    def resume(self, path: str | Path) -> None:
+        """Restore weights, optimiser, schedule, step count and RNG state from a checkpoint of this run."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.config.to_dict() != self.model.cfg.to_dict():
+            differing = sorted(k for k, v in checkpoint.config.to_dict().items() if self.model.cfg.to_dict().get(k) != v)
+            raise ValueError(f"{path}: model config differs from this run's in {differing}")
+        self.model.load_state_dict(checkpoint.model.state_dict())
+        extra = checkpoint.extra
+        if "optimizer" not in extra or "step" not in extra:
+            raise ValueError(f"{path}: has no optimiser state / step (a model-only checkpoint cannot be resumed; "
+                             "use it as --init instead)")
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.step = int(extra["step"])
+        self.best_val = float(extra.get("best_val", math.inf))
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"].cpu())
+        rng = getattr(self.batches, "rng", None)
+        if isinstance(rng, np.random.Generator) and "batch_rng" in extra:
+            rng.bit_generator.state = json.loads(extra["batch_rng"])
