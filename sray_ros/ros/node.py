@@ -1,52 +1,651 @@
 """The sray_ros node: thin ROS wiring over plain Python objects (DESIGN.md section 4).
 
-This first version serves the interfaces with honest failures: it holds no keyframes and no model yet,
-so ``~/render_semantic_view`` answers ``success=false`` with the reason instead of images.
+Intake (colour + camera_info, optional depth and labels, paired by stamp) -> pose from the node's own TF
+buffer (or a PoseStamped topic) -> :class:`KeyframeBuffer` (features encoded once by the
+:class:`Renderer`). ``~/render_semantic_view`` renders on an executor thread of its own callback group,
+``~/fine_tune`` trains in another, so image intake never waits for either.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TransformStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from std_srvs.srv import Trigger
 
-from sray_ros.srv import RenderSemanticView
+from sray_ros import geometry
+from sray_ros.action import FineTune
+from sray_ros.msg import LabelInfo, NodeStatus
+from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
+from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, float_to_image, image_to_depth,
+                                           image_to_labels, image_to_rgb, labels_to_image, make_camera_info,
+                                           rgb_to_image)
+from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
+from sray_ros.ros.sync import MatchedSet, StampSynchronizer
+from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
+from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
+from sray_ros.train.checkpoint import CheckpointError
+
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - scripts/setup.sh builds a stand-in when no distro provides it
+    TFMessage = None
+
+POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's poses are stored under
+INTAKE_REJECT_REASONS = ("bad_encoding", "bad_camera_info", "camera_info_mismatch", "missing_tf",
+                         "missing_camera_info", "bad_depth", "bad_labels")
+
+
+def default_checkpoint() -> str:
+    """The shipped default model: share/sray_ros/models/sray_default.pt (or the source tree's models/)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidate = Path(get_package_share_directory("sray_ros")) / "models" / "sray_default.pt"
+        if candidate.exists():
+            return str(candidate)
+    except Exception:  # noqa: BLE001 - not installed through ament: fall back to the source tree
+        pass
+    return str(Path(__file__).resolve().parents[2] / "models" / "sray_default.pt")
+
+
+# name -> (default, description, extra descriptor fields)
+PARAMETERS: dict[str, tuple] = {
+    "world_frame": ("map", "Fixed frame keyframe poses and renders are expressed in.", {"read_only": True}),
+    "pose_source": ("tf", "'tf': pose of image.header.frame_id in world_frame from /tf at the image stamp; "
+                    "'topic': from the PoseStamped topic 'pose' (camera optical frame).", {"read_only": True}),
+    "tf_timeout_s": (0.05, "How long intake waits for a transform at an image stamp.",
+                     {"floating_point_range": (0.0, 5.0)}),
+    "checkpoint": ("", "Model checkpoint to load at start; empty = the shipped default model.", {"read_only": True}),
+    "device": ("", "Torch device: cpu, cuda, cuda:1; empty = cuda when available, else cpu.", {"read_only": True}),
+    "sensor_data_qos": (True, "Subscribe to images with SensorDataQoS (best effort); false = reliable.",
+                        {"read_only": True}),
+    "sync_slop_s": (0.02, "Max stamp difference when pairing colour, camera_info, depth and labels.",
+                    {"floating_point_range": (0.0, 1.0), "read_only": True}),
+    "max_keyframes": (32, "Keyframe ring size (oldest evicted).", {"integer_range": (2, 1024), "read_only": True}),
+    "min_translation_m": (0.10, "A frame becomes a keyframe when it moved this far since the last one ...",
+                          {"floating_point_range": (0.0, 10.0), "read_only": True}),
+    "min_rotation_deg": (10.0, "... or turned this much ...", {"floating_point_range": (0.0, 180.0), "read_only": True}),
+    "min_interval_s": (0.0, "... or this long passed (0 = time alone never makes a keyframe).",
+                       {"floating_point_range": (0.0, 3600.0), "read_only": True}),
+    "blur_threshold": (0.0, "Reject frames whose variance of Laplacian is below this (0 = off).",
+                       {"floating_point_range": (0.0, 10000.0), "read_only": True}),
+    "keyframe_width": (320, "Keyframes are resized to this width (the model's working resolution).",
+                       {"integer_range": (32, 4096), "read_only": True}),
+    "keyframe_height": (240, "Keyframe height.", {"integer_range": (32, 4096), "read_only": True}),
+    "time_jump_s": (1.0, "A stamp this much older than the last one is a backwards time jump (bag loop): "
+                    "keyframes and transforms are cleared.", {"floating_point_range": (0.01, 3600.0), "read_only": True}),
+    "num_source_views": (8, "Source keyframes per render when a request asks for 0.", {"integer_range": (1, 64)}),
+    "default_width": (320, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
+    "default_height": (240, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
+    "max_render_pixels": (640 * 480, "Larger requests are refused.", {"integer_range": (1, 16_777_216)}),
+    "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
+                             {"floating_point_range": (0.0, 1.0)}),
+    "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
+                          {"floating_point_range": (0.0, 1.0)}),
+    "render_chunk": (4096, "Rays per model call (memory bound).", {"integer_range": (64, 1_048_576)}),
+    "render_num_coarse": (0, "Coarse samples per ray (0 = the model's).", {"integer_range": (0, 512), "read_only": True}),
+    "render_num_fine": (-1, "Fine samples per ray (-1 = the model's).", {"integer_range": (-1, 512), "read_only": True}),
+    "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
+    "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
+    "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
+    "fine_tune_checkpoint": ("", "Where fine-tuned weights are saved (empty = $ROS_HOME/sray_ros/fine_tuned.pt).", {}),
+    "auto_fine_tune_every": (0, "Start fine-tuning after this many new labelled keyframes (0 = off).",
+                             {"integer_range": (0, 100_000)}),
+    "status_period_s": (1.0, "Period of NodeStatus and /diagnostics.", {"floating_point_range": (0.05, 60.0),
+                                                                         "read_only": True}),
+}
+
+
+def _descriptor(description: str, extra: dict) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=description, read_only=extra.get("read_only", False))
+    if "floating_point_range" in extra:
+        lo, hi = extra["floating_point_range"]
+        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    if "integer_range" in extra:
+        lo, hi = extra["integer_range"]
+        d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+    return d
+
+
+def pose_to_matrix(pose) -> np.ndarray:
+    p, q = pose.position, pose.orientation
+    quat = np.array([q.x, q.y, q.z, q.w], np.float64)
+    if not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-6:
+        raise ValueError("orientation is not a finite non-zero quaternion")
+    import torch
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = geometry.quaternion_to_matrix(torch.from_numpy(quat)).numpy()
+    matrix[:3, 3] = [p.x, p.y, p.z]
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("position is not finite")
+    return matrix
+
+
+def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, header: Header) -> PointCloud2:
+    """x y z (float32), rgb (float32-packed 0x00RRGGBB, as RViz reads it), label (uint32)."""
+    n = len(points)
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("label", "<u4")])
+    data = np.empty(n, dtype)
+    data["x"], data["y"], data["z"] = points[:, 0], points[:, 1], points[:, 2]
+    c = colors.astype(np.uint32)
+    data["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    data["label"] = labels
+    msg = PointCloud2(header=header, height=1, width=n, is_bigendian=False, point_step=dtype.itemsize,
+                      row_step=dtype.itemsize * n, is_dense=True)
+    msg.fields = [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+                  PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+                  PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+                  PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+                  PointField(name="label", offset=16, datatype=PointField.UINT32, count=1)]
+    msg.data = data.tobytes()
+    return msg
 
 
 class SrayNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sray_node", **kwargs)
-        self.declare_parameter(
-            "world_frame", "map",
-            ParameterDescriptor(description="Fixed frame keyframe poses and renders are expressed in.",
-                                read_only=True))
-        self.declare_parameter(
-            "num_source_views", 8,
-            ParameterDescriptor(description="Source keyframes per render when a request asks for 0."))
+        for name, (default, description, extra) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(description, extra))
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.world_frame = p("world_frame")
+        if p("pose_source") not in ("tf", "topic"):
+            raise ValueError(f"pose_source must be 'tf' or 'topic', got {p('pose_source')!r}")
+        self.pose_from_topic = p("pose_source") == "topic"
+
+        self.tf = TransformBuffer(cache_time_s=30.0)
+        self.renderer = Renderer(device=p("device"), num_source_views=p("num_source_views"),
+                                 confidence_threshold=p("confidence_threshold"),
+                                 opacity_threshold=p("opacity_threshold"), max_pixels=p("max_render_pixels"),
+                                 chunk=p("render_chunk"), num_coarse=p("render_num_coarse") or None,
+                                 num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"))
+        self.keyframes = KeyframeBuffer(
+            max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
+            min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
+            blur_threshold=p("blur_threshold"), encode_fn=self.renderer.encode,
+            target_size=(p("keyframe_width"), p("keyframe_height")), time_jump_s=p("time_jump_s"))
+        self.time_jump_ns = int(p("time_jump_s") * 1e9)
+        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._on_matched,
+                                      slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
+        self._stats_lock = threading.Lock()
+        self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
+        self.frames_received = 0
+        self._arrivals: deque[float] = deque(maxlen=200)
+        self._last_stamp_ns: int | None = None
+        self.renders_served = 0
+        self.last_render_time_s = 0.0
+        self.fine_tune_state = "idle"
+        self.fine_tune_step = 0
+        self._fine_tune_lock = threading.Lock()
+        self._labelled_since_fine_tune = 0
+
+        checkpoint = p("checkpoint") or default_checkpoint()
+        try:
+            self.renderer.load(checkpoint)
+            self.get_logger().info(f"loaded model {checkpoint} on {self.renderer.device}")
+        except CheckpointError as exc:
+            self.get_logger().error(f"no model loaded ({exc}); renders fail until ~/load_checkpoint succeeds")
+
+        # Callback groups: intake, TF, rendering, fine-tuning and housekeeping run concurrently.
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._tf_group = MutuallyExclusiveCallbackGroup()
         self._render_group = MutuallyExclusiveCallbackGroup()
+        self._fine_tune_group = ReentrantCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+
+        sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=10)
+        for topic, stream in (("color/image", "color"), ("color/camera_info", "camera_info"),
+                              ("depth/image", "depth"), ("labels/image", "labels")):
+            msg_type = CameraInfo if stream == "camera_info" else Image
+            self.create_subscription(msg_type, topic, self._make_intake(stream), sensor_qos,
+                                     callback_group=self._intake_group)
+        if TFMessage is not None:
+            tf_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            static_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos,
+                                     callback_group=self._tf_group)
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos,
+                                     callback_group=self._tf_group)
+        if self.pose_from_topic:
+            self.create_subscription(PoseStamped, "pose", self._on_pose, QoSProfile(depth=100),
+                                     callback_group=self._tf_group)
+
+        self.semantic_pub = self.create_publisher(Image, "~/semantic/image_raw", 1)
+        self.semantic_color_pub = self.create_publisher(Image, "~/semantic_color/image_raw", 1)
+        self.semantic_info_pub = self.create_publisher(CameraInfo, "~/semantic/camera_info", 1)
+        self.points_pub = self.create_publisher(PointCloud2, "~/semantic/points", 1)
+        self.status_pub = self.create_publisher(NodeStatus, "~/status", 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.label_info_pub = self.create_publisher(LabelInfo, "~/label_info", latched)
+        self._publish_label_info()
+
         self.create_service(RenderSemanticView, "~/render_semantic_view", self._on_render,
                             callback_group=self._render_group)
+        self.create_service(SaveCheckpoint, "~/save_checkpoint", self._on_save, callback_group=self._service_group)
+        self.create_service(LoadCheckpoint, "~/load_checkpoint", self._on_load, callback_group=self._service_group)
+        self.create_service(Trigger, "~/clear_keyframes", self._on_clear, callback_group=self._service_group)
+        self.fine_tune_server = ActionServer(
+            self, FineTune, "~/fine_tune", execute_callback=self._execute_fine_tune,
+            goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
+            callback_group=self._fine_tune_group)
+        self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group)
+
+    # ------------------------------------------------------------------------------------------ intake
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._stats_lock:
+            self.rejected[reason] += 1
+        self.get_logger().warning(f"frame rejected ({reason}): {detail}", throttle_duration_sec=5.0)
+
+    def _make_intake(self, stream: str):
+        def callback(msg) -> None:
+            stamp = to_nanoseconds(msg.header.stamp)
+            if stream == "color":
+                with self._stats_lock:
+                    self.frames_received += 1
+                    self._arrivals.append(time.monotonic())
+                self._check_time_jump(stamp)
+            self.sync.add(stream, stamp, msg)
+        return callback
+
+    def _check_time_jump(self, stamp_ns: int) -> None:
+        last = self._last_stamp_ns
+        self._last_stamp_ns = stamp_ns
+        if last is not None and stamp_ns < last - self.time_jump_ns:
+            # Bag loop or restarted clock: old poses would poison lookups; the buffer clears itself.
+            self.tf.clear()
+            self.get_logger().info("time jumped backwards: cleared keyframes and transforms")
+
+    def _on_tf(self, msg, is_static: bool) -> None:
+        for error in self.tf.set_transforms(msg.transforms, authority="tf", is_static=is_static):
+            self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        t = TransformStamped()
+        t.header = msg.header
+        t.child_frame_id = POSE_TOPIC_FRAME
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
+            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z)
+        t.transform.rotation = msg.pose.orientation
+        for error in self.tf.set_transforms([t], authority="pose"):
+            self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
+
+    def _on_matched(self, matched: MatchedSet) -> None:
+        color_msg, info = matched["color"], matched["camera_info"]
+        try:
+            rgb = image_to_rgb(color_msg)
+        except ImageConversionError as exc:
+            return self._reject("bad_encoding", str(exc))
+        try:
+            K = camera_info_to_K(info)
+        except (ImageConversionError, ValueError) as exc:
+            return self._reject("bad_camera_info", str(exc))
+        if (info.width, info.height) != (color_msg.width, color_msg.height):
+            return self._reject("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, image is "
+                                f"{color_msg.width}x{color_msg.height}")
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_msg.header.frame_id
+        try:
+            c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
+                                           timeout=self.get_parameter("tf_timeout_s").value)
+        except TransformError as exc:
+            return self._reject("missing_tf", str(exc))
+        depth = labels = None
+        if matched.get("depth") is not None:
+            try:
+                depth = self._fit(image_to_depth(matched["depth"]), rgb.shape)
+            except ImageConversionError as exc:
+                return self._reject("bad_depth", str(exc))
+        if matched.get("labels") is not None:
+            try:
+                labels = self._fit(image_to_labels(matched["labels"]), rgb.shape)
+            except ImageConversionError as exc:
+                return self._reject("bad_labels", str(exc))
+        accepted, reason = self.keyframes.consider(
+            Frame(matched.stamp_ns, c2w, K, rgb, depth, labels, color_msg.header.frame_id))
+        if not accepted and reason == "encode_failed":
+            self.get_logger().error(f"keyframe encoding failed: {self.keyframes.last_encode_error}",
+                                    throttle_duration_sec=5.0)
+        if accepted and labels is not None:
+            self._labelled_since_fine_tune += 1
+            every = self.get_parameter("auto_fine_tune_every").value
+            if every and self._labelled_since_fine_tune >= every and self.fine_tune_state != "running":
+                self._labelled_since_fine_tune = 0
+                threading.Thread(target=self._auto_fine_tune, daemon=True).start()
+
+    @staticmethod
+    def _fit(image: np.ndarray, shape) -> np.ndarray:
+        """Depth / labels registered to the colour camera, possibly at another resolution: nearest resize."""
+        import cv2
+
+        h, w = shape[:2]
+        if image.shape[:2] == (h, w):
+            return image
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    # ------------------------------------------------------------------------------------------ render
+    def _target_request(self, request: RenderSemanticView.Request) -> RenderRequest:
+        pose = request.target_pose
+        frame = pose.header.frame_id or self.world_frame
+        try:
+            local = pose_to_matrix(pose.pose)
+        except ValueError as exc:
+            raise RenderError(f"target pose: {exc}") from exc
+        try:
+            world_from_frame = self.tf.lookup_transform(self.world_frame, frame, to_nanoseconds(pose.header.stamp))
+        except TransformError as exc:
+            raise RenderError(f"cannot transform the target pose from '{frame}' to '{self.world_frame}': {exc}")
+        info = request.camera_info
+        width = info.width or self.get_parameter("default_width").value
+        height = info.height or self.get_parameter("default_height").value
+        K = np.array(info.k, np.float64).reshape(3, 3)
+        if not info.width or not info.height or not np.any(K):
+            # Default intrinsics: the newest keyframe's camera, scaled to the requested size.
+            snapshot = self.keyframes.snapshot()
+            if not snapshot:
+                raise RenderError("keyframe buffer is empty: no keyframes received yet, nothing to render from")
+            latest = snapshot[-1].frame
+            h0, w0 = latest.rgb.shape[:2]
+            K = geometry.scale_intrinsics(np.asarray(latest.K, np.float64), width / w0, height / h0)
+        return RenderRequest(world_from_frame @ local, K, int(width), int(height), int(request.num_source_views))
 
     def _on_render(self, request: RenderSemanticView.Request, response: RenderSemanticView.Response):
-        response.success = False
-        response.message = ("keyframe buffer is empty: no keyframes have been received, "
-                            "so there is nothing to render from")
+        start = time.perf_counter()
+        try:
+            render_request = self._target_request(request)
+            snapshot = self.keyframes.snapshot()
+            self.renderer.forget({kf.id for kf in snapshot})
+            result = self.renderer.render(snapshot, render_request)
+        except RenderError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        except Exception as exc:  # noqa: BLE001 - a failed render must never take the node down
+            self.get_logger().error(f"render failed: {type(exc).__name__}: {exc}")
+            response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
+            return response
+        header = Header(stamp=request.target_pose.header.stamp, frame_id="sray_target_optical_frame")
+        response.success = True
+        response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
+        response.labels = labels_to_image(result.labels, header)
+        if request.return_color:
+            response.color = rgb_to_image(result.color, header)
+        if request.return_depth:
+            response.depth = float_to_image(result.depth.astype(np.float32), header)
+        if request.return_confidence:
+            response.confidence = float_to_image(result.confidence.astype(np.float32), header)
+        response.source_keyframe_ids = [int(i) for i in result.source_ids]
+        response.render_time_s = float(time.perf_counter() - start)
+        with self._stats_lock:
+            self.renders_served += 1
+            self.last_render_time_s = response.render_time_s
+        self._publish_render(result, render_request, header)
         return response
+
+    def _publish_render(self, result, render_request: RenderRequest, header: Header) -> None:
+        handle = self.renderer.handle
+        self.semantic_pub.publish(labels_to_image(result.labels, header))
+        if handle is not None:
+            colors = np.asarray(handle.label_set["colors"], np.uint8)
+            display = np.zeros((*result.labels.shape, 3), np.uint8)
+            known = result.labels != 255
+            display[known] = colors[result.labels[known]]
+            self.semantic_color_pub.publish(rgb_to_image(display, header))
+        self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
+                                                        render_request.height, header))
+        if self.get_parameter("publish_point_cloud").value:
+            import torch
+
+            keep = result.known & np.isfinite(result.depth)
+            K = torch.from_numpy(np.asarray(render_request.K, np.float32))
+            c2w = torch.from_numpy(np.asarray(render_request.c2w, np.float32))
+            depth = torch.from_numpy(np.nan_to_num(result.depth).astype(np.float32))
+            points = geometry.backproject_depth(depth, K, c2w).numpy().reshape(-1, 3)
+            flat = keep.reshape(-1)
+            cloud_header = Header(stamp=header.stamp, frame_id=self.world_frame)
+            self.points_pub.publish(point_cloud(points[flat], result.color.reshape(-1, 3)[flat],
+                                                result.labels.reshape(-1)[flat].astype(np.uint32), cloud_header))
+
+    # ---------------------------------------------------------------------------------------- fine-tune
+    def _on_fine_tune_goal(self, goal) -> GoalResponse:
+        if self.fine_tune_state == "running":
+            self.get_logger().warning("fine_tune goal rejected: a fine-tuning run is in progress")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _fine_tune_path(self, requested: str) -> Path:
+        if requested:
+            return Path(requested).expanduser()
+        configured = self.get_parameter("fine_tune_checkpoint").value
+        if configured:
+            return Path(configured).expanduser()
+        ros_home = Path(os.environ.get("ROS_HOME", Path.home() / ".ros"))
+        return ros_home / "sray_ros" / "fine_tuned.pt"
+
+    def _run_fine_tune(self, goal: FineTuneGoal, checkpoint_path: str, on_step, cancel_requested) -> dict:
+        """Shared by the action and the automatic trigger. Returns the result fields."""
+        if not self._fine_tune_lock.acquire(blocking=False):
+            return {"success": False, "message": "a fine-tuning run is in progress"}
+        try:
+            try:
+                job = FineTuneJob(self.renderer, self.keyframes.snapshot(), goal)
+            except FineTuneError as exc:
+                self.fine_tune_state = "failed"
+                return {"success": False, "message": str(exc)}
+            self.fine_tune_state, self.fine_tune_step = "running", 0
+            handle = job.handle
+
+            def step(stats) -> None:
+                self.fine_tune_step = stats.step
+                if cancel_requested():
+                    job.stop.set()
+                on_step(stats)
+
+            try:
+                outcome = job.run(step)
+            except Exception as exc:  # noqa: BLE001 - the node and its weights survive a failed run
+                self.fine_tune_state = "failed"
+                self.get_logger().error(f"fine-tuning failed: {type(exc).__name__}: {exc}")
+                return {"success": False, "message": f"fine-tuning failed: {type(exc).__name__}: {exc}"}
+            if job.stop.is_set() or cancel_requested():
+                self.fine_tune_state = "canceled"
+                return {"success": False, "canceled": True, "steps_done": outcome.steps_done,
+                        "final_loss": outcome.final_loss,
+                        "message": f"canceled after {outcome.steps_done} steps; weights unchanged"}
+            path = self._fine_tune_path(checkpoint_path)
+            self.renderer.swap(outcome.model, handle.label_set, f"fine-tuned from {handle.source}", handle.extra)
+            try:
+                self.renderer.save(path, {"fine_tuned_steps": outcome.steps_done, "holdout_miou": outcome.holdout_miou})
+                saved = str(path)
+            except OSError as exc:
+                saved = ""
+                self.get_logger().error(f"fine-tuned weights in use but not saved to {path}: {exc}")
+            self.fine_tune_state = "succeeded"
+            return {"success": True, "steps_done": outcome.steps_done, "final_loss": outcome.final_loss,
+                    "holdout_miou": outcome.holdout_miou, "checkpoint_path": saved,
+                    "message": f"fine-tuned {outcome.steps_done} steps on {len(job.train)} keyframes "
+                               f"(held out {len(job.held)})"}
+        finally:
+            self._fine_tune_lock.release()
+
+    def _execute_fine_tune(self, goal_handle):
+        request = goal_handle.request
+        goal = FineTuneGoal(max_steps=int(request.max_steps) or self.get_parameter("fine_tune_default_steps").value,
+                            max_duration_s=float(request.max_duration_s), learning_rate=float(request.learning_rate),
+                            keyframe_ids=[int(i) for i in request.keyframe_ids],
+                            num_rays=self.get_parameter("fine_tune_num_rays").value,
+                            num_sources=self.get_parameter("num_source_views").value)
+        start = time.monotonic()
+        last_feedback = [0.0]
+
+        def on_step(stats) -> None:
+            now = time.monotonic()
+            if now - last_feedback[0] < 0.5 and stats.step < goal.max_steps:
+                return
+            last_feedback[0] = now
+            feedback = FineTune.Feedback(step=stats.step, loss=stats.loss, semantic_loss=stats.semantic_loss,
+                                         color_loss=stats.color_loss, elapsed_s=now - start)
+            rate = (now - start) / max(stats.step, 1)
+            feedback.eta_s = float(rate * (goal.max_steps - stats.step))
+            goal_handle.publish_feedback(feedback)
+
+        fields = self._run_fine_tune(goal, request.checkpoint_path, on_step, lambda: goal_handle.is_cancel_requested)
+        result = FineTune.Result(success=fields["success"], message=fields["message"],
+                                 steps_done=int(fields.get("steps_done", 0)),
+                                 final_loss=float(fields.get("final_loss", float("nan"))),
+                                 holdout_miou=float(fields.get("holdout_miou", -1.0)),
+                                 checkpoint_path=fields.get("checkpoint_path", ""))
+        if fields.get("canceled"):
+            goal_handle.canceled()
+        elif fields["success"]:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _auto_fine_tune(self) -> None:
+        goal = FineTuneGoal(max_steps=self.get_parameter("fine_tune_default_steps").value,
+                            num_rays=self.get_parameter("fine_tune_num_rays").value,
+                            num_sources=self.get_parameter("num_source_views").value)
+        fields = self._run_fine_tune(goal, "", lambda stats: None, lambda: False)
+        self.get_logger().info(f"automatic fine-tuning: {fields['message']}")
+
+    # ----------------------------------------------------------------------------------------- services
+    def _on_save(self, request, response):
+        path = self._fine_tune_path(request.path)
+        try:
+            response.message = f"saved {self.renderer.save(path)}"
+            response.success = True
+        except (RenderError, OSError) as exc:
+            response.success, response.message = False, f"cannot save to {path}: {exc}"
+        return response
+
+    def _on_load(self, request, response):
+        if not request.path:
+            response.success, response.message = False, "path is empty: give the checkpoint file to load"
+            return response
+        try:
+            handle = self.renderer.load(request.path)
+        except (CheckpointError, ValueError) as exc:
+            response.success, response.message = False, f"{exc} (the current model stays in place)"
+            return response
+        self._publish_label_info()
+        response.success = True
+        response.message = f"loaded {request.path} (model generation {handle.generation}); keyframe features are " \
+                           "re-encoded on first use"
+        return response
+
+    def _on_clear(self, request, response):
+        count = len(self.keyframes)
+        self.keyframes.clear()
+        self.renderer.forget(set())
+        response.success, response.message = True, f"cleared {count} keyframes"
+        return response
+
+    # ------------------------------------------------------------------------------------------- status
+    def _publish_label_info(self) -> None:
+        handle = self.renderer.handle
+        if handle is None:
+            return
+        label_set = handle.label_set
+        msg = LabelInfo(name=str(label_set.get("name", "")), class_names=list(label_set["class_names"]),
+                        ignore_id=255)
+        msg.class_colors = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
+                            for c in label_set["colors"]]
+        self.label_info_pub.publish(msg)
+
+    def status(self) -> NodeStatus:
+        snapshot = self.keyframes.snapshot()
+        counters = self.keyframes.counters()
+        sync = self.sync.counters()
+        reasons = dict(counters["rejected"])
+        with self._stats_lock:
+            for reason, count in self.rejected.items():
+                reasons[reason] = count
+            arrivals = list(self._arrivals)
+            received, renders, last_render = self.frames_received, self.renders_served, self.last_render_time_s
+        reasons["missing_camera_info"] = sum(sync["dropped"].get("color", {}).values())
+        now = time.monotonic()
+        recent = [t for t in arrivals if now - t <= 5.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        handle = self.renderer.handle
+        msg = NodeStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.world_frame
+        msg.keyframe_count = len(snapshot)
+        msg.max_keyframes = self.keyframes.max_keyframes
+        msg.keyframe_ids = [kf.id for kf in snapshot]
+        msg.frames_received = received
+        msg.frames_accepted = sum(counters["accepted"].values())
+        msg.reject_reasons = list(reasons)
+        msg.reject_counts = [int(v) for v in reasons.values()]
+        msg.frames_rejected = int(sum(reasons.values()))
+        msg.input_rate_hz = float(rate)
+        msg.checkpoint = handle.source if handle else ""
+        msg.device = str(self.renderer.device)
+        msg.label_set = str(handle.label_set.get("name", "")) if handle else ""
+        msg.fine_tune_state = self.fine_tune_state
+        msg.fine_tune_step = int(self.fine_tune_step)
+        msg.renders_served = renders
+        msg.last_render_time_s = float(last_render)
+        try:
+            with open("/proc/self/statm") as fh:
+                msg.resident_memory_mb = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            msg.resident_memory_mb = float("nan")
+        return msg
+
+    def _publish_status(self) -> None:
+        msg = self.status()
+        self.status_pub.publish(msg)
+        level = DiagnosticStatus.OK
+        summary = f"{msg.keyframe_count} keyframes, {msg.renders_served} renders"
+        if not msg.checkpoint:
+            level, summary = DiagnosticStatus.ERROR, "no model loaded"
+        elif msg.keyframe_count == 0:
+            level, summary = DiagnosticStatus.WARN, "no keyframes yet"
+        values = {"keyframes": msg.keyframe_count, "input_rate_hz": f"{msg.input_rate_hz:.2f}",
+                  "frames_received": msg.frames_received, "frames_accepted": msg.frames_accepted,
+                  "last_render_time_s": f"{msg.last_render_time_s:.3f}", "fine_tune_state": msg.fine_tune_state,
+                  "device": msg.device, "checkpoint": msg.checkpoint,
+                  "resident_memory_mb": f"{msg.resident_memory_mb:.0f}"}
+        values.update({f"rejected/{r}": c for r, c in zip(msg.reject_reasons, msg.reject_counts)})
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: sray", message=summary,
+                                  hardware_id=msg.device,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self.diagnostics_pub.publish(DiagnosticArray(header=msg.header, status=[status]))
 
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = SrayNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
+    node = None
     try:
+        node = SrayNode()
+        executor = MultiThreadedExecutor(num_threads=6)
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

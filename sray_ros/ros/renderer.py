@@ -1,0 +1,231 @@
+"""Renderer: owns the model the node renders with and turns a render request into label / colour / depth images.
+
+Plain Python (no rclpy), so tests drive it directly and the node stays thin.
+
+Model swaps are atomic: the current model lives in an immutable :class:`ModelHandle` that a render reads
+once at its start, so a render in flight finishes with the weights it started with and never sees
+half-updated ones (fine-tuning trains a copy). Keyframe features are encoded once per keyframe *and
+model generation*: :meth:`Renderer.encode` is the keyframe buffer's ``encode_fn``; after a swap, features
+from the previous generation are re-encoded once, on first use, and cached.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sray_ros import geometry
+from sray_ros.data.view_selection import select_source_views
+from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.render import near_far_from_sources, render_view
+from sray_ros.model.sray import SRay
+from sray_ros.ros.keyframes import Frame, Keyframe
+from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
+
+UNKNOWN_LABEL = 255
+
+
+class RenderError(RuntimeError):
+    """A render request that cannot be served; the message says why (returned as the service's reason)."""
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    generation: int
+    model: SRay
+    label_set: dict[str, Any]
+    source: str  # checkpoint path or a description
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EncodedKeyframe:
+    generation: int
+    views: SourceViews  # m = 1
+
+
+@dataclass
+class RenderRequest:
+    c2w: np.ndarray  # [4, 4] target optical frame in the world frame
+    K: np.ndarray  # [3, 3]
+    width: int
+    height: int
+    num_source_views: int = 0  # 0 = renderer default
+
+
+@dataclass
+class RenderResult:
+    labels: np.ndarray  # uint8 [H, W], 255 unknown
+    raw_labels: np.ndarray  # uint8 [H, W], argmax everywhere (what offline evaluation scores)
+    color: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray  # float32 [H, W] metres (NaN where unknown geometry)
+    confidence: np.ndarray  # float32 [H, W]
+    known: np.ndarray  # bool [H, W]: confident label and geometry, seen by a source
+    source_ids: list[int]
+    render_time_s: float
+    generation: int
+
+
+class Renderer:
+    def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
+                 opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int = 4096,
+                 num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
+                 default_far: float | None = None) -> None:
+        if device in ("", "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.num_source_views = int(num_source_views)
+        self.confidence_threshold = float(confidence_threshold)
+        self.opacity_threshold = float(opacity_threshold)
+        self.max_pixels = int(max_pixels)
+        self.chunk = int(chunk)
+        self.num_coarse, self.num_fine = num_coarse, num_fine
+        self.default_near, self.default_far = default_near, default_far
+        self._handle: ModelHandle | None = None
+        self._generation = 0
+        self._swap_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._reencoded: dict[int, EncodedKeyframe] = {}
+
+    # -- model ------------------------------------------------------------------------------------
+    @property
+    def handle(self) -> ModelHandle | None:
+        return self._handle
+
+    def load(self, path: str | Path) -> ModelHandle:
+        """Validate and load a checkpoint, then swap it in. On any error (raised as CheckpointError) the
+        current model stays in place."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        return self.swap(checkpoint.model, checkpoint.label_set, str(path), checkpoint.extra)
+
+    def swap(self, model: SRay, label_set: dict[str, Any], source: str, extra: dict[str, Any] | None = None) -> ModelHandle:
+        current = self._handle
+        if current is not None and list(label_set["class_names"]) != list(current.label_set["class_names"]):
+            raise ValueError(f"{source}: label set '{label_set.get('name')}' differs from the one in use "
+                             f"('{current.label_set.get('name')}'); restart the node to change label sets")
+        model = model.to(self.device).eval()
+        with self._swap_lock:
+            self._generation += 1
+            handle = ModelHandle(self._generation, model, dict(label_set), source, dict(extra or {}))
+            self._handle = handle
+        with self._cache_lock:
+            self._reencoded.clear()
+        return handle
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        handle = self._require_model()
+        return save_checkpoint(path, handle.model, handle.label_set, {**handle.extra, **(extra or {})})
+
+    def _require_model(self) -> ModelHandle:
+        handle = self._handle
+        if handle is None:
+            raise RenderError("no model loaded: set the 'checkpoint' parameter or call ~/load_checkpoint")
+        return handle
+
+    # -- keyframe features --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode_with(self, handle: ModelHandle, frame: Frame) -> EncodedKeyframe:
+        image = torch.from_numpy(np.array(frame.rgb)).to(self.device).permute(2, 0, 1).float().div_(255.0)
+        K = torch.from_numpy(np.asarray(frame.K, np.float32)).to(self.device)
+        c2w = torch.from_numpy(np.asarray(frame.c2w, np.float32)).to(self.device)
+        depth = None if frame.depth is None else torch.from_numpy(np.array(frame.depth)).to(self.device)
+        views = handle.model.encode_sources(image, K, c2w, depth)
+        return EncodedKeyframe(handle.generation, views)
+
+    def encode(self, frame: Frame) -> EncodedKeyframe | None:
+        """``encode_fn`` of the keyframe buffer: features with the current weights (None without a model;
+        such keyframes are encoded on first use once a model is loaded)."""
+        handle = self._handle
+        return None if handle is None else self._encode_with(handle, frame)
+
+    def _features(self, handle: ModelHandle, keyframe: Keyframe) -> SourceViews:
+        cached = keyframe.features
+        if isinstance(cached, EncodedKeyframe) and cached.generation == handle.generation:
+            return cached.views
+        with self._cache_lock:
+            hit = self._reencoded.get(keyframe.id)
+        if hit is not None and hit.generation == handle.generation:
+            return hit.views
+        encoded = self._encode_with(handle, keyframe.frame)
+        with self._cache_lock:
+            if self._handle is handle:
+                self._reencoded[keyframe.id] = encoded
+        return encoded.views
+
+    def forget(self, live_ids: set[int]) -> None:
+        """Drop re-encoded features of keyframes that left the buffer."""
+        with self._cache_lock:
+            for kf_id in [k for k in self._reencoded if k not in live_ids]:
+                del self._reencoded[kf_id]
+
+    # -- rendering ----------------------------------------------------------------------------------
+    def select_sources(self, keyframes: tuple[Keyframe, ...], c2w: np.ndarray, num_views: int) -> list[Keyframe]:
+        poses = np.stack([kf.c2w for kf in keyframes]).astype(np.float64)
+        order = select_source_views(np.asarray(c2w, np.float64), poses, num_views)
+        return [keyframes[int(i)] for i in order]
+
+    def validate(self, request: RenderRequest) -> None:
+        if request.width <= 0 or request.height <= 0:
+            raise RenderError(f"render size must be positive, got {request.width}x{request.height}")
+        if request.width * request.height > self.max_pixels:
+            raise RenderError(f"requested {request.width}x{request.height} = {request.width * request.height} pixels "
+                              f"exceeds max_render_pixels={self.max_pixels}")
+        if not geometry.is_finite_pose(request.c2w):
+            raise RenderError("target pose is not a finite rigid transform")
+        K = np.asarray(request.K, np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise RenderError(f"camera_info K must be a finite 3x3 with positive focal lengths, got {K.tolist()}")
+
+    @staticmethod
+    def _seen_by_any(points: torch.Tensor, sources: SourceViews) -> torch.Tensor:
+        """[P] bool: the world point projects inside at least one source image, in front of its camera."""
+        _, _, valid = geometry.project_with_validity(points[None], sources.K, sources.w2c, sources.height,
+                                                     sources.width)
+        return valid.any(0)
+
+    @torch.no_grad()
+    def render(self, keyframes: tuple[Keyframe, ...], request: RenderRequest) -> RenderResult:
+        start = time.perf_counter()
+        handle = self._require_model()
+        if not keyframes:
+            raise RenderError("keyframe buffer is empty: no keyframes received yet, nothing to render from")
+        self.validate(request)
+        m = request.num_source_views or self.num_source_views
+        chosen = self.select_sources(keyframes, request.c2w, max(1, m))
+        sources = SourceViews.cat([self._features(handle, kf) for kf in chosen])
+        model = handle.model
+        near, far = near_far_from_sources(sources, self.default_near or model.cfg.default_near,
+                                          self.default_far or model.cfg.default_far)
+        K = torch.from_numpy(np.asarray(request.K, np.float32))
+        c2w = torch.from_numpy(np.asarray(request.c2w, np.float32))
+        # No keyframe overlapping the view: probe a coarse grid of rays at a few depths.
+        probe_uv = geometry.pixel_grid(6, 8).mul(torch.tensor([request.width / 8, request.height / 6])).add(
+            torch.tensor([request.width / 16, request.height / 12]))
+        o, d = geometry.generate_rays(K, c2w, probe_uv)
+        probe = torch.cat([o + d * t for t in np.linspace(near, far, 5)], 0).to(sources.device)
+        if not bool(self._seen_by_any(probe, sources).any()):
+            raise RenderError("no keyframe overlaps the requested view (no source camera sees it); move the "
+                              "target pose towards where the robot has been")
+        view = render_view(model, sources, K, c2w, request.height, request.width, near=near, far=far,
+                           chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine)
+        depth = view.depth.float()
+        _, rays_d = geometry.generate_rays(K.to(depth.device), c2w.to(depth.device),
+                                           geometry.pixel_grid(request.height, request.width, device=depth.device))
+        points = c2w[:3, 3].to(depth.device) + rays_d * depth.reshape(-1, 1)
+        seen = self._seen_by_any(points, sources).view(request.height, request.width)
+        known = seen & (view.acc >= self.opacity_threshold) & (view.confidence >= self.confidence_threshold)
+        raw_labels = view.labels.to(torch.uint8)
+        labels = raw_labels.clone()
+        labels[~known] = UNKNOWN_LABEL
+        depth_out = depth.clone()
+        depth_out[~(seen & (view.acc >= self.opacity_threshold))] = float("nan")
+        color = (view.rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+        return RenderResult(labels.cpu().numpy(), raw_labels.cpu().numpy(), color.cpu().numpy(), depth_out.cpu().numpy(),
+                            view.confidence.float().cpu().numpy(), known.cpu().numpy(), [kf.id for kf in chosen],
+                            time.perf_counter() - start, handle.generation)

@@ -1,0 +1,168 @@
+"""The node's Renderer and FineTuneJob driven without ROS, on a generated room."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
+
+
+@pytest.fixture(scope="module")
+def room(synthetic_mini_set):
+    from sray_ros.data.scannet import load_scannet_scene
+
+    folder = next((synthetic_mini_set / "test").glob("test_*"))
+    return load_scannet_scene(folder, 80, 60).preload()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.model.config import SRayConfig
+    from sray_ros.model.sray import SRay
+
+    torch.manual_seed(0)
+    label_set = load_label_set("scannet20")
+    return SRay(SRayConfig.tiny(num_classes=label_set.num_classes)).eval(), label_set.to_dict()
+
+
+def frame_of(room, i) -> Frame:
+    return Frame(int(1e9 * (i + 1)), room.poses[i].astype(np.float64), room.intrinsics.astype(np.float64),
+                 room.colors[i], room.depths[i], room.labels[i], "camera")
+
+
+def make_renderer(tiny_model, **kwargs) -> Renderer:
+    renderer = Renderer(device="cpu", num_source_views=4, **kwargs)
+    renderer.swap(*tiny_model, "tiny")
+    return renderer
+
+
+def fill(renderer, room, skip=(8,)) -> KeyframeBuffer:
+    buffer = KeyframeBuffer(max_keyframes=32, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=renderer.encode)
+    for i in range(room.num_frames):
+        if i not in skip:
+            assert buffer.consider(frame_of(room, i))[0]
+    return buffer
+
+
+def test_render_equals_offline_core_render(room, tiny_model):
+    from sray_ros.model.feature_net import SourceViews
+    from sray_ros.model.render import near_far_from_sources, render_view
+
+    renderer = make_renderer(tiny_model, opacity_threshold=0.0)
+    snapshot = fill(renderer, room).snapshot()
+    target = 8
+    result = renderer.render(snapshot, RenderRequest(room.poses[target], room.intrinsics, 80, 60, 4))
+    assert result.labels.shape == (60, 80) and result.color.shape == (60, 80, 3)
+    assert len(result.source_ids) == 4
+    # Offline: the core library on the same keyframes and weights.
+    model = tiny_model[0]
+    by_id = {kf.id: kf for kf in snapshot}
+    views = []
+    for kf_id in result.source_ids:
+        f = by_id[kf_id].frame
+        views.append(model.encode_sources(torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255,
+                                          torch.from_numpy(f.K).float(), torch.from_numpy(f.c2w).float(),
+                                          torch.from_numpy(f.depth)))
+    sources = SourceViews.cat(views)
+    near, far = near_far_from_sources(sources, model.cfg.default_near, model.cfg.default_far)
+    offline = render_view(model, sources, torch.from_numpy(room.intrinsics).float(),
+                          torch.from_numpy(room.poses[target]).float(), 60, 80, near=near, far=far)
+    known = result.labels != 255
+    assert known.mean() > 0.5
+    assert np.array_equal(result.labels[known], offline.labels.numpy()[known])
+    assert np.array_equal(result.color, (offline.rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+
+
+def test_features_are_encoded_once_per_keyframe_and_generation(room, tiny_model):
+    renderer = make_renderer(tiny_model)
+    calls = []
+    original = renderer._encode_with
+    renderer._encode_with = lambda handle, frame: calls.append(frame.stamp_ns) or original(handle, frame)
+    snapshot = fill(renderer, room).snapshot()
+    n = len(calls)
+    assert n == len(snapshot)
+    request = RenderRequest(room.poses[8], room.intrinsics, 16, 12, 4)
+    renderer.render(snapshot, request)
+    renderer.render(snapshot, request)
+    assert len(calls) == n, "a render re-encoded keyframes"
+    # New weights: the sources are re-encoded once, on first use, then cached.
+    renderer.swap(*tiny_model, "tiny again")
+    renderer.render(snapshot, request)
+    assert len(calls) == n + 4
+    renderer.render(snapshot, request)
+    assert len(calls) == n + 4
+
+
+@pytest.mark.parametrize("case", ["empty", "oversized", "non_finite", "bad_K", "no_overlap", "no_model"])
+def test_render_failures_have_reasons(room, tiny_model, case):
+    renderer = make_renderer(tiny_model, max_pixels=80 * 60)
+    snapshot = fill(renderer, room).snapshot()
+    pose, K, w, h = room.poses[8].astype(np.float64), room.intrinsics.astype(np.float64), 80, 60
+    expected = {"empty": "empty", "oversized": "exceeds", "non_finite": "finite", "bad_K": "focal",
+                "no_overlap": "overlap", "no_model": "no model"}[case]
+    if case == "empty":
+        snapshot = ()
+    elif case == "oversized":
+        w, h = 160, 120
+    elif case == "non_finite":
+        pose = pose.copy()
+        pose[0, 3] = np.inf
+    elif case == "bad_K":
+        K = K.copy()
+        K[0, 0] = 0.0
+    elif case == "no_overlap":
+        pose = pose.copy()
+        pose[:3, 3] += 1000.0 * pose[:3, 2]  # far beyond the room, looking further away
+    elif case == "no_model":
+        renderer = Renderer(device="cpu")
+    with pytest.raises(RenderError, match=expected):
+        renderer.render(snapshot, RenderRequest(pose, K, w, h))
+
+
+def test_unknown_label_where_not_confident(room, tiny_model):
+    renderer = make_renderer(tiny_model, confidence_threshold=1.0)
+    snapshot = fill(renderer, room).snapshot()
+    result = renderer.render(snapshot, RenderRequest(room.poses[8], room.intrinsics, 40, 30, 4))
+    assert (result.labels == 255).all() and not result.known.any()
+
+
+def test_swap_keeps_render_in_flight_consistent(room, tiny_model):
+    renderer = make_renderer(tiny_model)
+    first = renderer.handle
+    import copy
+
+    second = renderer.swap(copy.deepcopy(tiny_model[0]), tiny_model[1], "copy")
+    assert second.generation == first.generation + 1 and renderer.handle is second
+    assert first.model is not second.model  # a render that started with `first` keeps its model object
+
+
+def test_fine_tune_job_improves_holdout_accuracy(room, tiny_model):
+    from sray_ros.ros.fine_tuner import FineTuneGoal, FineTuneJob, holdout_miou
+
+    renderer = make_renderer(tiny_model)
+    snapshot = fill(renderer, room, skip=()).snapshot()
+    job = FineTuneJob(renderer, snapshot, FineTuneGoal(max_steps=60, num_rays=256, num_sources=4))
+    assert job.held and not {kf.id for kf in job.held} & {kf.id for kf in job.train}
+    before = holdout_miou(renderer, renderer.handle.model, renderer.handle.label_set, job.train, job.held, 4)
+    steps = []
+    outcome = job.run(steps.append)
+    assert outcome.steps_done == 60 and len(steps) == 60
+    assert outcome.holdout_miou > before, (before, outcome.holdout_miou)
+    assert renderer.handle.model is tiny_model[0], "the job must not swap weights itself"
+
+
+def test_fine_tune_job_rejects_bad_goals(room, tiny_model):
+    from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
+
+    renderer = make_renderer(tiny_model)
+    snapshot = fill(renderer, room).snapshot()
+    with pytest.raises(FineTuneError, match="unknown keyframe ids"):
+        FineTuneJob(renderer, snapshot, FineTuneGoal(keyframe_ids=[9999]))
+    with pytest.raises(FineTuneError, match="at least 2"):
+        FineTuneJob(renderer, snapshot[:1], FineTuneGoal())
+    with pytest.raises(FineTuneError, match="no model"):
+        FineTuneJob(Renderer(device="cpu"), snapshot, FineTuneGoal())
