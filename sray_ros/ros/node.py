@@ -351,7 +351,8 @@ class SrayNode(Node):
         except ValueError as exc:
             raise RenderError(f"target pose: {exc}") from exc
         try:
-            world_from_frame = self.tf.lookup_transform(self.world_frame, frame, to_nanoseconds(pose.header.stamp))
+            world_from_frame = (np.eye(4) if frame.lstrip("/") == self.world_frame.lstrip("/") else
+                                self.tf.lookup_transform(self.world_frame, frame, to_nanoseconds(pose.header.stamp)))
         except TransformError as exc:
             raise RenderError(f"cannot transform the target pose from '{frame}' to '{self.world_frame}': {exc}")
         info = request.camera_info
@@ -371,6 +372,7 @@ class SrayNode(Node):
     def _on_render(self, request: RenderSemanticView.Request, response: RenderSemanticView.Response):
         start = time.perf_counter()
         try:
+            self.renderer.require_model()
             render_request = self._target_request(request)
             snapshot = self.keyframes.snapshot()
             self.renderer.forget({kf.id for kf in snapshot})

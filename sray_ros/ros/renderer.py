@@ -119,10 +119,10 @@ class Renderer:
         return handle
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        handle = self._require_model()
+        handle = self.require_model()
         return save_checkpoint(path, handle.model, handle.label_set, {**handle.extra, **(extra or {})})
 
-    def _require_model(self) -> ModelHandle:
+    def require_model(self) -> ModelHandle:
         handle = self._handle
         if handle is None:
             raise RenderError("no model loaded: set the 'checkpoint' parameter or call ~/load_checkpoint")
@@ -192,7 +192,7 @@ class Renderer:
     @torch.no_grad()
     def render(self, keyframes: tuple[Keyframe, ...], request: RenderRequest) -> RenderResult:
         start = time.perf_counter()
-        handle = self._require_model()
+        handle = self.require_model()
         if not keyframes:
             raise RenderError("keyframe buffer is empty: no keyframes received yet, nothing to render from")
         self.validate(request)
