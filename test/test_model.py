@@ -55,12 +55,12 @@ def toy_images(poses: list[torch.Tensor]) -> torch.Tensor:
 
 def random_context(r=3, m=4, n=6, c=16, seed=0, invalid_frac=0.4) -> ContextualSpace:
     gen = torch.Generator().manual_seed(seed)
-    valid = torch.rand(r, m, n, generator=gen) > invalid_frac
-    valid[0, :, 0] = False  # a sample no view sees
-    valid[1, 0, :] = False  # a view that sees nothing of ray 1
-    d = torch.randn(r, m, n, 4, generator=gen)
+    valid = torch.rand(r, n, m, generator=gen) > invalid_frac
+    valid[0, 0, :] = False  # a sample no view sees
+    valid[1, :, 0] = False  # a view that sees nothing of ray 1
+    d = torch.randn(r, n, m, 4, generator=gen)
     d[..., :3] = torch.nn.functional.normalize(d[..., :3], dim=-1)
-    return ContextualSpace(torch.randn(r, m, n, c, generator=gen), torch.rand(r, m, n, 3, generator=gen), d, valid)
+    return ContextualSpace(torch.randn(r, n, m, c, generator=gen), torch.rand(r, n, m, 3, generator=gen), d, valid)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,15 +133,15 @@ def test_invalid_entries_are_masked_as_keys_not_only_queries():
     """A valid query's output must not depend on an invalid key (the public code's bug)."""
     torch.manual_seed(0)
     cra = CrossReprojectionAttention(SRayConfig.tiny())
-    x = torch.randn(2, 3, 5, 16)
-    valid = torch.ones(2, 3, 5, dtype=torch.bool)
-    valid[0, 1, 2] = False
+    x = torch.randn(2, 5, 3, 16)  # [R, N, m, C]
+    valid = torch.ones(2, 5, 3, dtype=torch.bool)
+    valid[0, 2, 1] = False
     y = cra(x, valid)
     x2 = x.clone()
-    x2[0, 1, 2] += 10.0
+    x2[0, 2, 1] += 10.0
     y2 = cra(x2, valid)
     assert torch.allclose(y, y2, atol=1e-5)
-    valid[0, 1, 2] = True
+    valid[0, 2, 1] = True
     assert not torch.allclose(cra(x, valid), cra(x2, valid), atol=1e-3)  # the test can fail
 
 
@@ -217,8 +217,8 @@ def attention_flops(variant: str, rays: int) -> int:
     register_cpu_sdpa_flop_formula()
     cfg = SRayConfig(attention=variant)  # paper sizes: C = d = 32, 4 heads
     block = CrossReprojectionAttention(cfg)
-    x = torch.randn(rays, 8, 64, 32)
-    valid = torch.ones(rays, 8, 64, dtype=torch.bool)
+    x = torch.randn(rays, 64, 8, 32)  # [R, N, m, C]
+    valid = torch.ones(rays, 64, 8, dtype=torch.bool)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         block(x, valid)
     return counter.get_total_flops()
