@@ -280,3 +280,20 @@ def test_tiny_model_overfits_two_view_toy_scene():
     last = [sum(h[i] for h in history[-10:]) / 10 for i in range(3)]
     assert last[0] * 10 <= first[0], (first, last)
     assert last[1] * 10 <= first[1] and last[2] < first[2], (first, last)
+
+
+@pytest.mark.parametrize("activation", ["elu", "silu"])
+def test_training_step_gives_finite_gradients(activation):
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=2, activation=activation, separate_fine_field=True))
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    src = model.encode_sources(src.images, src.K, src.c2w)  # with gradient
+    o, d, rgb, lab, _ = render_plane(toy_camera(0.0), G.pixel_grid(H, W)[::61])
+    lab[::3] = 255  # ignored labels
+    res = render_rays(model, src, o, d, 1.0, 4.0, perturb=True)
+    loss = sray_loss(res, lab, rgb)
+    loss.total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 0.9 * len(list(model.parameters()))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert model.field(True) is not model.field(False)

@@ -54,10 +54,14 @@ class MaskedSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
 
+def activation_module(name: str) -> nn.Module:
+    return nn.ELU(inplace=True) if name == "elu" else nn.SiLU(inplace=True)
+
+
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, activation: str = "elu"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ELU(inplace=True), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), activation_module(activation), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -86,7 +90,7 @@ class CrossReprojectionAttention(nn.Module):
         if self.variant == "dense":
             self.dense_attention = MaskedSelfAttention(d, h)
             self.dense_norm = nn.LayerNorm(d)
-        self.ffn = FeedForward(d, cfg.ffn_hidden)
+        self.ffn = FeedForward(d, cfg.ffn_hidden, cfg.activation)
         self.ffn_norm = nn.LayerNorm(d)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:

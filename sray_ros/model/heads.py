@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sray_ros.model.attention import MaskedSelfAttention, sinusoidal_encoding
+from sray_ros.model.attention import MaskedSelfAttention, activation_module, sinusoidal_encoding
 from sray_ros.model.config import SRayConfig
 
 
@@ -89,7 +89,8 @@ class SemanticHead(nn.Module):
         super().__init__()
         c = cfg.feature_channels
         self.tau = cfg.tau
-        self.score = nn.Sequential(nn.Linear(c + 4, cfg.semantic_weight_hidden), nn.ELU(inplace=True),
+        act = lambda: activation_module(cfg.activation)  # noqa: E731
+        self.score = nn.Sequential(nn.Linear(c + 4, cfg.semantic_weight_hidden), act(),
                                    nn.Linear(cfg.semantic_weight_hidden, 1))
         self.classifier = nn.Linear(c, cfg.num_classes)
 
@@ -120,17 +121,19 @@ class GeometryHead(nn.Module):
         super().__init__()
         d_in = cfg.feature_channels + 3
         h, g, a = cfg.geometry_hidden, cfg.geometry_feature, cfg.ray_attention_dim
+        act = lambda: activation_module(cfg.activation)  # noqa: E731
+        self.act = F.elu if cfg.activation == "elu" else F.silu
         # first layer of MLP([x_i, mean, var]) split in two: the [mean, var] part is per sample, not per view
         self.base_view = nn.Linear(d_in, h)
         self.base_global = nn.Linear(2 * d_in, h, bias=False)
         self.base_out = nn.Linear(h, g)
-        self.vis1 = nn.Sequential(nn.Linear(g, g), nn.ELU(inplace=True), nn.Linear(g, g + 1))
-        self.vis2 = nn.Sequential(nn.Linear(g, g), nn.ELU(inplace=True), nn.Linear(g, 1))
-        self.geometry_fc = nn.Sequential(nn.Linear(2 * g + 1, h), nn.ELU(inplace=True), nn.Linear(h, a), nn.ELU(inplace=True))
+        self.vis1 = nn.Sequential(nn.Linear(g, g), act(), nn.Linear(g, g + 1))
+        self.vis2 = nn.Sequential(nn.Linear(g, g), act(), nn.Linear(g, 1))
+        self.geometry_fc = nn.Sequential(nn.Linear(2 * g + 1, h), act(), nn.Linear(h, a), act())
         self.ray_attention = MaskedSelfAttention(a, cfg.ray_attention_heads)
         self.ray_norm = nn.LayerNorm(a)
-        self.sigma_fc = nn.Sequential(nn.Linear(a, a), nn.ELU(inplace=True), nn.Linear(a, 1))
-        self.rgb_fc = nn.Sequential(nn.Linear(g + 1 + 4, g), nn.ELU(inplace=True), nn.Linear(g, 1))
+        self.sigma_fc = nn.Sequential(nn.Linear(a, a), act(), nn.Linear(a, 1))
+        self.rgb_fc = nn.Sequential(nn.Linear(g + 1 + 4, g), act(), nn.Linear(g, 1))
 
     def forward(self, x: Tensor, rgb: Tensor, dir_diff: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """x ``[R, N, m, D]``, rgb ``[R, N, m, 3]``, dir_diff ``[R, N, m, 4]``, valid ``[R, N, m]``
@@ -140,8 +143,8 @@ class GeometryHead(nn.Module):
         num_valid = mask.sum(-2, keepdim=True)  # [R, N, 1, 1]
         w = mask / num_valid.clamp_min(1.0)
         mean, var = _weighted_mean_var(x, w)
-        h = F.elu(self.base_view(x) + self.base_global(torch.cat([mean, var], -1)))
-        h = F.elu(self.base_out(h))
+        h = self.act(self.base_view(x) + self.base_global(torch.cat([mean, var], -1)), inplace=True)
+        h = self.act(self.base_out(h), inplace=True)
         res_vis = self.vis1(h * w)
         h = h + res_vis[..., :-1]
         vis = torch.sigmoid(res_vis[..., -1:]) * mask
