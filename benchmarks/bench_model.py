@@ -2,10 +2,11 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py [--threads 2] [--view-rays 2048] [--out BENCHMARKS.md]
 
-Each measurement runs in a fresh subprocess so that its peak memory can be read cleanly:
-* CUDA: ``torch.cuda.max_memory_allocated`` (reset before the measured call).
-* CPU: increase of the process's peak RSS (``resource.getrusage(...).ru_maxrss``, a high-water mark)
-  over its value just before the measured call, i.e. everything torch allocated during that call.
+Each measurement runs in a fresh subprocess, after a small warm-up call. Peak memory of the measured call
+over what was allocated before it:
+* CUDA: ``torch.cuda.max_memory_allocated`` (reset before the call) minus ``memory_allocated`` before.
+* CPU: peak resident set size sampled every 2 ms from /proc/self/statm by a thread, minus the RSS before
+  the call (the allocator may reuse freed warm-up memory, so this is a lower bound of allocations).
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (matmuls + attention; the CPU fused-attention op is
 registered by :func:`sray_ros.model.attention.register_cpu_sdpa_flop_formula`). One multiply-add = 2 FLOPs.
 Full views: with ``--view-rays N`` only N rays of the view (a regular subset) are rendered and time is
@@ -20,7 +21,7 @@ import datetime
 import json
 import os
 import platform
-import resource
+import threading
 import subprocess
 import sys
 import time
@@ -38,18 +39,64 @@ from sray_ros.model.attention import CrossReprojectionAttention, register_cpu_sd
 PUBLIC_CODE_S_PER_VIEW = 814.0  # DESIGN.md: public S-Ray code, 320x240, 8 views, 64+64, this CPU
 
 
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+class _RssSampler:
+    """Peak resident set size (MB) of this process, sampled from /proc/self/statm every 2 ms in a thread.
+    (``ru_maxrss`` is a lifetime high-water mark, so it cannot isolate one call after a bigger one.)"""
+
+    def __init__(self) -> None:
+        self.page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def current(self) -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self.page_mb
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(0.002)
+
+    def __enter__(self) -> "_RssSampler":
+        self.base = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+    @property
+    def delta(self) -> float:
+        return self.peak - self.base
 
 
-def _reset_peak(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    return _peak_mb(device)
+class _PeakMemory:
+    """Peak memory of the enclosed block over what was allocated before it: CUDA max_memory_allocated
+    on CUDA, sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sampler = None if device.type == "cuda" else _RssSampler()
+
+    def __enter__(self) -> "_PeakMemory":
+        if self.sampler is None:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.sampler.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sampler is None:
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
+        else:
+            self.sampler.__exit__(*exc)
+            self.mb = self.sampler.delta
 
 
 def _sync(device: torch.device) -> None:
@@ -65,14 +112,17 @@ def worker_attention(variant: str, rays: int, train: bool, device: torch.device)
     block = CrossReprojectionAttention(SRayConfig(attention=variant)).to(device)
     x = torch.randn(rays, 64, 8, 32, device=device, requires_grad=train)  # [R, N, m, C]
     valid = torch.rand(rays, 64, 8, device=device) > 0.2
-    base = _reset_peak(device)
-    t = time.perf_counter()
-    with torch.set_grad_enabled(train):
-        y = block(x, valid)
-        if train:
-            y.square().mean().backward()
-    _sync(device)
-    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb(device) - base}
+    with torch.no_grad():
+        block(x[:2], valid[:2])  # warm-up
+    with _PeakMemory(device) as mem:
+        t = time.perf_counter()
+        with torch.set_grad_enabled(train):
+            y = block(x, valid)
+            if train:
+                y.square().mean().backward()
+        _sync(device)
+        secs = time.perf_counter() - t
+    return {"seconds": secs, "peak_mb": mem.mb}
 
 
 def worker_flops(variant: str, rays: int) -> dict:
@@ -101,9 +151,9 @@ def _scene(m: int, height: int, width: int, device: torch.device):
 
 
 def worker_view(height: int, width: int, m: int, n_coarse: int, n_fine: int, max_rays: int, chunk: int,
-                device: torch.device) -> dict:
+                device: torch.device, union: bool = True) -> dict:
     torch.manual_seed(0)
-    model = SRay(SRayConfig(num_coarse=n_coarse, num_fine=n_fine)).to(device).eval()
+    model = SRay(SRayConfig(num_coarse=n_coarse, num_fine=n_fine, fine_includes_coarse=union)).to(device).eval()
     K, poses, query, images = _scene(m, height, width, device)
     with torch.no_grad():
         src = model.encode_sources(images.to(device), K.expand(m, 3, 3).to(device), poses.to(device))
@@ -112,16 +162,29 @@ def worker_view(height: int, width: int, m: int, n_coarse: int, n_fine: int, max
     if max_rays and max_rays < total:
         uv = uv[torch.linspace(0, total - 1, max_rays).long()]
     o, d = G.generate_rays(K, query, uv)
-    base = _reset_peak(device)
-    t = time.perf_counter()
+    o, d = o.to(device), d.to(device)
     with torch.no_grad():
-        out = render_rays(model, src, o.to(device), d.to(device), 0.5, 6.0, chunk=chunk or None)
-        out.fine.logits.argmax(-1)
-    _sync(device)
-    secs = time.perf_counter() - t
+        render_rays(model, src, o[:64], d[:64], 0.5, 6.0, chunk=chunk or None)  # warm-up
+        with _PeakMemory(device) as mem:
+            t = time.perf_counter()
+            out = render_rays(model, src, o, d, 0.5, 6.0, chunk=chunk or None)
+            out.fine.logits.argmax(-1)
+            _sync(device)
+            secs = time.perf_counter() - t
     return {"rays": uv.shape[0], "total_rays": total, "seconds_measured": secs,
-            "seconds_per_view": secs * total / uv.shape[0], "rays_per_s": uv.shape[0] / secs,
-            "peak_mb": _peak_mb(device) - base}
+            "seconds_per_view": secs * total / uv.shape[0], "rays_per_s": uv.shape[0] / secs, "peak_mb": mem.mb}
+
+
+def worker_matmul(device: torch.device) -> dict:
+    """Machine-speed calibration: fp32 GEMM rate right now (the shared machine's load varies)."""
+    a, b = torch.randn(4096, 512, device=device), torch.randn(512, 512, device=device)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    _sync(device)
+    return {"gflops": 10 * 2 * 4096 * 512 * 512 / (time.perf_counter() - t) / 1e9}
 
 
 def worker_encode(height: int, width: int, m: int, device: torch.device) -> dict:
@@ -157,7 +220,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--attention-rays", type=int, default=1024, help="rays for the CRA vs dense time/memory rows")
-    ap.add_argument("--view-rays", type=int, default=2048, help="rays rendered per view row (0 = whole view)")
+    ap.add_argument("--view-rays", type=int, default=2048, help="rays rendered for the 320x240 rows (0 = whole view)")
+    ap.add_argument("--small-view-rays", type=int, default=0, help="rays rendered for the 160x120 row (0 = whole view)")
     ap.add_argument("--chunk", type=int, default=0, help="rays per chunk (0 = render.auto_chunk)")
     ap.add_argument("--machine", default=f"{os.cpu_count()}-core {platform.machine()} CPU")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
@@ -169,7 +233,8 @@ def main() -> None:
     if args.worker:
         kw = json.loads(args.worker_args)
         dev = torch.device(args.device)
-        fn = {"attention": worker_attention, "view": worker_view, "encode": worker_encode}.get(args.worker)
+        fn = {"attention": worker_attention, "view": worker_view, "encode": worker_encode,
+              "matmul": worker_matmul}.get(args.worker)
         print(json.dumps(worker_flops(**kw) if args.worker == "flops" else fn(device=dev, **kw)))
         return
 
@@ -177,6 +242,7 @@ def main() -> None:
     machine = f"{args.machine}, torch {torch.__version__}, {args.threads} threads, device {args.device}"
     print(f"benchmarking on {machine}", flush=True)
     rows: list[str] = []
+    gemm_before = run_worker(args, "matmul")["gflops"]
 
     # (1) CRA vs dense on the paper's input
     fl = {v: run_worker(args, "flops", variant=v, rays=1024)["flops"] for v in ("cra", "dense")}
@@ -200,13 +266,17 @@ def main() -> None:
 
     # (2) full views
     rows.append("### 2. Full semantic views (8 source views, chunk %s, random weights)\n" % (args.chunk or "auto"))
-    rows.append("| view | samples (coarse+fine) | rays measured | s / view | rays / s | peak memory MB | vs public code |")
+    rows.append("| view | samples (coarse+fine) | rays measured | s / view | rays / s | peak memory MB | speed-up vs public code (814 s) |")
     rows.append("|---|---|---|---|---|---|---|")
-    for (h, w, nc, nf, target) in [(120, 160, 32, 32, "< 5 s"), (240, 320, 64, 64, "< 30 s")]:
-        r = run_worker(args, "view", height=h, width=w, m=8, n_coarse=nc, n_fine=nf, max_rays=args.view_rays, chunk=args.chunk)
+    for (h, w, nc, nf, union, target, rays) in [(120, 160, 32, 32, True, "< 5 s", args.small_view_rays),
+                                                 (240, 320, 64, 64, True, "< 30 s", args.view_rays),
+                                                 (240, 320, 64, 64, False, "< 30 s", args.view_rays)]:
+        r = run_worker(args, "view", height=h, width=w, m=8, n_coarse=nc, n_fine=nf, max_rays=rays, chunk=args.chunk,
+                       union=union)
         extrap = "" if r["rays"] == r["total_rays"] else " (extrapolated)"
-        vs = f"{PUBLIC_CODE_S_PER_VIEW / r['seconds_per_view']:.1f}x faster" if (h, w, nc, nf) == (240, 320, 64, 64) else ""
-        rows.append(f"| {w}x{h} (target {target}) | {nc}+{nf} (fine pass on {nc + nf}) | {r['rays']} of {r['total_rays']} | "
+        vs = f"{PUBLIC_CODE_S_PER_VIEW / r['seconds_per_view']:.2f}x" if (h, w, nc, nf) == (240, 320, 64, 64) else ""
+        fine_n = nc + nf if union else nf
+        rows.append(f"| {w}x{h} (target {target}) | {nc}+{nf} (fine pass on {fine_n}) | {r['rays']} of {r['total_rays']} | "
                     f"{r['seconds_per_view']:.1f}{extrap} | {r['rays_per_s']:.0f} | {r['peak_mb']:.0f} | {vs} |")
     rows.append("")
 
@@ -220,10 +290,14 @@ def main() -> None:
         rows.append(f"| {w}x{h} | {e8['seconds_per_keyframe']:.3f} | {e1['seconds_per_keyframe']:.3f} |")
     rows.append("")
 
+    gemm_after = run_worker(args, "matmul")["gflops"]
+    rows.append(f"Machine-speed calibration: fp32 GEMM (4096x512 @ 512x512) ran at {gemm_before:.0f} GFLOP/s before and "
+                f"{gemm_after:.0f} GFLOP/s after this run (DESIGN.md quotes 158 GFLOP/s on the idle machine, where "
+                "the public code's 814 s/view was measured).\n")
     cmd = "PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py " + " ".join(sys.argv[1:])
     header = (f"## Model benchmarks ({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine}. Command: `{cmd}`.\n"
               "Timings on a shared machine are noisy: compare ratios measured within one run. Peak memory: "
-              "CUDA max_memory_allocated, CPU increase of peak RSS over the call, each in a fresh process.\n")
+              "CUDA max_memory_allocated, CPU sampled peak RSS increase over the call, each in a fresh process.\n")
     section = header + "\n" + "\n".join(rows) + "\n"
     out = Path(args.out)
     text = out.read_text() if out.exists() else "# Benchmarks\n\n"
