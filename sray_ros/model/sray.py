@@ -108,9 +108,9 @@ class SRay(nn.Module):
             images, K, c2w = images[None], K[None], c2w[None]
             depths = None if depths is None else depths[None]
         features = self.encode(images)
-        dtype = features.dtype
-        return SourceViews(images, features, K.to(images.device, dtype), c2w.to(images.device, dtype),
-                           None if depths is None else depths.to(images.device, dtype))
+        # poses/intrinsics stay float32 even when features come out of fp16 autocast: projection needs it
+        return SourceViews(images, features, K.to(images.device, torch.float32), c2w.to(images.device, torch.float32),
+                           None if depths is None else depths.to(images.device, torch.float32))
 
     def field(self, fine: bool) -> SRayField:
         return self.field_fine if fine and self.field_fine is not None else self.field_coarse
