@@ -297,3 +297,28 @@ def test_training_step_gives_finite_gradients(activation):
     assert len(grads) > 0.9 * len(list(model.parameters()))
     assert all(torch.isfinite(g).all() for g in grads)
     assert model.field(True) is not model.field(False)
+
+
+def test_render_view_without_fine_pass_uses_coarse_semantics():
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=3)).eval()
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    out = render_view(model, src, G.scale_intrinsics(K_TOY, 0.125, 0.125), toy_camera(0.0), 6, 8, near=1.0, far=4.0,
+                      num_fine=0)
+    assert out.labels.shape == (6, 8) and torch.isfinite(out.confidence).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_render_view_on_cuda_matches_cpu(autocast):
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=3)).eval()
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    args = (G.scale_intrinsics(K_TOY, 0.25, 0.25), toy_camera(0.0), 12, 16)
+    cpu = render_view(model, src, *args, near=1.0, far=4.0)
+    model_gpu = model.to("cuda")
+    gpu = render_view(model_gpu, src.to("cuda"), *args, near=1.0, far=4.0, autocast=autocast)
+    assert gpu.labels.device.type == "cuda"
+    tol = 5e-2 if autocast else 1e-3
+    assert torch.allclose(gpu.rgb.cpu(), cpu.rgb, atol=tol) and torch.allclose(gpu.depth.cpu(), cpu.depth, atol=tol * 10)
+    assert (gpu.labels.cpu() == cpu.labels).float().mean() > 0.9
