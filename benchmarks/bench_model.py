@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sray_ros import geometry as G  # noqa: E402
-from sray_ros.model import SRay, SRayConfig, SourceViews, render_rays  # noqa: E402
+from sray_ros.model import SRay, SRayConfig, render_rays  # noqa: E402
 from sray_ros.model.attention import CrossReprojectionAttention, register_cpu_sdpa_flop_formula  # noqa: E402
 
 PUBLIC_CODE_S_PER_VIEW = 814.0  # DESIGN.md: public S-Ray code, 320x240, 8 views, 64+64, this CPU

@@ -3,7 +3,6 @@ CRA vs dense FLOPs, view rendering. Tiny configs throughout (fast on 2 CPU cores
 
 import os
 import sys
-import time
 
 import pytest
 import torch
