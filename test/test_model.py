@@ -3,7 +3,6 @@ CRA vs dense FLOPs, view rendering. Tiny configs throughout (fast on 2 CPU cores
 
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -55,12 +54,12 @@ def toy_images(poses: list[torch.Tensor]) -> torch.Tensor:
 
 def random_context(r=3, m=4, n=6, c=16, seed=0, invalid_frac=0.4) -> ContextualSpace:
     gen = torch.Generator().manual_seed(seed)
-    valid = torch.rand(r, m, n, generator=gen) > invalid_frac
-    valid[0, :, 0] = False  # a sample no view sees
-    valid[1, 0, :] = False  # a view that sees nothing of ray 1
-    d = torch.randn(r, m, n, 4, generator=gen)
+    valid = torch.rand(r, n, m, generator=gen) > invalid_frac
+    valid[0, 0, :] = False  # a sample no view sees
+    valid[1, :, 0] = False  # a view that sees nothing of ray 1
+    d = torch.randn(r, n, m, 4, generator=gen)
     d[..., :3] = torch.nn.functional.normalize(d[..., :3], dim=-1)
-    return ContextualSpace(torch.randn(r, m, n, c, generator=gen), torch.rand(r, m, n, 3, generator=gen), d, valid)
+    return ContextualSpace(torch.randn(r, n, m, c, generator=gen), torch.rand(r, n, m, 3, generator=gen), d, valid)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,15 +132,15 @@ def test_invalid_entries_are_masked_as_keys_not_only_queries():
     """A valid query's output must not depend on an invalid key (the public code's bug)."""
     torch.manual_seed(0)
     cra = CrossReprojectionAttention(SRayConfig.tiny())
-    x = torch.randn(2, 3, 5, 16)
-    valid = torch.ones(2, 3, 5, dtype=torch.bool)
-    valid[0, 1, 2] = False
+    x = torch.randn(2, 5, 3, 16)  # [R, N, m, C]
+    valid = torch.ones(2, 5, 3, dtype=torch.bool)
+    valid[0, 2, 1] = False
     y = cra(x, valid)
     x2 = x.clone()
-    x2[0, 1, 2] += 10.0
+    x2[0, 2, 1] += 10.0
     y2 = cra(x2, valid)
     assert torch.allclose(y, y2, atol=1e-5)
-    valid[0, 1, 2] = True
+    valid[0, 2, 1] = True
     assert not torch.allclose(cra(x, valid), cra(x2, valid), atol=1e-3)  # the test can fail
 
 
@@ -217,8 +216,8 @@ def attention_flops(variant: str, rays: int) -> int:
     register_cpu_sdpa_flop_formula()
     cfg = SRayConfig(attention=variant)  # paper sizes: C = d = 32, 4 heads
     block = CrossReprojectionAttention(cfg)
-    x = torch.randn(rays, 8, 64, 32)
-    valid = torch.ones(rays, 8, 64, dtype=torch.bool)
+    x = torch.randn(rays, 64, 8, 32)  # [R, N, m, C]
+    valid = torch.ones(rays, 64, 8, dtype=torch.bool)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         block(x, valid)
     return counter.get_total_flops()
@@ -280,3 +279,45 @@ def test_tiny_model_overfits_two_view_toy_scene():
     last = [sum(h[i] for h in history[-10:]) / 10 for i in range(3)]
     assert last[0] * 10 <= first[0], (first, last)
     assert last[1] * 10 <= first[1] and last[2] < first[2], (first, last)
+
+
+@pytest.mark.parametrize("activation", ["elu", "silu"])
+def test_training_step_gives_finite_gradients(activation):
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=2, activation=activation, separate_fine_field=True))
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    src = model.encode_sources(src.images, src.K, src.c2w)  # with gradient
+    o, d, rgb, lab, _ = render_plane(toy_camera(0.0), G.pixel_grid(H, W)[::61])
+    lab[::3] = 255  # ignored labels
+    res = render_rays(model, src, o, d, 1.0, 4.0, perturb=True)
+    loss = sray_loss(res, lab, rgb)
+    loss.total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 0.9 * len(list(model.parameters()))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert model.field(True) is not model.field(False)
+
+
+def test_render_view_without_fine_pass_uses_coarse_semantics():
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=3)).eval()
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    out = render_view(model, src, G.scale_intrinsics(K_TOY, 0.125, 0.125), toy_camera(0.0), 6, 8, near=1.0, far=4.0,
+                      num_fine=0)
+    assert out.labels.shape == (6, 8) and torch.isfinite(out.confidence).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_render_view_on_cuda_matches_cpu(autocast):
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=3)).eval()
+    src = _toy_sources(model, xs=(-0.3, 0.3))
+    args = (G.scale_intrinsics(K_TOY, 0.25, 0.25), toy_camera(0.0), 12, 16)
+    cpu = render_view(model, src, *args, near=1.0, far=4.0)
+    model_gpu = model.to("cuda")
+    gpu = render_view(model_gpu, src.to("cuda"), *args, near=1.0, far=4.0, autocast=autocast)
+    assert gpu.labels.device.type == "cuda"
+    tol = 5e-2 if autocast else 1e-3
+    assert torch.allclose(gpu.rgb.cpu(), cpu.rgb, atol=tol) and torch.allclose(gpu.depth.cpu(), cpu.depth, atol=tol * 10)
+    assert (gpu.labels.cpu() == cpu.labels).float().mean() > 0.9

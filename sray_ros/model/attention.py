@@ -1,8 +1,9 @@
 """Cross-Reprojection Attention (paper Sec. 3.2) and its ablation variants.
 
 Shape vocabulary: ``R`` rays, ``m`` source views, ``N`` samples per ray, ``C`` channels.
-The contextual space enters as ``x [R, m, N, C]`` with ``valid [R, m, N]`` and leaves as
-``[R, N, m, C]`` (per sample, the view axis next to channels: what the weight nets reduce over).
+The contextual space enters and leaves as ``x [R, N, m, C]`` with ``valid [R, N, m]`` (per sample, the
+view axis next to channels: what the cross-view attention and the weight nets work over); only the
+radial attention transposes to ``[R, m, N, C]``.
 
 Invalid entries (sample behind the source camera or outside its image) are excluded as **keys**
 everywhere (boolean mask in ``scaled_dot_product_attention``). A query whose keys are all invalid
@@ -53,10 +54,14 @@ class MaskedSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
 
+def activation_module(name: str) -> nn.Module:
+    return nn.ELU(inplace=True) if name == "elu" else nn.SiLU(inplace=True)
+
+
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, activation: str = "elu"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ELU(inplace=True), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), activation_module(activation), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -85,29 +90,27 @@ class CrossReprojectionAttention(nn.Module):
         if self.variant == "dense":
             self.dense_attention = MaskedSelfAttention(d, h)
             self.dense_norm = nn.LayerNorm(d)
-        self.ffn = FeedForward(d, cfg.ffn_hidden)
+        self.ffn = FeedForward(d, cfg.ffn_hidden, cfg.activation)
         self.ffn_norm = nn.LayerNorm(d)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        """x ``[R, m, N, C]``, valid ``[R, m, N]`` -> ``[R, N, m, C]`` (invalid entries zeroed)."""
-        r, m, n, c = x.shape
-        pos = sinusoidal_encoding(n, c, device=x.device, dtype=x.dtype)
+        """x ``[R, N, m, C]``, valid ``[R, N, m]`` -> ``[R, N, m, C]`` (invalid entries zeroed)."""
+        r, n, m, c = x.shape
+        pos = sinusoidal_encoding(n, c, device=x.device, dtype=x.dtype)  # over the sample index
         if self.variant == "dense":
-            flat = x.reshape(r, m * n, c)
-            att = self.dense_attention(flat + pos.repeat(m, 1), valid.reshape(r, m * n))
-            x = self.dense_norm(flat + att).view(r, m, n, c)
+            flat = x.reshape(r, n * m, c)
+            att = self.dense_attention(flat + pos.repeat_interleave(m, 0), valid.reshape(r, n * m))
+            x = self.dense_norm(flat + att).view(r, n, m, c)
         if self.variant in ("cra", "radial"):
-            flat = x.reshape(r * m, n, c)
-            att = self.radial_attention(flat + pos, valid.reshape(r * m, n))
-            x = self.radial_norm(flat + att).view(r, m, n, c)
-        x = x.transpose(1, 2).contiguous()  # [R, N, m, C]
-        valid_t = valid.transpose(1, 2)
+            flat = x.transpose(1, 2).reshape(r * m, n, c)  # one ray's samples as seen by one view
+            att = self.radial_attention(flat + pos, valid.transpose(1, 2).reshape(r * m, n))
+            x = self.radial_norm(flat + att).view(r, m, n, c).transpose(1, 2).contiguous()
         if self.variant in ("cra", "cross"):
-            flat = x.view(r * n, m, c)
-            att = self.cross_view_attention(flat, valid_t.reshape(r * n, m))
+            flat = x.reshape(r * n, m, c)  # one sample as seen by all views
+            att = self.cross_view_attention(flat, valid.reshape(r * n, m))
             x = self.cross_norm(flat + att).view(r, n, m, c)
         x = self.ffn_norm(x + self.ffn(x))
-        return x * valid_t.unsqueeze(-1).to(x.dtype)
+        return x * valid.unsqueeze(-1).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -70,8 +70,9 @@ class ResUNet(nn.Module):
 class SourceViews:
     """Posed source views with their CNN features, encoded once per keyframe and reused per query.
 
-    Shapes: images ``[m, 3, H, W]`` (RGB in [0, 1]), features ``[m, C, h, w]`` (1/4 resolution; sampled
-    with normalised coordinates, so they cover exactly the same image extent), K ``[m, 3, 3]``
+    Shapes: images ``[m, 3, H, W]`` (RGB in [0, 1]), features ``[m, C, h, w]`` (1/4 resolution, sampled
+    with normalised coordinates; the two cover the same image extent exactly when H and W are divisible
+    by 4, as 320x240 and 640x480 are; otherwise edge features are off by < 0.5 feature pixel), K ``[m, 3, 3]``
     (full-resolution intrinsics, integer pixel centres), c2w ``[m, 4, 4]``; optional depths ``[m, H, W]``
     in metres (0 = unknown), used only to derive a default near/far.
     """

@@ -19,8 +19,9 @@ from sray_ros.model.heads import GeometryHead, SemanticHead, ViewDirectionEmbedd
 class ContextualSpace:
     """The 3D contextual space of R rays x N samples seen from m source views.
 
-    features ``[R, m, N, C]`` (bilinearly sampled CNN features), rgb ``[R, m, N, 3]`` (source colours),
-    dir_diff ``[R, m, N, 4]`` (unit query-minus-source direction, dot product), valid ``[R, m, N]``.
+    Layout rays, samples, views, channels (the view axis next to channels: every head reduces over views):
+    features ``[R, N, m, C]`` (bilinearly sampled CNN features), rgb ``[R, N, m, 3]`` (source colours),
+    dir_diff ``[R, N, m, 4]`` (unit query-minus-source direction, dot product), valid ``[R, N, m]``.
     """
 
     features: Tensor
@@ -44,13 +45,13 @@ def contextual_space(sources: SourceViews, points: Tensor, ray_dirs: Tensor) -> 
     grid = grid.to(sources.features.dtype)
     feats = F.grid_sample(sources.features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     rgb = F.grid_sample(sources.images.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    feats = feats.view(m, -1, r, n).permute(2, 0, 3, 1).contiguous()  # [R, m, N, C]
-    rgb = rgb.view(m, 3, r, n).permute(2, 0, 3, 1).contiguous()
-    valid = valid.view(m, r, n).transpose(0, 1).contiguous()
+    feats = feats.view(m, -1, r, n).permute(2, 3, 0, 1).contiguous()  # [R, N, m, C]
+    rgb = rgb.view(m, 3, r, n).permute(2, 3, 0, 1).contiguous()
+    valid = valid.view(m, r, n).permute(1, 2, 0).contiguous()
 
     query_dir = F.normalize(ray_dirs, dim=-1)[:, None, None, :]  # [R, 1, 1, 3]
-    centres = geometry.camera_centers(sources.c2w)[None, :, None, :]  # [1, m, 1, 3]
-    src_dir = F.normalize(points.unsqueeze(1) - centres, dim=-1)  # [R, m, N, 3]
+    centres = geometry.camera_centers(sources.c2w)[None, None, :, :]  # [1, 1, m, 3]
+    src_dir = F.normalize(points.unsqueeze(2) - centres, dim=-1)  # [R, N, m, 3]
     diff = query_dir - src_dir
     dir_diff = torch.cat([F.normalize(diff, dim=-1), (query_dir * src_dir).sum(-1, keepdim=True)], -1)
     return ContextualSpace(feats, rgb, dir_diff.to(feats.dtype), valid)
@@ -76,15 +77,12 @@ class SRayField(nn.Module):
     def forward(self, ctx: ContextualSpace, semantics: bool = True) -> FieldOutput:
         """With ``semantics=False`` only density/colour are computed (CRA and the semantic head are
         skipped): what the coarse pass needs at inference to place the fine samples."""
-        x = ctx.features + self.view_embedding(ctx.dir_diff)  # [R, m, N, C]
-        valid_t = ctx.valid.transpose(1, 2)  # [R, N, m]
-        dir_t = ctx.dir_diff.transpose(1, 2)
-        geo_in = torch.cat([x, ctx.rgb], -1).transpose(1, 2)
-        sigma, rgb = self.geometry_head(geo_in, ctx.rgb.transpose(1, 2), dir_t, valid_t)
+        x = ctx.features + self.view_embedding(ctx.dir_diff)  # [R, N, m, C]
+        sigma, rgb = self.geometry_head(torch.cat([x, ctx.rgb], -1), ctx.rgb, ctx.dir_diff, ctx.valid)
         logits = None
         if semantics:
             refined = self.cross_reprojection_attention(x, ctx.valid)  # [R, N, m, C]
-            logits = self.semantic_head(refined, dir_t, valid_t)
+            logits = self.semantic_head(refined, ctx.dir_diff, ctx.valid)
         return FieldOutput(sigma, rgb, logits)
 
 
@@ -110,9 +108,9 @@ class SRay(nn.Module):
             images, K, c2w = images[None], K[None], c2w[None]
             depths = None if depths is None else depths[None]
         features = self.encode(images)
-        dtype = features.dtype
-        return SourceViews(images, features, K.to(images.device, dtype), c2w.to(images.device, dtype),
-                           None if depths is None else depths.to(images.device, dtype))
+        # poses/intrinsics stay float32 even when features come out of fp16 autocast: projection needs it
+        return SourceViews(images, features, K.to(images.device, torch.float32), c2w.to(images.device, torch.float32),
+                           None if depths is None else depths.to(images.device, torch.float32))
 
     def field(self, fine: bool) -> SRayField:
         return self.field_fine if fine and self.field_fine is not None else self.field_coarse
