@@ -15,5 +15,8 @@ setup(
     packages=find_packages(include=["sray_ros", "sray_ros.*"]),
     install_requires=["torch>=2.1", "numpy", "opencv-python-headless", "PyYAML", "tqdm", "rosbags"],
     extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "sray-scannet-to-bag = sray_ros.ros.scannet_to_bag:main",
+        "sray-play-bag = sray_ros.ros.bag_player:main",
+    ]},
 )
