@@ -44,3 +44,53 @@ def test_sray_launch_arguments_override():
     assert params_file == "/tmp/p.yaml"
     assert overrides == {"use_sim_time": True, "checkpoint": "/tmp/m.pt", "device": "cuda"}
     assert dict(node.kwargs["remappings"])["color/image"] == "/cam/rgb"
+
+
+def _replay(arguments: dict[str, str]):
+    from launch_standins import ExecuteProcess, IncludeLaunchDescription
+
+    description = load_launch_file(REPO / "launch" / "replay.launch.py", str(SHARE))
+    assert (SHARE / "launch" / "replay.launch.py").exists(), "launch file not installed"
+    started = description.resolve(arguments)
+    plays = [a for a in started if isinstance(a, ExecuteProcess)]
+    includes = [a for a in started if isinstance(a, IncludeLaunchDescription)]
+    assert len(plays) == 1 and len(includes) == 1, started
+    return plays[0].kwargs["cmd"], includes[0], _only_node(started)
+
+
+def test_replay_launch_defaults():
+    from sray_ros.ros.scannet_to_bag import topic_names
+
+    cmd, include, node = _replay({"bag": "/data/scene_bag"})
+    assert cmd[:4] == ["ros2", "bag", "play", "/data/scene_bag"]
+    assert "--clock" in cmd and "--loop" not in cmd and "--delay" not in cmd
+    assert float(cmd[cmd.index("--rate") + 1]) == 1.0
+    # the node is sray.launch.py's (included from the installed share directory), on sim time
+    assert pathlib.Path(include.source.path) == SHARE / "launch" / "sray.launch.py"
+    assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray_node"
+    params_file, overrides = node.kwargs["parameters"]
+    assert pathlib.Path(params_file) == SHARE / "config" / "sray.yaml"
+    assert overrides == {"use_sim_time": True}
+    topics = topic_names()  # the converter's defaults
+    assert dict(node.kwargs["remappings"]) == {
+        "color/image": topics["color"], "color/camera_info": topics["camera_info"],
+        "depth/image": topics["depth"], "depth/camera_info": topics["depth_info"], "labels/image": topics["labels"],
+    }
+
+
+def test_replay_launch_arguments():
+    cmd, _, node = _replay({"bag": "/b", "rate": "0.5", "loop": "true", "delay": "2", "topic_prefix": "robot/cam",
+                            "checkpoint": "/tmp/m.pt", "namespace": "r1"})
+    assert cmd[3] == "/b" and "--clock" in cmd and "--loop" in cmd
+    assert float(cmd[cmd.index("--rate") + 1]) == 0.5 and float(cmd[cmd.index("--delay") + 1]) == 2.0
+    assert node.kwargs["namespace"] == "r1"  # sray.launch.py's own arguments pass through
+    assert node.kwargs["parameters"][1] == {"use_sim_time": True, "checkpoint": "/tmp/m.pt"}
+    assert dict(node.kwargs["remappings"])["color/image"] == "/robot/cam/color/image_raw"
+
+
+def test_replay_launch_requires_bag():
+    import pytest
+
+    description = load_launch_file(REPO / "launch" / "replay.launch.py", str(SHARE))
+    with pytest.raises(KeyError, match="bag"):
+        description.resolve({})
