@@ -9,8 +9,8 @@ node exactly as it is launched live) with ``use_sim_time:=true`` and its input t
 converter's topics under ``topic_prefix`` (``/camera`` = the converter's default, which is also
 sray.launch.py's default). ``delay`` gives the node time to load its model before the first frame.
 
-Machines without ``ros2 bag`` (pip-only ROS) use ``python -m sray_ros.ros.bag_player BAG --clock`` and
-``sray.launch.py use_sim_time:=true`` instead.
+Machines without ``ros2 bag`` (pip-only ROS, no ``ros2 launch`` either) run
+``python -m sray_ros.ros.bag_player BAG --clock`` and the node with the parameter ``use_sim_time:=true``.
 """
 
 import os

@@ -71,6 +71,10 @@ def check_bag(bag: Path, scene, indices: list[int], fps: float, *, encoding: str
     link_optical = static.transforms[0]
     assert (link_optical.header.frame_id, link_optical.child_frame_id) == ("camera_link", "camera_color_optical_frame")
     T_link_optical = _matrix(link_optical.transform)
+    # REP-103 body (x forward, y left, z up) -> optical (x right, y down, z forward), no offset
+    np.testing.assert_allclose(T_link_optical[:3, :3], [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], atol=1e-12)
+    np.testing.assert_array_equal(T_link_optical[:3, 3], 0.0)
+    assert stamps[0] == 1 * S  # documented start time
 
     expected_topics = {"/tf", "/tf_static", topics["color"], topics["camera_info"]}
     if has_depth:
@@ -181,6 +185,19 @@ def test_hololens_first_frames(tmp_path):
     assert scene.has_depth and not scene.has_labels
     assert summary.frames == 10 and "/camera/labels/image_raw" not in summary.topics
     check_bag(tmp_path / "bag", scene, list(range(10)), 30.0)
+
+
+def test_replica_scene_auto_detected(tmp_path):
+    from test_data_replica import write_replica
+
+    from sray_ros.data.replica import load_replica_scene
+    from sray_ros.ros.scannet_to_bag import convert
+
+    root = write_replica(tmp_path / "room0", n=3)
+    summary = convert(root, tmp_path / "bag", width=64, height=48, label_set="nyu40", progress=False)
+    scene = load_replica_scene(root, 64, 48, label_set="nyu40")
+    assert summary.frames == 3 and scene.has_labels
+    check_bag(tmp_path / "bag", scene, [0, 1, 2], 10.0)
 
 
 def test_round_trip_through_bag_player(room, tmp_path):
