@@ -200,6 +200,7 @@ def test_replica_scene_auto_detected(tmp_path):
     check_bag(tmp_path / "bag", scene, [0, 1, 2], 10.0)
 
 
+@pytest.mark.ros
 def test_round_trip_through_bag_player(room, tmp_path):
     import os
 

@@ -172,7 +172,7 @@ def detect_format(scene_dir: Path) -> str:
         return "scannet"
     raise BagConversionError(
         f"{str(scene_dir)!r} is neither a ScanNet-layout scene (no pose/ folder; expected color/, pose/, "
-        "intrinsic/) nor a Replica export (no traj_w_c.txt); pass fmt= to get the reader's detailed error")
+        "intrinsic/) nor a Replica export (no traj_w_c.txt); pass fmt= (--format) to get the reader's detailed error")
 
 
 def _load_scene(scene_dir: Path, fmt: str, width: int | None, height: int | None, label_set: str):
@@ -263,7 +263,6 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
     from rosbags.typesys import Stores, get_typestore
-    from sensor_msgs.msg import CameraInfo, Image  # noqa: F401 - documents the types written
     from tf2_msgs.msg import TFMessage
 
     from sray_ros.ros.image_conversion import ImageConversionError, make_camera_info, numpy_to_image
