@@ -200,6 +200,24 @@ def test_replica_scene_auto_detected(tmp_path):
     check_bag(tmp_path / "bag", scene, [0, 1, 2], 10.0)
 
 
+def test_node_tf_buffer_gives_scene_poses(room, tmp_path):
+    """The node's own TF buffer, fed the bag's /tf and /tf_static, finds each image's optical-frame pose."""
+    from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.ros.scannet_to_bag import convert
+    from sray_ros.ros.tf_buffer import TransformBuffer
+
+    convert(room, tmp_path / "bag", end=4, progress=False)
+    scene = load_scannet_scene(room, None, None)
+    messages = read_bag(tmp_path / "bag")
+    buffer = TransformBuffer()
+    buffer.set_transforms(messages["/tf_static"][0][1].transforms, is_static=True)
+    for _, tf in messages["/tf"]:
+        buffer.set_transforms(tf.transforms)
+    for k, (_, image) in enumerate(messages["/camera/color/image_raw"]):
+        c2w = buffer.lookup_transform("map", image.header.frame_id, _stamp_ns(image.header))
+        np.testing.assert_allclose(c2w, scene.poses[k], atol=1e-6, rtol=0)
+
+
 @pytest.mark.ros
 def test_round_trip_through_bag_player(room, tmp_path):
     import os
