@@ -1,6 +1,5 @@
 """ScanNet-layout reader: real HoloLens sequence, and small hand-made scenes for the edge cases."""
 
-import warnings
 from pathlib import Path
 
 import cv2

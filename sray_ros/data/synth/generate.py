@@ -26,7 +26,6 @@ import os
 import shutil
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
