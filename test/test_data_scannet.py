@@ -1,6 +1,5 @@
 """ScanNet-layout reader: real HoloLens sequence, and small hand-made scenes for the edge cases."""
 
-import warnings
 from pathlib import Path
 
 import cv2
@@ -102,7 +101,7 @@ def test_non_contiguous_ids_and_inf_poses_dropped(tmp_path):
 
 
 def test_labels_mapped_and_never_interpolated(tmp_path):
-    # raw ids 1 wall, 3 cabinet(kitchen cabinets?), 5 chair... take them from the real tsv
+    # raw ids of the real tsv: 1 wall, 2 chair, 3 floor, 4 table, 5 door, 13 pillow (not in ScanNet-20)
     root = write_scene(tmp_path / "s", label_ids=(1, 2, 3, 4, 5, 13))
     ls = load_label_set("scannet20")
     s = load_scannet_scene(root, 37, 23, label_set=ls, label_table=TSV)  # odd, non-integer scale
@@ -111,8 +110,8 @@ def test_labels_mapped_and_never_interpolated(tmp_path):
     from sray_ros.data.label_sets import raw_to_class_lut
 
     expected_values = set(raw_to_class_lut(TSV, ls)[[1, 2, 3, 4, 5, 13]].tolist())
-    assert set(np.unique(lab).tolist()) <= expected_values
-    assert 255 in expected_values  # raw 13 = pillow -> ignore in ScanNet-20
+    assert expected_values == {ls.class_names.index(n) for n in ("wall", "chair", "floor", "table", "door")} | {255}
+    assert set(np.unique(lab).tolist()) <= expected_values  # nearest only: no value in between
 
 
 def test_resize_nearest_only_input_values():

@@ -122,13 +122,23 @@ def test_resumable_and_deterministic(mini_dataset, tmp_path):
     stamp = (root / "meta.json").stat().st_mtime_ns
     assert generate_scene(out, "train", 1, frames=8, width=160, height=120, seed=0) == root
     assert (root / "meta.json").stat().st_mtime_ns == stamp  # finished scene skipped
-    # the same scene twice from the CLI (tiny) -> byte-identical files
-    for d in ("a", "b"):
-        assert main(["--out", str(tmp_path / d), "--scenes", "1", "--frames", "2", "--split", "test", "--seed", "4",
-                     "--width", "64", "--height", "48"]) == 0
+    # the same scene twice -> byte-identical files: once in this process (after other renders), once
+    # from the command line in a fresh process (render order must not depend on process history)
+    args = ["--scenes", "1", "--frames", "3", "--split", "test", "--seed", "4", "--width", "64", "--height", "48"]
+    assert main(["--out", str(tmp_path / "a")] + args) == 0
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = subprocess.run([sys.executable, "-m", "sray_ros.data.synth.generate", "--out", str(tmp_path / "b")] + args,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "wall" in run.stdout and "scenes" in run.stdout  # summary with the class histogram
     sa, sb = tmp_path / "a" / "test_0000", tmp_path / "b" / "test_0000"
-    for sub in ("color/1.jpg", "depth/1.png", "label-filt/1.png", "pose/1.txt"):
-        assert filecmp.cmp(sa / sub, sb / sub, shallow=False), sub
+    for i in range(3):
+        for sub in (f"color/{i}.jpg", f"depth/{i}.png", f"label-filt/{i}.png", f"pose/{i}.txt"):
+            assert filecmp.cmp(sa / sub, sb / sub, shallow=False), sub
+    assert filecmp.cmp(sa / "meta.json", sb / "meta.json", shallow=False)
     assert not list((tmp_path / "a").glob("*.partial"))
 
 

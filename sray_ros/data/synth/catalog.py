@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 
 SH3D_FURNITURE_DIR = Path("/usr/share/sweethome3d/furniture")
 

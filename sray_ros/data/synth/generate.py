@@ -26,7 +26,6 @@ import os
 import shutil
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +95,6 @@ def generate_scene(out: Path, split: str, index: int, frames: int, width: int, h
     for f in ("extrinsic_color.txt", "extrinsic_depth.txt"):
         _write_matrix(tmp / "intrinsic" / f, np.eye(4))
     hist = np.zeros(41, np.int64)
-    t0 = time.time()
     try:
         for i, c2w in enumerate(poses):
             color, depth, labels = room.render(K, c2w, width, height)
@@ -118,7 +116,6 @@ def generate_scene(out: Path, split: str, index: int, frames: int, width: int, h
         "models": sorted({it.model.key for it in layout.items if it.model is not None}),
         "procedural": sorted({it.proc for it in layout.items if it.model is None}),
         "nyu40_pixel_counts": {str(i): int(c) for i, c in enumerate(hist) if c > 0},
-        "render_seconds": round(time.time() - t0, 2),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if final.exists():

@@ -59,9 +59,15 @@ def _material(img: np.ndarray, double_sided: bool = False, rough: float = 0.8) -
                                               roughnessFactor=rough, doubleSided=double_sided)
 
 
-def textured_box(lo: np.ndarray, hi: np.ndarray, img: np.ndarray, tile: float = 1.0) -> pyrender.Mesh:
-    """Axis-aligned box ``[lo, hi]`` with outward faces and UVs in metres / ``tile`` (repeating texture)."""
+def textured_box(lo: np.ndarray, hi: np.ndarray, img: np.ndarray, tile: float = 1.0,
+                 origin: np.ndarray | None = None) -> pyrender.Mesh:
+    """Axis-aligned box ``[lo, hi]`` with outward faces and UVs in metres / ``tile`` (repeating texture).
+
+    Vertices are stored relative to ``origin`` (the node is then posed at ``origin``); UVs stay in
+    the unshifted coordinates so textures continue across adjacent boxes.
+    """
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    shift = np.zeros(3) if origin is None else np.asarray(origin, float)
     verts, uvs, faces = [], [], []
     for axis in range(3):
         a, b = [i for i in range(3) if i != axis]
@@ -82,9 +88,10 @@ def textured_box(lo: np.ndarray, hi: np.ndarray, img: np.ndarray, tile: float = 
                 faces += [[base, base + 1, base + 2], [base, base + 2, base + 3]]
             else:
                 faces += [[base, base + 2, base + 1], [base, base + 3, base + 2]]
-    prim = pyrender.Primitive(positions=np.array(verts, np.float32), texcoord_0=np.array(uvs, np.float32),
+    verts = np.array(verts) - shift
+    prim = pyrender.Primitive(positions=verts.astype(np.float32), texcoord_0=np.array(uvs, np.float32),
                               indices=np.array(faces, np.uint32), material=_material(img))
-    prim.normals = trimesh.Trimesh(np.array(verts), np.array(faces), process=False).vertex_normals.astype(np.float32)
+    prim.normals = trimesh.Trimesh(verts, np.array(faces), process=False).vertex_normals.astype(np.float32)
     return pyrender.Mesh(primitives=[prim])
 
 
@@ -179,6 +186,24 @@ def _proc_mesh(item: Item) -> pyrender.Mesh:
     raise ValueError(f"unknown procedural object {item.proc!r}")
 
 
+class _OrderedScene(pyrender.Scene):
+    """pyrender scene whose mesh and light nodes iterate in name order, not set (memory-address) order.
+
+    The renderer binds lights in iteration order (the shader sums their contributions in that order,
+    so the float rounding and hence +-1 colour levels depended on it) and breaks distance ties between
+    opaque meshes by iteration order. Naming nodes in insertion order makes both reproducible.
+    """
+
+    @property
+    def mesh_nodes(self):
+        return sorted(self._mesh_nodes, key=lambda n: n.name or "")
+
+    @property
+    def light_nodes(self):
+        nodes = self._point_light_nodes | self._spot_light_nodes | self._directional_light_nodes
+        return sorted(nodes, key=lambda n: n.name or "")
+
+
 class RoomScene:
     """A pyrender scene of one room with its label map; render views with :meth:`render`."""
 
@@ -186,7 +211,7 @@ class RoomScene:
         self.layout = layout
         sx, sy, h = layout.size
         ambient = rng.uniform(0.25, 0.45)
-        self.scene = pyrender.Scene(ambient_light=np.full(3, ambient), bg_color=np.zeros(4))
+        self.scene = _OrderedScene(ambient_light=np.full(3, ambient), bg_color=np.zeros(4))
         self.labels: dict[pyrender.Node, int] = {}
         room_type = layout.room_type
         wall_fn = textures.tiles if room_type == "bathroom" and rng.random() < 0.7 else \
@@ -195,8 +220,8 @@ class RoomScene:
             textures.FLOORS[int(rng.integers(0, len(textures.FLOORS)))]
         wall_img, floor_img, ceil_img = wall_fn(rng), floor_fn(rng), textures.paint(rng)
         t = WALL_T
-        self._add(textured_box([-t, -t, -t], [sx + t, sy + t, 0.0], floor_img, tile=rng.uniform(0.8, 2.0)), 2)
-        self._add(textured_box([-t, -t, h], [sx + t, sy + t, h + t], ceil_img, tile=2.0), 22)
+        self._add_box([-t, -t, -t], [sx + t, sy + t, 0.0], floor_img, rng.uniform(0.8, 2.0), 2)
+        self._add_box([-t, -t, h], [sx + t, sy + t, h + t], ceil_img, 2.0, 22)
         wall_tile = rng.uniform(1.0, 2.5)
         for wall in layout.walls:
             p0, p1, n = wall.p0, wall.p1, wall.normal
@@ -205,9 +230,9 @@ class RoomScene:
             o = -n * t
             pts = np.stack([a, b, a + o, b + o])
             lo2, hi2 = pts.min(0), pts.max(0)
-            self._add(textured_box([lo2[0], lo2[1], 0.0], [hi2[0], hi2[1], h], wall_img, tile=wall_tile), 1)
+            self._add_box([lo2[0], lo2[1], 0.0], [hi2[0], hi2[1], h], wall_img, wall_tile, 1)
         for blk in layout.blocks:  # the solid corner block: walls all round (hidden top)
-            self._add(textured_box([blk[0][0], blk[0][1], 0.0], [blk[1][0], blk[1][1], h], wall_img, tile=wall_tile), 1)
+            self._add_box([blk[0][0], blk[0][1], 0.0], [blk[1][0], blk[1][1], h], wall_img, wall_tile, 1)
         self.skipped: list[str] = []
         for item in layout.items:
             try:
@@ -226,7 +251,7 @@ class RoomScene:
             pos = np.eye(4)
             pos[:3, 3] = [rng.uniform(0.25, 0.75) * sx, rng.uniform(0.25, 0.75) * sy, h - 0.3]
             light = pyrender.PointLight(color=np.array([1.0, warm, warm ** 2]), intensity=rng.uniform(4.0, 12.0))
-            self.scene.add(light, pose=pos)
+            self.scene.add(light, pose=pos, name=f"light{len(self.scene.light_nodes):02d}")
         d = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(1.0, 2.0)])
         d /= np.linalg.norm(d)
         dl = np.eye(4)
@@ -234,13 +259,23 @@ class RoomScene:
         xc = np.cross([0.0, 0.0, 1.0], zc)
         xc = xc / max(np.linalg.norm(xc), 1e-9) if np.linalg.norm(xc) > 1e-6 else np.array([1.0, 0, 0])
         dl[:3, :3] = np.stack([xc, np.cross(zc, xc), zc], 1)
-        self.scene.add(pyrender.DirectionalLight(intensity=rng.uniform(0.8, 2.5)), pose=dl)
+        self.scene.add(pyrender.DirectionalLight(intensity=rng.uniform(0.8, 2.5)), pose=dl,
+                       name=f"light{len(self.scene.light_nodes):02d}")
         self.seg_map = {node: _seg_color(lab) for node, lab in self.labels.items()}
         self._renderer: pyrender.OffscreenRenderer | None = None
         self._cam_node: pyrender.Node | None = None
 
+    def _add_box(self, lo, hi, img: np.ndarray, tile: float, nyu40: int) -> None:
+        # Each node posed at its own centre: pyrender draws opaque nodes sorted by the distance of
+        # their origin to the camera, and equal distances would leave the order (hence which of two
+        # touching surfaces wins a depth tie) to set iteration, i.e. to memory addresses.
+        centre = 0.5 * (np.asarray(lo, float) + np.asarray(hi, float))
+        pose = np.eye(4)
+        pose[:3, 3] = centre
+        self._add(textured_box(lo, hi, img, tile=tile, origin=centre), nyu40, pose)
+
     def _add(self, mesh: pyrender.Mesh, nyu40: int, pose: np.ndarray | None = None) -> None:
-        node = self.scene.add(mesh, pose=np.eye(4) if pose is None else pose)
+        node = self.scene.add(mesh, pose=np.eye(4) if pose is None else pose, name=f"mesh{len(self.labels):05d}")
         self.labels[node] = int(nyu40)
 
     def render(self, K: np.ndarray, c2w: np.ndarray, width: int, height: int
