@@ -145,12 +145,13 @@ def test_fine_tune_job_improves_holdout_accuracy(room, tiny_model):
 
     renderer = make_renderer(tiny_model)
     snapshot = fill(renderer, room, skip=()).snapshot()
-    job = FineTuneJob(renderer, snapshot, FineTuneGoal(max_steps=60, num_rays=256, num_sources=4))
+    job = FineTuneJob(renderer, snapshot, FineTuneGoal(max_steps=30, num_rays=128, num_sources=4))
     assert job.held and not {kf.id for kf in job.held} & {kf.id for kf in job.train}
-    before = holdout_miou(renderer, renderer.handle.model, renderer.handle.label_set, job.train, job.held, 4)
+    before = holdout_miou(renderer, renderer.handle.model, renderer.handle.label_set, job.train, job.held, 4,
+                          job.goal.holdout_scale)
     steps = []
     outcome = job.run(steps.append)
-    assert outcome.steps_done == 60 and len(steps) == 60
+    assert outcome.steps_done == 30 and len(steps) == 30
     assert outcome.holdout_miou > before, (before, outcome.holdout_miou)
     assert renderer.handle.model is tiny_model[0], "the job must not swap weights itself"
 

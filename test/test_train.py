@@ -4,7 +4,6 @@ fine-tuning trains a copy and leaves the caller's model untouched, evaluation wr
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 

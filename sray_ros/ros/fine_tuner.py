@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from sray_ros import geometry
 from sray_ros.data.scene import SceneArrays
 from sray_ros.model.sray import SRay
 from sray_ros.ros.keyframes import Keyframe
@@ -36,7 +37,8 @@ class FineTuneGoal:
     keyframe_ids: list[int] = field(default_factory=list)  # empty = all
     num_rays: int = 512
     num_sources: int = 8
-    max_holdout: int = 3
+    max_holdout: int = 2
+    holdout_scale: float = 0.5  # held-out keyframes are scored at this fraction of their size (render cost)
 
 
 @dataclass
@@ -85,8 +87,11 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = UNKNOWN_LA
 
 
 def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[Keyframe], held: list[Keyframe],
-                 num_sources: int) -> float:
-    """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``."""
+                 num_sources: int, scale: float = 1.0) -> float:
+    """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``, at
+    ``scale`` times their size (labels resized with nearest neighbour)."""
+    import cv2
+
     if not held:
         return -1.0
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
@@ -94,9 +99,11 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[K
     probe.swap(model, label_set, "holdout probe")
     cm = ConfusionMatrix(len(label_set["class_names"]), label_set.get("ignore_index", UNKNOWN_LABEL))
     for kf in held:
-        h, w = kf.frame.rgb.shape[:2]
-        result = probe.render(tuple(train), RenderRequest(kf.c2w, kf.frame.K, w, h, num_sources))
-        cm.update(result.raw_labels, kf.frame.labels)
+        h0, w0 = kf.frame.rgb.shape[:2]
+        w, h = max(8, round(w0 * scale)), max(8, round(h0 * scale))
+        K = geometry.scale_intrinsics(np.asarray(kf.frame.K, np.float64), w / w0, h / h0)
+        result = probe.render(tuple(train), RenderRequest(kf.c2w, K, w, h, num_sources))
+        cm.update(result.raw_labels, cv2.resize(kf.frame.labels, (w, h), interpolation=cv2.INTER_NEAREST))
     value = cm.miou()
     return float(value) if np.isfinite(value) else 0.0
 
@@ -133,6 +140,6 @@ class FineTuneJob:
         miou = -1.0
         if not self.stop.is_set():
             miou = holdout_miou(self.renderer, result.model, self.handle.label_set, self.train, self.held,
-                                goal.num_sources)
+                                goal.num_sources, goal.holdout_scale)
         return FineTuneOutcome(result.model, result.steps_done, result.final_loss, miou, [kf.id for kf in self.held],
                                result.stopped_early)

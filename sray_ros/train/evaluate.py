@@ -167,9 +167,35 @@ def scene_folders(data: str) -> list[Path]:
     return folders
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class LoadedModel:
+    checkpoint: Any  # sray_ros.train.checkpoint.Checkpoint
+    label_set: LabelSet
+    width: int
+    height: int
+    train_config: dict[str, Any]
+
+
+def load_model_for_scenes(path: str, device, width: int | None = None, height: int | None = None) -> LoadedModel:
+    """Load a checkpoint for evaluation / fine-tuning: its label set from config/, and the working
+    resolution it was trained at unless given (320x240 for checkpoints that do not record it).
+
+    Raises CheckpointError (bad file) or ValueError (label set on disk differs from the checkpoint's).
+    """
     from sray_ros.data.label_sets import load_label_set
-    from sray_ros.train.checkpoint import CheckpointError, load_checkpoint
+    from sray_ros.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=device)
+    trained = ckpt.extra.get("train_config", {}) if isinstance(ckpt.extra, dict) else {}
+    label_set = load_label_set(ckpt.label_set["name"])
+    if list(label_set.class_names) != list(ckpt.label_set["class_names"]):
+        raise ValueError(f"{path}: label set '{label_set.name}' on disk differs from the checkpoint's")
+    return LoadedModel(ckpt, label_set, width or int(trained.get("width", 320)),
+                       height or int(trained.get("height", 240)), trained)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sray_ros.train.checkpoint import CheckpointError
     from sray_ros.train.config import resolve_device
 
     p = argparse.ArgumentParser(prog="sray-eval", description="Render held-out views of test scenes and score them.")
@@ -188,17 +214,11 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     try:
-        ckpt = load_checkpoint(args.checkpoint, map_location=device)
-    except CheckpointError as exc:
+        loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
+    except (CheckpointError, ValueError) as exc:
         print(f"sray-eval: {exc}", file=sys.stderr)
         return 2
-    trained = ckpt.extra.get("train_config", {}) if isinstance(ckpt.extra, dict) else {}
-    width = args.width or int(trained.get("width", 320))
-    height = args.height or int(trained.get("height", 240))
-    label_set = load_label_set(ckpt.label_set["name"])
-    if list(label_set.class_names) != list(ckpt.label_set["class_names"]):
-        print(f"sray-eval: label set '{label_set.name}' on disk differs from the checkpoint's", file=sys.stderr)
-        return 2
+    ckpt, label_set, width, height = loaded.checkpoint, loaded.label_set, loaded.width, loaded.height
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -72,11 +72,10 @@ def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sray_ros.data.label_sets import load_label_set
     from sray_ros.data.scannet import load_scannet_scene
-    from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
     from sray_ros.train.config import resolve_device
-    from sray_ros.train.evaluate import evaluate_scene, split_frames, subset
+    from sray_ros.train.evaluate import evaluate_scene, load_model_for_scenes, split_frames, subset
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(prog="sray-finetune", description="Fine-tune a pretrained S-Ray on one scene.")
@@ -98,14 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     try:
-        ckpt = load_checkpoint(args.checkpoint, map_location=device)
-    except CheckpointError as exc:
+        loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
+    except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)
         return 2
-    trained = ckpt.extra.get("train_config", {}) if isinstance(ckpt.extra, dict) else {}
-    width = args.width or int(trained.get("width", 320))
-    height = args.height or int(trained.get("height", 240))
-    label_set = load_label_set(ckpt.label_set["name"])
+    ckpt, label_set, width, height, trained = (loaded.checkpoint, loaded.label_set, loaded.width, loaded.height,
+                                               loaded.train_config)
     scene = load_scannet_scene(args.scene, width, height, label_set=label_set).preload()
     pool, test = split_frames(scene.num_frames, args.holdout_every)
     train_scene = subset(scene, pool)

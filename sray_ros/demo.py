@@ -1,0 +1,342 @@
+"""The main job: replay a ScanNet-style sample sequence through the node and render semantics at held-out poses.
+
+    bash scripts/demo.sh            # = python -m sray_ros.demo after the set-up
+
+1. converts the sample sequence (``sample_data/``) to a rosbag2 (every frame but the held-out ones),
+2. starts the node executable with the shipped default model through ``config/sray.yaml`` (the file the
+   launch file uses) plus ``use_sim_time`` and the replay's topic names,
+3. plays the bag with ``/clock`` (``sray_play_bag --clock``, what ``ros2 bag play --clock`` does on a robot),
+4. waits for the keyframes, calls ``~/render_semantic_view`` at the held-out poses,
+5. runs a short ``~/fine_tune`` and renders the same poses again,
+6. writes label PNGs, colourised overlays, a side-by-side panel per view and ``metrics.json`` to the output
+   folder, prints a summary table, and stops every process it started (also on failure or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if not (REPO / "config" / "sray.yaml").exists():  # running from the colcon install: find the source tree
+    REPO = Path(os.environ.get("SRAY_ROOT", Path.cwd()))
+
+
+def log(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Processes:
+    """Children in their own process groups, all stopped by id on exit."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        out = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        out.close()
+        self.children.append((name, proc))
+        return proc
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGINT)
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=15)
+                except ProcessLookupError:
+                    pass
+
+
+def executable(name: str) -> list[str]:
+    prefix = Path(os.environ.get("SRAY_INSTALL_PREFIX", REPO / ".ros_ws" / "install" / "sray_ros"))
+    path = prefix / "lib" / "sray_ros" / name
+    if not path.exists():
+        raise SystemExit(f"{path} missing: run `bash scripts/setup.sh` first")
+    return [sys.executable, str(path)]
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    known = labels != 255
+    out = rgb.astype(np.float32).copy()
+    out[known] = (1 - alpha) * out[known] + alpha * colors[labels[known]]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    out = np.zeros((*labels.shape, 3), np.uint8)
+    known = labels != 255
+    out[known] = colors[labels[known]]
+    return out
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((14, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, image], 0)
+
+
+def score(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> dict:
+    """Per-view mIoU / accuracy over labelled pixels; unknown predictions (255) count as wrong."""
+    from sray_ros.train.metrics import ConfusionMatrix
+
+    valid = gt != 255
+    known = valid & (pred != 255)
+    cm = ConfusionMatrix(num_classes)
+    cm.update(pred[known], gt[known])
+    correct = float((pred[valid] == gt[valid]).sum())
+    return {"miou": cm.miou(), "accuracy": correct / max(int(valid.sum()), 1),
+            "coverage": float(known.sum()) / max(int(valid.sum()), 1), "confusion": cm.matrix}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sray-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scene", default=str(REPO / "sample_data" / "synthetic_room"))
+    parser.add_argument("--out", default=str(REPO / "out" / "demo"))
+    parser.add_argument("--checkpoint", default="", help="default: the shipped model")
+    parser.add_argument("--held-out", default="7,31", help="positions of frames kept out of the bag")
+    parser.add_argument("--width", type=int, default=80, help="render width (CPU-friendly default)")
+    parser.add_argument("--height", type=int, default=60)
+    parser.add_argument("--fine-tune-steps", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=2.0, help="bag playback rate")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
+    args = parser.parse_args(argv)
+
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+
+    from sray_ros.action import FineTune
+    from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.msg import LabelInfo, NodeStatus
+    from sray_ros.ros.image_conversion import image_to_labels, image_to_rgb, make_camera_info
+    from sray_ros.ros.scannet_to_bag import convert
+    from sray_ros.srv import RenderSemanticView
+    from sray_ros import geometry
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sray_demo_"))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_LOG_DIR", str(work / "ros_log"))
+    processes = Processes(work)
+    started = time.monotonic()
+    rclpy.init()
+    node = rclpy.create_node("sray_demo")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    statuses: list = []
+    label_info: list = []
+    node.create_subscription(NodeStatus, "/sray_node/status", statuses.append, 10)
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    node.create_subscription(LabelInfo, "/sray_node/label_info", label_info.append,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def wait(future, what: str):
+        deadline = time.monotonic() + args.timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: no answer within {args.timeout} s")
+            for name, proc in processes.children:
+                if proc.poll() is not None and name == "sray_node":
+                    raise RuntimeError(f"the node exited ({proc.returncode}); see {work / 'sray_node.log'}")
+            time.sleep(0.05)
+        return future.result()
+
+    try:
+        # 1. the sample sequence -> bag, without the held-out frames
+        scene = load_scannet_scene(args.scene, None, None)
+        held = [int(i) for i in args.held_out.split(",")]
+        bag = work / "sample_bag"
+        keep_dir = work / "bag_scene"
+        _link_subset(Path(args.scene), keep_dir, scene, exclude=held)
+        log(f"converting {len(scene) - len(held)} of {len(scene)} frames of {scene.name} to a rosbag2 (held out: {held})")
+        summary = convert(keep_dir, bag, fps=5.0, progress=False)
+        log(f"bag: {summary.frames} frames, {summary.duration_s:.1f} s, topics {sorted(summary.topics)}")
+
+        # 2. the node, through the launch file's parameters file
+        overrides = work / "demo_params.yaml"
+        # The bag replays with its recorded (reliable) QoS; a reliable subscription loses no frame.
+        params = {"use_sim_time": True, "sensor_data_qos": False}
+        if args.checkpoint:
+            params["checkpoint"] = args.checkpoint
+        overrides.write_text(yaml.safe_dump({"sray_node": {"ros__parameters": params}}))
+        remaps = []
+        for topic in ("color/image", "color/camera_info", "depth/image", "depth/camera_info", "labels/image"):
+            remaps += ["-r", f"{topic}:=/camera/{topic.replace('/image', '/image_raw')}"]
+        processes.start("sray_node", executable("sray_node") + ["--ros-args", "--params-file",
+                        str(REPO / "config" / "sray.yaml"), "--params-file", str(overrides)] + remaps)
+        render = node.create_client(RenderSemanticView, "/sray_node/render_semantic_view")
+        log("waiting for the node")
+        deadline = time.monotonic() + 120
+        while not render.wait_for_service(timeout_sec=0.5):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node did not come up; see {work / 'sray_node.log'}")
+
+        # 3. replay with /clock
+        log(f"playing the bag at {args.rate}x with /clock")
+        player = processes.start("player", executable("sray_play_bag") + [str(bag), "--clock", "--rate",
+                                                                          str(args.rate), "--no-progress"])
+        deadline = time.monotonic() + args.timeout
+        while player.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("bag playback did not finish")
+            time.sleep(0.2)
+        if player.returncode != 0:
+            raise RuntimeError(f"player failed ({player.returncode}); see {work / 'player.log'}")
+        time.sleep(2.0)  # last frames through intake
+        status = statuses[-1] if statuses else None
+        if status is None or status.keyframe_count == 0:
+            raise RuntimeError(f"no keyframes after replay (status: {status}); see {work / 'sray_node.log'}")
+        log(f"{status.keyframe_count} keyframes from {status.frames_received} frames "
+            f"(rejected {dict(zip(status.reject_reasons, status.reject_counts))})")
+        colors = np.array([[c.r * 255, c.g * 255, c.b * 255] for c in label_info[-1].class_colors]).round().astype(np.uint8)
+        num_classes = len(colors)
+
+        def render_all(tag: str) -> list[dict]:
+            results = []
+            for i in held:
+                c2w = scene.poses[i]
+                request = RenderSemanticView.Request(num_source_views=0, return_color=True, return_depth=True,
+                                                     return_confidence=True)
+                request.target_pose.header.frame_id = "map"
+                p, q = request.target_pose.pose.position, request.target_pose.pose.orientation
+                p.x, p.y, p.z = map(float, c2w[:3, 3])
+                quat = geometry.matrix_to_quaternion(torch.from_numpy(np.ascontiguousarray(c2w[:3, :3]))).numpy()
+                q.x, q.y, q.z, q.w = map(float, quat)
+                K = geometry.scale_intrinsics(scene.intrinsics, args.width / scene.width, args.height / scene.height)
+                request.camera_info = make_camera_info(K, args.width, args.height)
+                t0 = time.perf_counter()
+                response = wait(render.call_async(request), f"render of frame {scene.frame_ids[i]}")
+                round_trip = time.perf_counter() - t0
+                if not response.success:
+                    raise RuntimeError(f"render of frame {scene.frame_ids[i]} failed: {response.message}")
+                labels = image_to_labels(response.labels)
+                rgb = cv2.resize(scene.load_color(i), (args.width, args.height), interpolation=cv2.INTER_AREA)
+                gt = cv2.resize(scene.load_labels(i), (args.width, args.height), interpolation=cv2.INTER_NEAREST)
+                metrics = score(labels, gt, num_classes)
+                name = f"frame_{scene.frame_ids[i]:06d}_{tag}"
+                cv2.imwrite(str(out / f"{name}_labels.png"), labels)
+                cv2.imwrite(str(out / f"{name}_overlay.png"), overlay(rgb, labels, colors)[..., ::-1])
+                panel = np.concatenate([
+                    caption(rgb, "camera (held out)"), caption(colorize(gt, colors), "ground truth"),
+                    caption(colorize(labels, colors), f"rendered ({tag})"),
+                    caption(image_to_rgb(response.color), "rendered colour")], 1)
+                cv2.imwrite(str(out / f"{name}_panel.png"), panel[..., ::-1])
+                log(f"  {tag} frame {scene.frame_ids[i]}: mIoU {100 * metrics['miou']:.1f}, acc "
+                    f"{100 * metrics['accuracy']:.1f}, coverage {100 * metrics['coverage']:.0f}%, "
+                    f"render {response.render_time_s:.1f} s (round trip {round_trip:.1f} s), "
+                    f"sources {list(response.source_keyframe_ids)}")
+                results.append({"frame": int(scene.frame_ids[i]), "render_time_s": response.render_time_s,
+                                "round_trip_s": round_trip, **{k: v for k, v in metrics.items() if k != "confusion"},
+                                "_confusion": metrics["confusion"]})
+            return results
+
+        # 4. render at the held-out poses
+        log(f"rendering {len(held)} held-out views at {args.width}x{args.height}")
+        before = render_all("before")
+
+        # 5. short fine-tuning in the background, then render again
+        log(f"fine-tuning {args.fine_tune_steps} steps on the buffered keyframes")
+        action = ActionClient(node, FineTune, "/sray_node/fine_tune")
+        if not action.wait_for_server(timeout_sec=30):
+            raise TimeoutError("fine_tune action server not available")
+        feedback_steps = []
+        goal = wait(action.send_goal_async(FineTune.Goal(max_steps=args.fine_tune_steps, checkpoint_path=str(out / "fine_tuned.pt")),
+                                           feedback_callback=lambda f: feedback_steps.append(f.feedback)), "fine_tune goal")
+        if not goal.accepted:
+            raise RuntimeError("fine_tune goal rejected")
+        result = wait(goal.get_result_async(), "fine_tune result").result
+        if not result.success:
+            raise RuntimeError(f"fine-tuning failed: {result.message}")
+        log(f"fine-tuned {result.steps_done} steps, final loss {result.final_loss:.3f}, "
+            f"held-out keyframe mIoU {result.holdout_miou:.3f} ({len(feedback_steps)} feedback messages)")
+        after = render_all("after")
+
+        # 6. report
+        def dataset(results):
+            from sray_ros.train.metrics import ConfusionMatrix
+
+            cm = ConfusionMatrix(num_classes)
+            for r in results:
+                cm.matrix += r.pop("_confusion")
+            return {"miou": cm.miou(), "accuracy": float(np.mean([r["accuracy"] for r in results])),
+                    "coverage": float(np.mean([r["coverage"] for r in results])),
+                    "render_time_s": float(np.mean([r["render_time_s"] for r in results])),
+                    "round_trip_s": float(np.mean([r["round_trip_s"] for r in results])), "views": results}
+
+        report = {"scene": scene.name, "held_out_frames": [int(scene.frame_ids[i]) for i in held],
+                  "render_size": [args.width, args.height], "keyframes": status.keyframe_count,
+                  "before_fine_tuning": dataset(before), "after_fine_tuning": dataset(after),
+                  "fine_tune": {"steps": result.steps_done, "final_loss": result.final_loss,
+                                "holdout_miou": result.holdout_miou},
+                  "wall_time_s": time.monotonic() - started, "device": statuses[-1].device}
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        print()
+        print(f"| {scene.name} ({len(held)} held-out views, {args.width}x{args.height}) | mIoU | accuracy | "
+              "labelled coverage | render s |")
+        print("|---|---|---|---|---|")
+        for tag, key in (("before fine-tuning", "before_fine_tuning"), ("after fine-tuning", "after_fine_tuning")):
+            d = report[key]
+            print(f"| {tag} | {100 * d['miou']:.1f} | {100 * d['accuracy']:.1f} | {100 * d['coverage']:.0f}% | "
+                  f"{d['render_time_s']:.1f} |")
+        print(f"\noutputs: {out} (panels: *_panel.png, metrics.json); wall time {report['wall_time_s']:.0f} s")
+        return 0
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        print(f"[demo] FAILED: {exc}", file=sys.stderr)
+        for name, _ in processes.children:
+            log_path = work / f"{name}.log"
+            if log_path.exists():
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- {name}.log (last lines)\n" + "\n".join(tail), file=sys.stderr)
+        return 1
+    finally:
+        processes.stop_all()
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def _link_subset(src: Path, dst: Path, scene, exclude: list[int]) -> None:
+    """A ScanNet-layout view of ``src`` without some frames (symlinks; nothing is copied)."""
+    excluded = {scene.frame_ids[i] for i in exclude}
+    for sub in ("color", "depth", "label-filt", "pose"):
+        if not (src / sub).is_dir():
+            continue
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for f in (src / sub).iterdir():
+            if f.stem.isdigit() and int(f.stem) not in excluded:
+                (dst / sub / f.name).symlink_to(f.resolve())
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).symlink_to(f.resolve())
+    if (src / "intrinsic").is_dir():
+        (dst / "intrinsic").symlink_to((src / "intrinsic").resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
