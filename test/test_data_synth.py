@@ -6,7 +6,6 @@ skip becomes a failure.
 """
 
 import filecmp
-import importlib.util
 import json
 import math
 import os
@@ -15,20 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sray_ros.data.synth.catalog import SH3D_FURNITURE_DIR
-
-
-def _require_generator():
-    missing = []
-    if importlib.util.find_spec("pyrender") is None or importlib.util.find_spec("trimesh") is None:
-        missing.append("pyrender/trimesh")
-    if not any(SH3D_FURNITURE_DIR.glob("*.sh3f")):
-        missing.append(f"{SH3D_FURNITURE_DIR}/*.sh3f (Debian sweethome3d-furniture)")
-    if missing:
-        msg = f"generator dependencies missing: {', '.join(missing)}; run scripts/install_generator_deps.sh"
-        if os.environ.get("SRAY_REQUIRE_GENERATOR") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+from conftest import require_generator
 
 
 pytestmark = pytest.mark.usefixtures("generator_deps")
@@ -36,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("generator_deps")
 
 @pytest.fixture(scope="module")
 def generator_deps():
-    _require_generator()
+    require_generator()
 
 
 @pytest.fixture(scope="module")

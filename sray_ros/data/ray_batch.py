@@ -66,7 +66,7 @@ class RayBatch:
 def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.ndarray, pixel_index: np.ndarray,
                     with_source_depth: bool = False) -> RayBatch:
     """Gather a batch for given query / source views and flat query pixel indices (``row * w + col``)."""
-    h, w = scene.height, scene.width
+    w = scene.width
     rows, cols = pixel_index // w, pixel_index % w
     src = np.asarray(source_indices, np.int64)
     labels = (scene.labels[query_index][rows, cols].astype(np.int64) if scene.labels is not None
