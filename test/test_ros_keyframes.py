@@ -211,3 +211,17 @@ def test_snapshot_does_not_wait_for_slow_encoder() -> None:
     assert time.monotonic() - t0 < 0.5  # the encoder holds intake for 1 s
     thread.join()
     assert len(buf.snapshot()) == 1
+
+
+def test_precheck_decides_on_pose_alone_like_consider() -> None:
+    buffer, encoder = _buffer(min_translation_m=0.5, min_rotation_deg=30.0)
+    assert buffer.precheck(int(1e9), _pose(0.0)) == (True, "first")
+    assert buffer.consider(_frame(1.0, 0.0))[0]
+    # Not moved: rejected before any image exists, and counted like consider's rejection.
+    assert buffer.precheck(int(2e9), _pose(0.1)) == (False, "too_close")
+    assert buffer.counters()["rejected"]["too_close"] == 1
+    assert buffer.precheck(int(3e9), _pose(0.6)) == (True, "moved")
+    bad = _pose(0.0)
+    bad[0, 3] = math.nan
+    assert buffer.precheck(int(4e9), bad) == (False, "invalid_pose")
+    assert len(buffer) == 1 and len(encoder.calls) == 1  # prechecks never encode or store

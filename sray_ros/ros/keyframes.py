@@ -226,7 +226,10 @@ class KeyframeBuffer:
         for extra in (frame.depth, frame.labels):
             if extra is not None and np.shape(extra) != rgb.shape[:2]:
                 return "invalid_image"
-        stamp = int(frame.stamp_ns)
+        return self._check_motion(int(frame.stamp_ns), frame.c2w)
+
+    def _check_motion(self, stamp: int, c2w) -> str:
+        """Time (jump / out of order) and motion policy for a pose at a stamp (no image needed)."""
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
             if self._last_stamp_ns - stamp <= self.time_jump_ns:
                 return "out_of_order"
@@ -238,7 +241,7 @@ class KeyframeBuffer:
             last = self._ring[-1] if self._ring else None
         if last is None:
             return "first"
-        c2w = np.asarray(frame.c2w, dtype=np.float64)
+        c2w = np.asarray(c2w, dtype=np.float64)
         if np.linalg.norm(c2w[:3, 3] - last.c2w[:3, 3]) >= self.min_translation_m:
             return "moved"
         angle = geometry.relative_angle(torch.tensor(last.c2w), torch.from_numpy(c2w))  # copy: read-only array
@@ -247,6 +250,21 @@ class KeyframeBuffer:
         if (stamp - last.stamp_ns) / NS_PER_S >= self.min_interval_s:
             return "interval"
         return "too_close"
+
+    def precheck(self, stamp_ns: int, c2w) -> tuple[bool, str]:
+        """The pose, time and motion checks of :meth:`consider` for a frame not yet decoded.
+
+        Intake calls this before converting and resizing images, so frames that cannot become keyframes
+        (the camera has not moved) cost a pose lookup only. A rejection is counted here; an accepted
+        precheck is followed by :meth:`consider`, which repeats these checks (cheap) with the images.
+        """
+        with self._intake:
+            if not geometry.is_finite_pose(c2w):
+                return self._reject("invalid_pose")
+            reason = self._check_motion(int(stamp_ns), c2w)
+            if reason in REJECT_REASONS:
+                return self._reject(reason)
+            return True, reason
 
     def _prepare(self, frame: Frame) -> Frame:
         """Resize to the model resolution (if set), copy, and freeze the arrays."""

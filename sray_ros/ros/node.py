@@ -100,7 +100,8 @@ PARAMETERS: dict[str, tuple] = {
                              {"floating_point_range": (0.0, 1.0)}),
     "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
                           {"floating_point_range": (0.0, 1.0)}),
-    "render_chunk": (4096, "Rays per model call (memory bound).", {"integer_range": (64, 1_048_576)}),
+    "render_chunk": (0, "Rays per model call (0 = automatic, cache-sized chunks; memory bound).",
+                     {"integer_range": (0, 1_048_576)}),
     "render_num_coarse": (0, "Coarse samples per ray (0 = the model's).", {"integer_range": (0, 512), "read_only": True}),
     "render_num_fine": (-1, "Fine samples per ray (-1 = the model's).", {"integer_range": (-1, 512), "read_only": True}),
     "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
@@ -175,7 +176,7 @@ class SrayNode(Node):
         self.renderer = Renderer(device=p("device"), num_source_views=p("num_source_views"),
                                  confidence_threshold=p("confidence_threshold"),
                                  opacity_threshold=p("opacity_threshold"), max_pixels=p("max_render_pixels"),
-                                 chunk=p("render_chunk"), num_coarse=p("render_num_coarse") or None,
+                                 chunk=p("render_chunk") or None, num_coarse=p("render_num_coarse") or None,
                                  num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"))
         self.keyframes = KeyframeBuffer(
             max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
@@ -292,6 +293,17 @@ class SrayNode(Node):
 
     def _on_matched(self, matched: MatchedSet) -> None:
         color_msg, info = matched["color"], matched["camera_info"]
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_msg.header.frame_id
+        try:
+            c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
+                                           timeout=self.get_parameter("tf_timeout_s").value)
+        except TransformError as exc:
+            return self._reject("missing_tf", str(exc))
+        # Pose, time and motion first: most frames of a slow camera are not keyframe candidates, and
+        # decoding a full image for them would dominate intake.
+        candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
+        if not candidate:
+            return None
         try:
             rgb = image_to_rgb(color_msg)
         except ImageConversionError as exc:
@@ -303,12 +315,6 @@ class SrayNode(Node):
         if (info.width, info.height) != (color_msg.width, color_msg.height):
             return self._reject("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, image is "
                                 f"{color_msg.width}x{color_msg.height}")
-        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_msg.header.frame_id
-        try:
-            c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
-                                           timeout=self.get_parameter("tf_timeout_s").value)
-        except TransformError as exc:
-            return self._reject("missing_tf", str(exc))
         depth = labels = None
         if matched.get("depth") is not None:
             try:

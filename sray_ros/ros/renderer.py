@@ -74,7 +74,7 @@ class RenderResult:
 
 class Renderer:
     def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
-                 opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int = 4096,
+                 opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None) -> None:
         if device in ("", "auto"):
@@ -84,7 +84,7 @@ class Renderer:
         self.confidence_threshold = float(confidence_threshold)
         self.opacity_threshold = float(opacity_threshold)
         self.max_pixels = int(max_pixels)
-        self.chunk = int(chunk)
+        self.chunk = chunk  # rays per model call; None = the model code's cache-sized automatic chunks
         self.num_coarse, self.num_fine = num_coarse, num_fine
         self.default_near, self.default_far = default_near, default_far
         self._handle: ModelHandle | None = None
