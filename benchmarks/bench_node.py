@@ -166,6 +166,12 @@ def main() -> int:
 
         # 3. soak
         memory = []
+        answered, requested = [0], [0]
+
+        def soak_render() -> None:
+            call()
+            answered[0] += 1
+
         errors_before = {r: c for r, c in zip(statuses[-1].reject_reasons, statuses[-1].reject_counts)}
         start = time.monotonic()
         next_render = start + 5.0
@@ -174,7 +180,8 @@ def main() -> int:
             publish(published[0])
             k += 1
             if time.monotonic() >= next_render:
-                threading.Thread(target=call, daemon=True).start()
+                requested[0] += 1
+                threading.Thread(target=soak_render, daemon=True).start()
                 next_render += 5.0
             if statuses and (not memory or time.monotonic() - memory[-1][0] >= 5.0):
                 memory.append((time.monotonic(), statuses[-1].resident_memory_mb, statuses[-1].keyframe_count))
@@ -191,6 +198,8 @@ def main() -> int:
                     f"{errors or 'none'} |")
         rows.append(f"| soak: resident memory once the ring is full (min / max / last) | {min(rss):.0f} / "
                     f"{max(rss):.0f} / {rss[-1]:.0f} MB over {len(rss)} samples |")
+        rows.append("| soak: resident memory every 5 s (MB) | " + " ".join(f"{m[1]:.0f}" for m in memory) + " |")
+        rows.append(f"| soak: renders answered / requested | {answered[0]} / {requested[0]} |")
         rows.append(f"| soak: node alive at the end | {proc.poll() is None} |")
     finally:
         executor.shutdown()
