@@ -11,4 +11,4 @@ bash "$ROOT/scripts/install_generator_deps.sh" "$VIRTUAL_ENV"
 export SRAY_REQUIRE_GENERATOR=1 PYOPENGL_PLATFORM=egl
 cd "$ROOT"
 # `pytest` (not `python -m pytest`): the repo root must not shadow the installed sray_ros package.
-exec pytest -n "${SRAY_TEST_WORKERS:-2}" "$@"
+exec pytest -n "${SRAY_TEST_WORKERS:-2}" --dist loadfile "$@"

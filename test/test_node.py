@@ -315,6 +315,13 @@ def test_fine_tune_action_feedback_cancel_success(running, room):
     while not feedback and time.monotonic() < deadline:
         time.sleep(0.05)
     assert feedback, "no feedback"
+    # Intake keeps running while fine-tuning: new frames are received and new keyframes accepted.
+    before = client.latest_status()
+    for n in range(6):
+        client.publish_frame(room, n, 400.0 + 0.2 * n)
+        time.sleep(0.1)
+    during_status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert during_status.fine_tune_state == "running"
     # A render while fine-tuning runs returns a valid result (old weights).
     during = client.call(client.render, render_request(room, HELD_OUT))
     assert during.success, during.message
