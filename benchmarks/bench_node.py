@@ -190,8 +190,12 @@ def main() -> int:
                 time.sleep(delay)
         time.sleep(2.0)
         last = statuses[-1]
-        errors = {r: c - errors_before.get(r, 0) for r, c in zip(last.reject_reasons, last.reject_counts)
-                  if r != "too_close" and c - errors_before.get(r, 0) > 0}
+        # too_close (not a keyframe) and intake_overflow (frames dropped because intake is busy) are not
+        # frame-handling errors.
+        delta = {r: c - errors_before.get(r, 0) for r, c in zip(last.reject_reasons, last.reject_counts)}
+        errors = {r: d for r, d in delta.items() if r not in ("too_close", "intake_overflow") and d > 0}
+        rows.append(f"| soak: frames dropped at intake under overload (synchroniser queue overflow) | "
+                    f"{delta.get('intake_overflow', 0)} |")
         full = [m for m in memory if m[2] >= 32] or memory
         rss = [m[1] for m in full]
         rows.append(f"| soak 640x480 @ 30 Hz for {args.soak_s:.0f} s, render every 5 s: frame-handling errors | "

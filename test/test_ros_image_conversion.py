@@ -219,3 +219,20 @@ def test_camera_info_size_and_shape_validation() -> None:
         ic.make_camera_info(K, 0, 48)
     with pytest.raises(ImageConversionError, match=r"3x3, got shape \(2, 3\)"):
         ic.make_camera_info(K[:2], 10, 10)
+
+
+def test_serialized_header_reads_stamp_and_frame_without_deserialising():
+    from rclpy.serialization import serialize_message
+
+    from sray_ros.ros.image_conversion import serialized_header
+
+    msg = Image(height=2, width=3, encoding="rgb8", step=9, data=bytes(range(18)))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_123, 456_789
+    msg.header.frame_id = "camera_color_optical_frame"
+    assert serialized_header(serialize_message(msg)) == (1_700_000_123_000_456_789, "camera_color_optical_frame")
+    empty_frame = Image()
+    assert serialized_header(serialize_message(empty_frame)) == (0, "")
+    with pytest.raises(ImageConversionError, match="CDR"):
+        serialized_header(b"\x07" * 40)
+    with pytest.raises(ImageConversionError, match="malformed"):
+        serialized_header(b"\x00\x01\x00\x00" + b"\x00" * 8 + b"\xff\xff\x00\x00" + b"x" * 8)

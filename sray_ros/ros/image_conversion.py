@@ -28,6 +28,7 @@ The module imports only message classes (no rclpy node), so tests drive it witho
 from __future__ import annotations
 
 import array
+import struct
 from collections.abc import Sequence
 
 import cv2
@@ -299,3 +300,23 @@ __all__ = [
     "labels_to_image", "make_camera_info", "numpy_to_image", "rgb_to_image", "supported_encodings",
 ]
 
+
+
+def serialized_header(data: bytes) -> tuple[int, str]:
+    """(stamp in ns, frame_id) of a serialized (CDR) message that starts with a ``std_msgs/Header``.
+
+    Lets intake pair and pose-check raw image messages without deserialising their pixels. Layout: a
+    4-byte encapsulation header (``00 01``: little-endian CDR, ``00 00``: big-endian), ``int32 sec``,
+    ``uint32 nanosec``, then ``frame_id`` as a ``uint32`` length (including the terminating NUL) and bytes.
+    """
+    data = bytes(data[:4096]) if not isinstance(data, bytes) else data
+    if len(data) < 16 or data[0] != 0 or data[1] not in (0, 1):
+        raise ImageConversionError(f"not a CDR-serialized message with a header ({len(data)} bytes, "
+                                   f"encapsulation {data[:2].hex() if len(data) >= 2 else '?'})")
+    order = "<" if data[1] == 1 else ">"
+    sec, nanosec, length = struct.unpack_from(order + "iII", data, 4)
+    if length == 0 or 16 + length > len(data) or nanosec >= 1_000_000_000:
+        raise ImageConversionError(f"malformed header in a serialized message (frame_id length {length}, "
+                                   f"nanosec {nanosec}, {len(data)} bytes)")
+    frame_id = data[16:16 + length - 1].decode("utf-8", errors="replace")
+    return sec * 1_000_000_000 + nanosec, frame_id

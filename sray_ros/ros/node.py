@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import dataclass
 import time
 from collections import deque
 from pathlib import Path
@@ -24,6 +25,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -35,7 +37,7 @@ from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
 from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, float_to_image, image_to_depth,
                                            image_to_labels, image_to_rgb, labels_to_image, make_camera_info,
-                                           rgb_to_image)
+                                           rgb_to_image, serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, StampSynchronizer
@@ -49,8 +51,16 @@ except ImportError:  # pragma: no cover - scripts/setup.sh builds a stand-in whe
     TFMessage = None
 
 POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's poses are stored under
-INTAKE_REJECT_REASONS = ("bad_encoding", "bad_camera_info", "camera_info_mismatch", "missing_tf",
+INTAKE_REJECT_REASONS = ("bad_message", "bad_encoding", "bad_camera_info", "camera_info_mismatch", "missing_tf",
                          "missing_camera_info", "bad_depth", "bad_labels")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """A serialized sensor_msgs/Image with its header's frame_id (decoded only when needed)."""
+
+    data: bytes
+    frame_id: str
 
 
 def default_checkpoint() -> str:
@@ -71,7 +81,7 @@ PARAMETERS: dict[str, tuple] = {
     "world_frame": ("map", "Fixed frame keyframe poses and renders are expressed in.", {"read_only": True}),
     "pose_source": ("tf", "'tf': pose of image.header.frame_id in world_frame from /tf at the image stamp; "
                     "'topic': from the PoseStamped topic 'pose' (camera optical frame).", {"read_only": True}),
-    "tf_timeout_s": (0.05, "How long intake waits for a transform at an image stamp.",
+    "tf_timeout_s": (0.5, "How long intake waits for a transform at an image stamp (as tf2 message filters do).",
                      {"floating_point_range": (0.0, 5.0)}),
     "checkpoint": ("", "Model checkpoint to load at start; empty = the shipped default model.", {"read_only": True}),
     "device": ("", "Torch device: cpu, cuda, cuda:1; empty = cuda when available, else cpu.", {"read_only": True}),
@@ -213,11 +223,13 @@ class SrayNode(Node):
         self._service_group = MutuallyExclusiveCallbackGroup()
 
         sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=10)
-        for topic, stream in (("color/image", "color"), ("color/camera_info", "camera_info"),
-                              ("depth/image", "depth"), ("labels/image", "labels")):
-            msg_type = CameraInfo if stream == "camera_info" else Image
-            self.create_subscription(msg_type, topic, self._make_intake(stream), sensor_qos,
-                                     callback_group=self._intake_group)
+        self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
+                                 callback_group=self._intake_group)
+        # Images arrive serialized: pairing and the pose check need only their header, and turning a
+        # 640x480 message into a Python object costs the executor more than most frames are worth.
+        for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels")):
+            self.create_subscription(Image, topic, self._make_intake(stream, raw=True), sensor_qos,
+                                     callback_group=self._intake_group, raw=True)
         if TFMessage is not None:
             tf_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
             static_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
@@ -258,9 +270,16 @@ class SrayNode(Node):
             self.rejected[reason] += 1
         self.get_logger().warning(f"frame rejected ({reason}): {detail}", throttle_duration_sec=5.0)
 
-    def _make_intake(self, stream: str):
+    def _make_intake(self, stream: str, raw: bool = False):
         def callback(msg) -> None:
-            stamp = to_nanoseconds(msg.header.stamp)
+            if raw:
+                try:
+                    stamp, frame_id = serialized_header(msg)
+                except ImageConversionError as exc:
+                    return self._reject("bad_message", f"{stream}: {exc}")
+                msg = RawImage(bytes(msg), frame_id)
+            else:
+                stamp = to_nanoseconds(msg.header.stamp)
             if stream == "color":
                 with self._stats_lock:
                     self.frames_received += 1
@@ -292,8 +311,8 @@ class SrayNode(Node):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
 
     def _on_matched(self, matched: MatchedSet) -> None:
-        color_msg, info = matched["color"], matched["camera_info"]
-        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_msg.header.frame_id
+        color_raw, info = matched["color"], matched["camera_info"]
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_raw.frame_id
         try:
             c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
                                            timeout=self.get_parameter("tf_timeout_s").value)
@@ -304,6 +323,7 @@ class SrayNode(Node):
         candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
         if not candidate:
             return None
+        color_msg = deserialize_message(color_raw.data, Image)
         try:
             rgb = image_to_rgb(color_msg)
         except ImageConversionError as exc:
@@ -318,12 +338,12 @@ class SrayNode(Node):
         depth = labels = None
         if matched.get("depth") is not None:
             try:
-                depth = self._fit(image_to_depth(matched["depth"]), rgb.shape)
+                depth = self._fit(image_to_depth(deserialize_message(matched["depth"].data, Image)), rgb.shape)
             except ImageConversionError as exc:
                 return self._reject("bad_depth", str(exc))
         if matched.get("labels") is not None:
             try:
-                labels = self._fit(image_to_labels(matched["labels"]), rgb.shape)
+                labels = self._fit(image_to_labels(deserialize_message(matched["labels"].data, Image)), rgb.shape)
             except ImageConversionError as exc:
                 return self._reject("bad_labels", str(exc))
         accepted, reason = self.keyframes.consider(
@@ -590,7 +610,9 @@ class SrayNode(Node):
                 reasons[reason] = count
             arrivals = list(self._arrivals)
             received, renders, last_render = self.frames_received, self.renders_served, self.last_render_time_s
-        reasons["missing_camera_info"] = sum(sync["dropped"].get("color", {}).values())
+        # A colour frame whose camera_info never came is an input error; queue overflow is overload.
+        reasons["missing_camera_info"] = sync["dropped"].get("color", {}).get("no_match", 0)
+        reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values())
         now = time.monotonic()
         recent = [t for t in arrivals if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
