@@ -50,7 +50,8 @@ def _replay(context):
     prefix = value("topic_prefix").strip("/")
     prefix = f"/{prefix}" if prefix else ""
     sray_launch = os.path.join(get_package_share_directory("sray_ros"), "launch", "sray.launch.py")
-    node_arguments = {"use_sim_time": "true"}
+    # The bag's publishers are reliable; a reliable subscription loses no frame to a busy intake.
+    node_arguments = {"use_sim_time": "true", "sensor_data_qos": "false"}
     node_arguments.update({arg: f"{prefix}/{topic}" for arg, topic in CONVERTER_TOPICS.items()})
     return [
         IncludeLaunchDescription(PythonLaunchDescriptionSource(sray_launch),

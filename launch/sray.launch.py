@@ -1,7 +1,7 @@
 """Launch the sray_ros node.
 
     ros2 launch sray_ros sray.launch.py [namespace:=robot1] [params_file:=/path/sray.yaml]
-        [use_sim_time:=true] [checkpoint:=/path/model.pt] [device:=cuda]
+        [use_sim_time:=true] [checkpoint:=/path/model.pt] [device:=cuda] [sensor_data_qos:=false]
         [color_topic:=/camera/color/image_raw] [camera_info_topic:=/camera/color/camera_info]
         [depth_topic:=...] [depth_info_topic:=...] [labels_topic:=...]
 """
@@ -31,6 +31,8 @@ def _node(context):
     for name in ("checkpoint", "device"):
         if value(name):
             overrides[name] = value(name)
+    if value("sensor_data_qos"):
+        overrides["sensor_data_qos"] = value("sensor_data_qos").lower() in ("true", "1")
     return [
         Node(
             package="sray_ros",
@@ -57,6 +59,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="Model checkpoint; empty = the params file's (shipped default)"),
         DeclareLaunchArgument("device", default_value="",
                               description="Torch device (cpu, cuda, cuda:1); empty = the params file's"),
+        DeclareLaunchArgument("sensor_data_qos", default_value="",
+                              description="Best-effort image subscriptions (true, camera drivers) or reliable "
+                                          "(false, bag replay); empty = the params file's"),
     ]
     arguments += [
         DeclareLaunchArgument(arg, default_value=default, description=f"Topic remapped to {topic}")

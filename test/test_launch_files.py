@@ -70,7 +70,7 @@ def test_replay_launch_defaults():
     assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray_node"
     params_file, overrides = node.kwargs["parameters"]
     assert pathlib.Path(params_file) == SHARE / "config" / "sray.yaml"
-    assert overrides == {"use_sim_time": True}
+    assert overrides == {"use_sim_time": True, "sensor_data_qos": False}  # replay: reliable subscriptions
     topics = topic_names()  # the converter's defaults
     assert dict(node.kwargs["remappings"]) == {
         "color/image": topics["color"], "color/camera_info": topics["camera_info"],
@@ -84,7 +84,7 @@ def test_replay_launch_arguments():
     assert cmd[3] == "/b" and "--clock" in cmd and "--loop" in cmd
     assert float(cmd[cmd.index("--rate") + 1]) == 0.5 and float(cmd[cmd.index("--delay") + 1]) == 2.0
     assert node.kwargs["namespace"] == "r1"  # sray.launch.py's own arguments pass through
-    assert node.kwargs["parameters"][1] == {"use_sim_time": True, "checkpoint": "/tmp/m.pt"}
+    assert node.kwargs["parameters"][1] == {"use_sim_time": True, "sensor_data_qos": False, "checkpoint": "/tmp/m.pt"}
     assert dict(node.kwargs["remappings"])["color/image"] == "/robot/cam/color/image_raw"
 
 
