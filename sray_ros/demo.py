@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=80, help="render width (CPU-friendly default)")
     parser.add_argument("--height", type=int, default=60)
     parser.add_argument("--fine-tune-steps", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=2.0, help="bag playback rate")
+    parser.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
     args = parser.parse_args(argv)
 

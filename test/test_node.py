@@ -121,6 +121,10 @@ class Client:
             t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = map(float, q)
             self.tf_pub.publish(TFMessage(transforms=[t]))
             time.sleep(0.01)
+        # Depth and labels (optional streams) before colour, the synchroniser's pivot: the node pairs a
+        # colour frame with what has arrived, and waits only briefly for late optional streams.
+        self.pub["depth"].publish(numpy_to_image((room.depths[i] * 1000).astype(np.uint16), "16UC1", header))
+        self.pub["labels"].publish(labels_to_image(room.labels[i], header))
         if info:
             self.info_pub.publish(make_camera_info(room.intrinsics, room.width, room.height, header))
         if encoding == "rgb8":
@@ -129,8 +133,6 @@ class Client:
             image = numpy_to_image(room.colors[i], "rgb8", header)
             image.encoding = encoding
             self.pub["color"].publish(image)
-        self.pub["depth"].publish(numpy_to_image((room.depths[i] * 1000).astype(np.uint16), "16UC1", header))
-        self.pub["labels"].publish(labels_to_image(room.labels[i], header))
 
 
 def render_request(room, i, frame_id="map", width=None, height=None, num=4, **flags):

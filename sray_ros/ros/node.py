@@ -222,7 +222,8 @@ class SrayNode(Node):
         self._fine_tune_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
 
-        sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=10)
+        # Reliable (bag replay): a deeper queue so that a busy intake delays frames instead of losing them.
+        sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=30)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
         # Images arrive serialized: pairing and the pose check need only their header, and turning a
