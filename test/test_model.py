@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros import geometry as G  # noqa: E402
 from sray_ros.model import (ATTENTION_VARIANTS, ContextualSpace, SRay, SRayConfig, SRayField, SourceViews,  # noqa: E402
-                            render_rays, render_view, volume_render)
+                            near_far_from_sources, render_rays, render_view, volume_render)
 from sray_ros.model.attention import CrossReprojectionAttention, register_cpu_sdpa_flop_formula  # noqa: E402
 from sray_ros.model.heads import semantic_weights  # noqa: E402
 from sray_ros.train.losses import sray_loss  # noqa: E402
@@ -321,3 +321,21 @@ def test_render_view_on_cuda_matches_cpu(autocast):
     tol = 5e-2 if autocast else 1e-3
     assert torch.allclose(gpu.rgb.cpu(), cpu.rgb, atol=tol) and torch.allclose(gpu.depth.cpu(), cpu.depth, atol=tol * 10)
     assert (gpu.labels.cpu() == cpu.labels).float().mean() > 0.9
+
+
+def test_cat_keeps_depth_of_keyframes_that_have_it():
+    """A keyframe stored without depth (its optional depth message came late) must not discard the other
+    keyframes' depth: the depth range stays the one those keyframes give, not the config defaults."""
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny()).eval()
+    K = K_TOY[None]
+    with torch.no_grad():
+        with_depth = [model.encode_sources(torch.rand(1, 3, H, W), K, toy_camera(x)[None],
+                                           torch.full((1, H, W), 2.0 + x)) for x in (-0.4, 0.4)]
+        without = model.encode_sources(torch.rand(1, 3, H, W), K, toy_camera(0.0)[None])
+    mixed = SourceViews.cat([with_depth[0], without, with_depth[1]])
+    assert mixed.depths is not None and mixed.depths.shape == (3, H, W)
+    assert torch.all(mixed.depths[1] == 0)
+    assert near_far_from_sources(mixed, 0.5, 6.0) == near_far_from_sources(SourceViews.cat(with_depth), 0.5, 6.0)
+    assert near_far_from_sources(mixed, 0.5, 6.0) != (0.5, 6.0)
+    assert SourceViews.cat([without, without]).depths is None

@@ -128,14 +128,22 @@ class SourceViews:
 
     @staticmethod
     def cat(views: list["SourceViews"]) -> "SourceViews":
-        """Stack cached single keyframes (each m=1 or more) into one set of source views."""
+        """Stack cached single keyframes (each m=1 or more) into one set of source views.
+
+        Views without depth get an all-zero depth map (0 = unknown, the ScanNet convention) when any other
+        view has depth, so one depth-less keyframe (its optional depth message came too late) does not
+        discard the depth of all the others; depth only bounds the ray samples
+        (:func:`~sray_ros.model.render.near_far_from_sources`, which ignores zeros)."""
         if not views:
             raise ValueError("need at least one SourceViews to concatenate")
-        with_depth = all(v.depths is not None for v in views)
+        depths = None
+        ref = next((v.depths for v in views if v.depths is not None), None)
+        if ref is not None:
+            depths = torch.cat([v.depths if v.depths is not None else ref.new_zeros((v.num_views, v.height, v.width))
+                                for v in views])
         return SourceViews(
             torch.cat([v.images for v in views]), torch.cat([v.features for v in views]),
-            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]),
-            torch.cat([v.depths for v in views]) if with_depth else None,
+            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths,
         )
 
     def detach(self) -> "SourceViews":
