@@ -183,3 +183,32 @@ def test_preload_bounds(tmp_path):
     arr = s.preload()
     assert arr.labels.dtype == np.uint8 and arr.depths.dtype == np.float32
     assert arr.near < 2.0 < arr.far
+
+
+SAMPLE_ROOM = REPO / "sample_data" / "synthetic_room"
+
+
+def test_resized_copy_loads_like_the_original_at_that_size(tmp_path):
+    from sray_ros.data.resize import main as resize_main
+
+    assert resize_main([str(SAMPLE_ROOM), str(tmp_path / "room"), "--width", "80", "--height", "60",
+                        "--stride", "3"]) == 0
+    small = load_scannet_scene(tmp_path / "room", 80, 60)
+    full = load_scannet_scene(SAMPLE_ROOM, 80, 60)
+    keep = list(range(0, len(full), 3))
+    assert list(small.frame_ids) == [full.frame_ids[i] for i in keep]
+    a, b = small.preload(), full.preload()
+    np.testing.assert_allclose(a.intrinsics, b.intrinsics, atol=1e-5)
+    np.testing.assert_allclose(a.poses, b.poses[keep], atol=1e-6)
+    np.testing.assert_array_equal(a.labels, b.labels[keep])  # nearest-neighbour both ways: identical
+    np.testing.assert_array_equal(a.depths, b.depths[keep])
+    assert np.abs(a.colors.astype(int) - b.colors[keep].astype(int)).mean() < 3.0  # JPEG re-encoding only
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_resize_rejects_a_folder_without_scenes(tmp_path, capsys):
+    from sray_ros.data.resize import main as resize_main
+
+    (tmp_path / "empty").mkdir()
+    assert resize_main([str(tmp_path / "empty"), str(tmp_path / "out"), "--width", "80", "--height", "60"]) == 2
+    assert "no ScanNet-layout scene folders" in capsys.readouterr().err
