@@ -37,7 +37,7 @@ fingerprint() {
   {
     echo "mode=$MODE distro=${ROS_DISTRO:-} venv=$VENV root=$ROOT"
     cat "$ROOT"/requirements/*.txt "$ROOT/scripts/setup.sh"
-    cat "$ROOT/package.xml" "$ROOT/CMakeLists.txt" "$ROOT"/msg/* "$ROOT"/ros_shims/tf2_msgs/msg/*
+    cat "$ROOT/package.xml" "$ROOT/CMakeLists.txt" "$ROOT/setup.py" "$ROOT"/msg/* "$ROOT"/ros_shims/tf2_msgs/msg/*
     (cd "$ROOT" && find sray_ros launch config models scripts -type f ! -path '*__pycache__*' | LC_ALL=C sort)
   } | sha256sum | cut -d' ' -f1
 }
@@ -96,6 +96,9 @@ fi
     --event-handlers console_direct- \
     --cmake-args -DBUILD_TESTING=OFF "-DPython3_EXECUTABLE=$PY" -DCMAKE_BUILD_TYPE=Release
 ) >>"$LOG" 2>&1 || fail "colcon build failed"
+
+# ---- 5. the console commands of setup.py (sray-train, sray-eval, ...) on the venv's PATH -------------
+"$PY" "$ROOT/scripts/write_commands.py" "$VENV/bin" >>"$LOG" 2>&1 || fail "writing the console commands failed"
 
 fingerprint > "$STAMP"
 say "done ($MODE mode). Use: source scripts/env.sh"
