@@ -70,6 +70,19 @@ def _distributed_setup() -> tuple[bool, int, int, int]:
     return True, dist.get_rank(), dist.get_world_size(), local_rank
 
 
+def _any_rank(flag: bool, distributed: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (ranks must stop at the same step under DDP)."""
+    if not distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sray-train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML file of TrainConfig fields")
@@ -79,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="override max_steps")
     p.add_argument("--output-dir", help="override output_dir")
     p.add_argument("--device", help="override device (cpu, cuda, auto)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop (and save last.pt) after this much wall time, e.g. to fit a GPU reservation; "
+                        "resume later with the same command")
     p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                    help="override any config field, e.g. --set num_rays=512 --set model={attention: dense}")
     return p
@@ -103,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     is_main = rank == 0
     torch.manual_seed(cfg.seed + rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls (Ampere and later)
+        torch.backends.cudnn.allow_tf32 = True
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         while trainer.step < cfg.max_steps and not stop.is_set():
+            if args.max_minutes > 0 and _any_rank(time.monotonic() - started >= 60.0 * args.max_minutes, distributed):
+                if is_main:
+                    tqdm.write(f"sray-train: --max-minutes {args.max_minutes:g} reached at step {trainer.step}")
+                break
             stats_box = []
             trainer.run(1, stop=stop, on_step=stats_box.append)
             if not stats_box:
