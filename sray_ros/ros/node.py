@@ -669,7 +669,11 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = SrayNode()
+        try:
+            node = SrayNode()
+        except ValueError as exc:  # a parameter the node cannot run with: say which, exit non-zero
+            rclpy.logging.get_logger("sray_node").fatal(f"cannot start: {exc}")
+            raise SystemExit(1) from None
         executor = MultiThreadedExecutor(num_threads=6)
         executor.add_node(node)
         executor.spin()
