@@ -16,13 +16,13 @@ from conftest import BUILD_TREE, REPO
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 # Pixel accuracy the default model must reach at the held-out view (frame 7 of the sample room, 80x60;
-# unknown pixels count as wrong). Measured (models/MODEL_CARD.md): 0.574 in one run and 0.195 in another
-# (34 % of pixels labelled). The replay varies: a keyframe whose optional depth message came too late is
-# stored without depth, which changes the render's near/far (a known issue, see the card). On the 10 unseen
-# test rooms the model's total accuracy is 0.52. The threshold is therefore 3x uniform chance: the test
-# shows the replayed node labels the view with real information, not that the model is good. The card
-# states that this briefly trained model does not yet beat labelling the whole view "wall" (0.627).
-MIN_ACCURACY = 0.15
+# unknown pixels count as wrong). Measured with the shipped model (models/MODEL_CARD.md) in two main-job
+# runs: 0.643 both times, every pixel labelled. (Before keyframes without depth stopped discarding the
+# other keyframes' depth, replays of the same bag scored 0.574 or 0.195.) The threshold leaves room for a
+# loaded machine dropping a different set of frames: 0.45 is 9x uniform chance. Labelling the whole view
+# "wall" scores 0.627 here; the model only just beats that (see the card), so the test shows the node
+# labels the view with real information, not that the model is good.
+MIN_ACCURACY = 0.45
 UNIFORM_CHANCE = 1 / 20
 
 
