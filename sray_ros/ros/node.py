@@ -51,6 +51,11 @@ except ImportError:  # pragma: no cover - scripts/setup.sh builds a stand-in whe
     TFMessage = None
 
 POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's poses are stored under
+# Matched frame sets that may wait for the keyframe worker before the oldest is shed. A live camera
+# (SensorDataQoS) gets a short queue: the freshest frames matter and older ones are stale. Reliable
+# subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
+KEYFRAME_QUEUE_LIVE = 4
+KEYFRAME_QUEUE_RELIABLE = 64
 INTAKE_REJECT_REASONS = ("bad_message", "bad_encoding", "bad_camera_info", "camera_info_mismatch", "missing_tf",
                          "missing_camera_info", "bad_depth", "bad_labels")
 
@@ -194,8 +199,18 @@ class SrayNode(Node):
             blur_threshold=p("blur_threshold"), encode_fn=self.renderer.encode,
             target_size=(p("keyframe_width"), p("keyframe_height")), time_jump_s=p("time_jump_s"))
         self.time_jump_ns = int(p("time_jump_s") * 1e9)
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._on_matched,
+        # Matched sets go to a keyframe worker through a short queue: the subscription callbacks only read
+        # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
+        # camera_info / colour callbacks (whose DDS queues would otherwise overwrite their partners). When
+        # the worker falls behind, the oldest waiting set is shed (counted as intake_overflow: overload).
+        self._matched: deque[MatchedSet] = deque()
+        self._matched_cv = threading.Condition()
+        self._matched_shed = 0
+        self._matched_capacity = KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE
+        self._closing = threading.Event()
+        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._enqueue_matched,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
+        self._keyframe_thread = threading.Thread(target=self._keyframe_worker, name="sray_keyframes", daemon=True)
         self._stats_lock = threading.Lock()
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
@@ -264,6 +279,7 @@ class SrayNode(Node):
             goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
             callback_group=self._fine_tune_group)
         self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group)
+        self._keyframe_thread.start()
 
     # ------------------------------------------------------------------------------------------ intake
     def _reject(self, reason: str, detail: str) -> None:
@@ -310,6 +326,36 @@ class SrayNode(Node):
         t.transform.rotation = msg.pose.orientation
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
+
+    def _enqueue_matched(self, matched: MatchedSet) -> None:
+        with self._matched_cv:
+            if len(self._matched) >= self._matched_capacity:
+                self._matched.popleft()  # keep the freshest frames
+                self._matched_shed += 1
+            self._matched.append(matched)
+            self._matched_cv.notify()
+
+    def _keyframe_worker(self) -> None:
+        while True:
+            with self._matched_cv:
+                while not self._matched and not self._closing.is_set():
+                    self._matched_cv.wait(0.5)
+                if self._closing.is_set():
+                    return
+                matched = self._matched.popleft()
+            try:
+                self._on_matched(matched)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end keyframe intake
+                self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
+
+    def destroy_node(self) -> None:
+        self._closing.set()
+        with self._matched_cv:
+            self._matched_cv.notify_all()
+        if self._keyframe_thread.is_alive():
+            self._keyframe_thread.join(timeout=5.0)
+        super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
         color_raw, info = matched["color"], matched["camera_info"]
@@ -583,6 +629,8 @@ class SrayNode(Node):
         return response
 
     def _on_clear(self, request, response):
+        with self._matched_cv:
+            self._matched.clear()  # frames received before the request must not refill the buffer
         count = len(self.keyframes)
         self.keyframes.clear()
         self.renderer.forget(set())
@@ -613,7 +661,8 @@ class SrayNode(Node):
             received, renders, last_render = self.frames_received, self.renders_served, self.last_render_time_s
         # A colour frame whose camera_info never came is an input error; queue overflow is overload.
         reasons["missing_camera_info"] = sync["dropped"].get("color", {}).get("no_match", 0)
-        reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values())
+        reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values()) + \
+            self._matched_shed
         now = time.monotonic()
         recent = [t for t in arrivals if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
