@@ -198,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. replay with /clock
         log(f"playing the bag at {args.rate}x with /clock")
-        player = processes.start("player", executable("sray_play_bag") + [str(bag), "--clock", "--rate",
-                                                                          str(args.rate), "--no-progress"])
+        # The node's service is up before DDS has matched its subscriptions with the player's publishers;
+        # under load that takes seconds, and a volatile late-joiner would miss the first frames.
+        wait_for = ["/camera/color/image_raw", "/camera/color/camera_info", "/camera/depth/image_raw", "/tf"]
+        player = processes.start("player", executable("sray_play_bag") + [
+            str(bag), "--clock", "--rate", str(args.rate), "--no-progress", "--wait-for-subscribers", *wait_for])
         deadline = time.monotonic() + args.timeout
         while player.poll() is None:
             if time.monotonic() > deadline:
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = {"scene": scene.name, "held_out_frames": [int(scene.frame_ids[i]) for i in held],
                   "render_size": [args.width, args.height], "keyframes": status.keyframe_count,
+                  "frames_received": status.frames_received,
+                  "rejected": {r: c for r, c in zip(status.reject_reasons, status.reject_counts) if c},
                   "before_fine_tuning": dataset(before), "after_fine_tuning": dataset(after),
                   "fine_tune": {"steps": result.steps_done, "final_loss": result.final_loss,
                                 "holdout_miou": result.holdout_miou},

@@ -4,6 +4,7 @@ topic filter, start offset, loop with original stamps, errors, and the CLI in it
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -412,6 +413,49 @@ def test_cli_plays_once_with_progress(ros_context, tmp_path) -> None:
     assert "topics not in the bag: /not_in_bag" in result.stderr
     assert "best_effort/volatile/depth 5" in result.stderr  # recorded QoS reported per topic
     assert "done: 5 messages" in result.stderr and "msg" in result.stderr  # summary and tqdm progress
+
+
+def test_cli_waits_for_subscribers(ros_context, tmp_path) -> None:
+    """--wait-for-subscribers: plays only once the topic has a subscriber (here one that joins 1 s late and
+    must still get every message); a topic not in the bag is an error; no subscriber means play anyway."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    _sensor_bag(tmp_path / "bag", "/wait", n=4, dt_ms=20)
+    env = dict(os.environ, PYTHONPATH=str(REPO), ROS_DOMAIN_ID=str(_domain_id()))
+    cmd = [sys.executable, str(REPO / "scripts" / "sray_play_bag"), str(tmp_path / "bag"), "--no-progress"]
+    bad = subprocess.run(cmd + ["--wait-for-subscribers", "/wait/nope"], env=env, capture_output=True, text=True,
+                         timeout=60, start_new_session=True)
+    assert bad.returncode == 2 and "not in the bag" in bad.stderr, bad.stderr
+    alone = subprocess.run(cmd + ["--wait-for-subscribers", "/wait/color", "--wait-timeout", "0.5"], env=env,
+                           capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert alone.returncode == 0 and "playing anyway" in alone.stderr and "done: 8 messages" in alone.stderr
+
+    import rclpy
+
+    node = rclpy.create_node("late_listener", context=ros_context)
+    got = []
+    player = subprocess.Popen(cmd + ["--wait-for-subscribers", "/wait/color"], env=env, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        time.sleep(1.0)  # the player is up and waiting; a subscriber joins late
+        node.create_subscription(Image, "/wait/color", got.append, qos_profile_sensor_data)
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 30
+        while player.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        for _ in range(20):
+            executor.spin_once(timeout_sec=0.05)
+        assert player.wait(5) == 0
+        assert len(got) == 4, len(got)
+    finally:
+        if player.poll() is None:
+            os.killpg(player.pid, signal.SIGTERM)
+            player.wait(5)
+        node.destroy_node()
 
 
 def test_delay_and_stop_during_delay(ros_context, tmp_path) -> None:

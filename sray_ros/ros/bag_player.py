@@ -427,6 +427,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="skip the first S seconds of the bag")
     parser.add_argument("--delay", "-d", type=float, default=0.0, metavar="D",
                         help="wait D seconds after creating publishers (discovery) before playing")
+    parser.add_argument("--wait-for-subscribers", nargs="+", default=None, metavar="TOPIC",
+                        help="before playing, wait until each of these topics has a matched subscriber (a "
+                             "node that is still starting would otherwise miss the first messages)")
+    parser.add_argument("--wait-timeout", type=float, default=30.0, metavar="S",
+                        help="how long --wait-for-subscribers waits before playing anyway (default 30)")
     parser.add_argument("--skip-unknown-types", action="store_true",
                         help="skip topics whose message package is not installed (warn) instead of failing, "
                              "like 'ros2 bag play' does")
@@ -461,6 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[bag_player] {plan.topic} [{plan.msgtype}] {plan.message_count} msgs, "
                   f"{qos.reliability.name.lower()}/{qos.durability.name.lower()}/depth {qos.depth}",
                   file=sys.stderr)
+        if args.wait_for_subscribers:
+            unknown = sorted(set(args.wait_for_subscribers) - set(player.plans))
+            if unknown:
+                raise BagPlayerError(f"--wait-for-subscribers: {unknown} not in the bag (topics: {sorted(player.plans)})")
+            if not player.wait_for_subscribers(1, args.wait_timeout, args.wait_for_subscribers):
+                print(f"[bag_player] warning: no subscriber matched on all of {args.wait_for_subscribers} within "
+                      f"{args.wait_timeout:g} s; playing anyway", file=sys.stderr)
         stats = player.play()
         total = sum(stats.published.values())
         state = "interrupted" if stats.interrupted else "done"
