@@ -38,6 +38,9 @@ def main() -> int:
     parser.add_argument("--soak-s", type=float, default=120.0)
     parser.add_argument("--render-size", default="80x60")
     parser.add_argument("--domain-id", type=int, default=97)
+    parser.add_argument("--reliable", action="store_true",
+                        help="publish images and camera_info reliably and set the node's sensor_data_qos false "
+                             "(default: SensorDataQoS on both sides, as with a camera driver)")
     args = parser.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
@@ -48,7 +51,7 @@ def main() -> int:
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import TransformStamped
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
@@ -58,7 +61,8 @@ def main() -> int:
     from sray_ros.srv import RenderSemanticView
 
     width, height = (int(v) for v in args.render_size.split("x"))
-    params = {"use_sim_time": False, "max_keyframes": 32, "min_translation_m": 0.05, "min_rotation_deg": 5.0}
+    params = {"use_sim_time": False, "max_keyframes": 32, "min_translation_m": 0.05, "min_rotation_deg": 5.0,
+              "sensor_data_qos": not args.reliable}
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     overrides = work / "params.yaml"
@@ -74,8 +78,9 @@ def main() -> int:
     threading.Thread(target=executor.spin, daemon=True).start()
     statuses: list = []
     node.create_subscription(NodeStatus, "/sray_node/status", statuses.append, 10)
-    color_pub = node.create_publisher(Image, "/color/image", qos_profile_sensor_data)
-    info_pub = node.create_publisher(CameraInfo, "/color/camera_info", qos_profile_sensor_data)
+    image_qos = QoSProfile(depth=30) if args.reliable else qos_profile_sensor_data
+    color_pub = node.create_publisher(Image, "/color/image", image_qos)
+    info_pub = node.create_publisher(CameraInfo, "/color/camera_info", image_qos)
     tf_pub = node.create_publisher(TFMessage, "/tf", 100)
     render = node.create_client(RenderSemanticView, "/sray_node/render_semantic_view")
     rows: list[str] = []
@@ -143,7 +148,13 @@ def main() -> int:
         rows.append(f"| same request, time inside the node | {inside:.3f} s |")
         rows.append(f"| ROS overhead: round trip / in-node | {rt / inside:.3f} ({1000 * (rt - inside):.1f} ms) |")
 
-        # 2. intake while rendering
+        # 2. intake alone, then while rendering
+        before, sent_before = statuses[-1].frames_received, published[0]
+        stream(10.0)
+        time.sleep(1.5)
+        received, sent = statuses[-1].frames_received - before, published[0] - sent_before
+        rows.append(f"| intake alone (no render): frames received / published at 30 Hz | {received} / {sent} "
+                    f"({received / 10.0:.1f} frames/s) |")
         before = statuses[-1].frames_received
         sent_before = published[0]
         done = threading.Event()
