@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--soak-s", type=float, default=120.0)
     parser.add_argument("--render-size", default="80x60")
     parser.add_argument("--domain-id", type=int, default=97)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=YAML",
+                        help="extra node parameter, e.g. --param tf_timeout_s=1.0")
     parser.add_argument("--reliable", action="store_true",
                         help="publish images and camera_info reliably and set the node's sensor_data_qos false "
                              "(default: SensorDataQoS on both sides, as with a camera driver)")
@@ -63,6 +65,9 @@ def main() -> int:
     width, height = (int(v) for v in args.render_size.split("x"))
     params = {"use_sim_time": False, "max_keyframes": 32, "min_translation_m": 0.05, "min_rotation_deg": 5.0,
               "sensor_data_qos": not args.reliable}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        params[name] = yaml.safe_load(value)
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     overrides = work / "params.yaml"
