@@ -351,11 +351,13 @@ class SrayNode(Node):
                                         throttle_duration_sec=5.0)
 
     def destroy_node(self) -> None:
-        self._closing.set()
-        with self._matched_cv:
-            self._matched_cv.notify_all()
-        if self._keyframe_thread.is_alive():
-            self._keyframe_thread.join(timeout=5.0)
+        # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
+        if hasattr(self, "_keyframe_thread"):
+            self._closing.set()
+            with self._matched_cv:
+                self._matched_cv.notify_all()
+            if self._keyframe_thread.is_alive():
+                self._keyframe_thread.join(timeout=5.0)
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
