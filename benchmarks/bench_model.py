@@ -17,6 +17,7 @@ peak memory is per chunk and does not grow with the view). ``--view-rays 0`` ren
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -159,7 +160,7 @@ def _scene(m: int, height: int, width: int, device: torch.device):
 
 
 def worker_view(height: int, width: int, m: int, n_coarse: int, n_fine: int, max_rays: int, chunk: int,
-                device: torch.device, union: bool = True) -> dict:
+                device: torch.device, union: bool = True, autocast: bool = False) -> dict:
     torch.manual_seed(0)
     model = SRay(SRayConfig(num_coarse=n_coarse, num_fine=n_fine, fine_includes_coarse=union)).to(device).eval()
     K, poses, query, images = _scene(m, height, width, device)
@@ -171,7 +172,8 @@ def worker_view(height: int, width: int, m: int, n_coarse: int, n_fine: int, max
         uv = uv[torch.linspace(0, total - 1, max_rays).long()]
     o, d = G.generate_rays(K, query, uv)
     o, d = o.to(device), d.to(device)
-    with torch.no_grad():
+    amp = torch.autocast("cuda", dtype=torch.float16) if autocast and device.type == "cuda" else contextlib.nullcontext()
+    with torch.no_grad(), amp:
         render_rays(model, src, o[:64], d[:64], 0.5, 6.0, chunk=chunk or None)  # warm-up
         with _PeakMemory(device) as mem:
             t = time.perf_counter()
@@ -235,6 +237,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--section", default="bench_model",
                     help="name of the marked section of --out that this run replaces (one per machine kind)")
+    ap.add_argument("--autocast", action="store_true", help="view rows under float16 autocast (CUDA only)")
+    ap.add_argument("--views-only", action="store_true", help="only the full-view rows (section 2)")
     ap.add_argument("--skip-train", action="store_true", help="skip the forward+backward attention rows")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-args", help=argparse.SUPPRESS)
@@ -254,39 +258,41 @@ def main() -> None:
     rows: list[str] = []
     gemm_before = run_worker(args, "matmul")["gflops"]
 
-    # (1) CRA vs dense on the paper's input
-    fl = {v: run_worker(args, "flops", variant=v, rays=1024)["flops"] for v in ("cra", "dense")}
-    modes = [False] + ([] if args.skip_train else [True])
-    kernels = ("fused", "math")
-    att = {(v, tr, k): run_worker(args, "attention", variant=v, rays=args.attention_rays, train=tr, kernel=k)
-           for k in kernels for tr in modes for v in ("cra", "dense")}
-    rows.append("### 1. Cross-Reprojection Attention vs dense attention\n")
-    rows.append(f"Input: {args.attention_rays} rays x 64 samples x 8 views x 32 channels (FLOPs always for 1024 rays), "
-                "attention block only (projections, attention, LayerNorm, feed-forward), 20% invalid keys, random weights.\n")
-    rows.append("| quantity | CRA | dense | CRA / dense | paper CRA | paper dense | paper ratio |")
-    rows.append("|---|---|---|---|---|---|---|")
-    rows.append(f"| GFLOPs (forward, 1024 rays) | {fl['cra'] / 1e9:.2f} | {fl['dense'] / 1e9:.2f} | "
-                f"{fl['cra'] / fl['dense']:.3f} | 5.40 | 10.25 | 0.527 |")
-    for k in kernels:
-        for tr in modes:
-            name = ("forward+backward" if tr else "forward (no grad)") + (
-                ", fused attention kernel" if k == "fused" else ", materialised attention (math kernel)")
-            c, d = att[("cra", tr, k)], att[("dense", tr, k)]
-            rows.append(f"| peak memory MB, {name} | {c['peak_mb']:.0f} | {d['peak_mb']:.0f} | "
-                        f"{c['peak_mb'] / max(d['peak_mb'], 1e-9):.3f} | 4143 | 17647 | 0.235 |")
-            rows.append(f"| time s, {name} | {c['seconds']:.3f} | {d['seconds']:.3f} | "
-                        f"{c['seconds'] / d['seconds']:.3f} | | | |")
-    rows.append("")
+    if not args.views_only:
+        # (1) CRA vs dense on the paper's input
+        fl = {v: run_worker(args, "flops", variant=v, rays=1024)["flops"] for v in ("cra", "dense")}
+        modes = [False] + ([] if args.skip_train else [True])
+        kernels = ("fused", "math")
+        att = {(v, tr, k): run_worker(args, "attention", variant=v, rays=args.attention_rays, train=tr, kernel=k)
+               for k in kernels for tr in modes for v in ("cra", "dense")}
+        rows.append("### 1. Cross-Reprojection Attention vs dense attention\n")
+        rows.append(f"Input: {args.attention_rays} rays x 64 samples x 8 views x 32 channels (FLOPs always for 1024 rays), "
+                    "attention block only (projections, attention, LayerNorm, feed-forward), 20% invalid keys, random weights.\n")
+        rows.append("| quantity | CRA | dense | CRA / dense | paper CRA | paper dense | paper ratio |")
+        rows.append("|---|---|---|---|---|---|---|")
+        rows.append(f"| GFLOPs (forward, 1024 rays) | {fl['cra'] / 1e9:.2f} | {fl['dense'] / 1e9:.2f} | "
+                    f"{fl['cra'] / fl['dense']:.3f} | 5.40 | 10.25 | 0.527 |")
+        for k in kernels:
+            for tr in modes:
+                name = ("forward+backward" if tr else "forward (no grad)") + (
+                    ", fused attention kernel" if k == "fused" else ", materialised attention (math kernel)")
+                c, d = att[("cra", tr, k)], att[("dense", tr, k)]
+                rows.append(f"| peak memory MB, {name} | {c['peak_mb']:.0f} | {d['peak_mb']:.0f} | "
+                            f"{c['peak_mb'] / max(d['peak_mb'], 1e-9):.3f} | 4143 | 17647 | 0.235 |")
+                rows.append(f"| time s, {name} | {c['seconds']:.3f} | {d['seconds']:.3f} | "
+                            f"{c['seconds'] / d['seconds']:.3f} | | | |")
+        rows.append("")
 
     # (2) full views
-    rows.append("### 2. Full semantic views (8 source views, chunk %s, random weights)\n" % (args.chunk or "auto"))
+    rows.append("### 2. Full semantic views (8 source views, chunk %s, random weights%s)\n"
+                % (args.chunk or "auto", ", float16 autocast" if args.autocast else ""))
     rows.append("| view | samples (coarse+fine) | rays measured | s / view | rays / s | peak memory MB | speed-up vs public code (814 s) |")
     rows.append("|---|---|---|---|---|---|---|")
     for (h, w, nc, nf, union, target, rays) in [(120, 160, 32, 32, True, "< 5 s", args.small_view_rays),
                                                  (240, 320, 64, 64, True, "< 30 s", args.view_rays),
                                                  (240, 320, 64, 64, False, "< 30 s", args.view_rays)]:
         r = run_worker(args, "view", height=h, width=w, m=8, n_coarse=nc, n_fine=nf, max_rays=rays, chunk=args.chunk,
-                       union=union)
+                       union=union, autocast=args.autocast)
         extrap = "" if r["rays"] == r["total_rays"] else " (extrapolated)"
         vs = f"{PUBLIC_CODE_S_PER_VIEW / r['seconds_per_view']:.2f}x" if (h, w, nc, nf) == (240, 320, 64, 64) else ""
         fine_n = nc + nf if union else nf
@@ -294,15 +300,16 @@ def main() -> None:
                     f"{r['seconds_per_view']:.1f}{extrap} | {r['rays_per_s']:.0f} | {r['peak_mb']:.0f} | {vs} |")
     rows.append("")
 
-    # (3) feature extraction
-    rows.append("### 3. Feature extraction (ResUNet, once per keyframe)\n")
-    rows.append("| image | s / keyframe (batch of 8) | s / keyframe (single) |")
-    rows.append("|---|---|---|")
-    for (h, w) in [(240, 320), (120, 160)]:
-        e8 = run_worker(args, "encode", height=h, width=w, m=8)
-        e1 = run_worker(args, "encode", height=h, width=w, m=1)
-        rows.append(f"| {w}x{h} | {e8['seconds_per_keyframe']:.3f} | {e1['seconds_per_keyframe']:.3f} |")
-    rows.append("")
+    if not args.views_only:
+        # (3) feature extraction
+        rows.append("### 3. Feature extraction (ResUNet, once per keyframe)\n")
+        rows.append("| image | s / keyframe (batch of 8) | s / keyframe (single) |")
+        rows.append("|---|---|---|")
+        for (h, w) in [(240, 320), (120, 160)]:
+            e8 = run_worker(args, "encode", height=h, width=w, m=8)
+            e1 = run_worker(args, "encode", height=h, width=w, m=1)
+            rows.append(f"| {w}x{h} | {e8['seconds_per_keyframe']:.3f} | {e1['seconds_per_keyframe']:.3f} |")
+        rows.append("")
 
     gemm_after = run_worker(args, "matmul")["gflops"]
     rows.append(f"Machine-speed calibration: fp32 GEMM (4096x512 @ 512x512) ran at {gemm_before:.0f} GFLOP/s before and "
