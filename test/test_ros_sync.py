@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -191,3 +192,56 @@ def test_callback_may_call_counters_and_add_without_deadlock() -> None:
         th.join(timeout=30)
         assert not th.is_alive(), "deadlock"
     assert seen == [10 * MS, 20 * MS] + [(100 + i) * MS for i in range(200)]
+
+
+# --------------------------------------------------------------------------------------------------
+# SheddingWorker: the hand-off from the synchroniser to the node's keyframe worker
+# --------------------------------------------------------------------------------------------------
+def test_shedding_worker_keeps_the_freshest_and_counts_what_it_sheds():
+    from sray_ros.ros.sync import SheddingWorker
+
+    release, started = threading.Event(), threading.Event()
+    handled, errors = [], []
+
+    def handler(item):
+        started.set()
+        release.wait(5)
+        if item == "bad":
+            raise RuntimeError("broken frame")
+        handled.append(item)
+
+    worker = SheddingWorker(handler, capacity=2, on_error=errors.append)
+    worker.start()
+    worker.put(0)
+    assert started.wait(5)  # 0 is being handled; the producer is never blocked meanwhile
+    for item in (1, 2, "bad", 4):
+        worker.put(item)
+    assert worker.shed == 2 and worker.pending() == 2  # 1 and 2 shed, "bad" and 4 wait
+    release.set()
+    deadline = time.monotonic() + 5
+    while worker.pending() or len(handled) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert handled == [0, 4]  # in order; the failing item did not stop the worker
+    assert len(errors) == 1 and "broken frame" in str(errors[0])
+    worker.close()
+    assert not worker._thread.is_alive()
+
+
+def test_shedding_worker_clear_and_capacity_validation():
+    from sray_ros.ros.sync import SheddingWorker
+
+    gate, started = threading.Event(), threading.Event()
+    handled = []
+    worker = SheddingWorker(lambda item: (started.set(), gate.wait(5), handled.append(item)), capacity=8,
+                            on_error=print)
+    worker.start()
+    for item in range(5):
+        worker.put(item)
+    assert started.wait(5)
+    worker.clear()  # what was waiting is dropped, not counted as shed
+    gate.set()
+    worker.close()
+    assert worker.shed == 0 and handled == [0]
+    with pytest.raises(ValueError, match="capacity"):
+        SheddingWorker(print, capacity=0, on_error=print)

@@ -40,7 +40,7 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_
                                            rgb_to_image, serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
-from sray_ros.ros.sync import MatchedSet, StampSynchronizer
+from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
@@ -204,14 +204,13 @@ class SrayNode(Node):
         # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
         # camera_info / colour callbacks (whose DDS queues would otherwise overwrite their partners). When
         # the worker falls behind, the oldest waiting set is shed (counted as intake_overflow: overload).
-        self._matched: deque[MatchedSet] = deque()
-        self._matched_cv = threading.Condition()
-        self._matched_shed = 0
-        self._matched_capacity = KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE
-        self._closing = threading.Event()
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._enqueue_matched,
+        self._keyframe_worker = SheddingWorker(
+            self._on_matched, KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE,
+            on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
+                                                         throttle_duration_sec=5.0),
+            name="sray_keyframes")
+        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
-        self._keyframe_thread = threading.Thread(target=self._keyframe_worker, name="sray_keyframes", daemon=True)
         self._stats_lock = threading.Lock()
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
@@ -280,7 +279,7 @@ class SrayNode(Node):
             goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
             callback_group=self._fine_tune_group)
         self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group)
-        self._keyframe_thread.start()
+        self._keyframe_worker.start()
 
     # ------------------------------------------------------------------------------------------ intake
     def _reject(self, reason: str, detail: str) -> None:
@@ -328,36 +327,10 @@ class SrayNode(Node):
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
 
-    def _enqueue_matched(self, matched: MatchedSet) -> None:
-        with self._matched_cv:
-            if len(self._matched) >= self._matched_capacity:
-                self._matched.popleft()  # keep the freshest frames
-                self._matched_shed += 1
-            self._matched.append(matched)
-            self._matched_cv.notify()
-
-    def _keyframe_worker(self) -> None:
-        while True:
-            with self._matched_cv:
-                while not self._matched and not self._closing.is_set():
-                    self._matched_cv.wait(0.5)
-                if self._closing.is_set():
-                    return
-                matched = self._matched.popleft()
-            try:
-                self._on_matched(matched)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not end keyframe intake
-                self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=5.0)
-
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
-        if hasattr(self, "_keyframe_thread"):
-            self._closing.set()
-            with self._matched_cv:
-                self._matched_cv.notify_all()
-            if self._keyframe_thread.is_alive():
-                self._keyframe_thread.join(timeout=5.0)
+        if hasattr(self, "_keyframe_worker"):
+            self._keyframe_worker.close()
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
@@ -632,8 +605,7 @@ class SrayNode(Node):
         return response
 
     def _on_clear(self, request, response):
-        with self._matched_cv:
-            self._matched.clear()  # frames received before the request must not refill the buffer
+        self._keyframe_worker.clear()  # frames received before the request must not refill the buffer
         count = len(self.keyframes)
         self.keyframes.clear()
         self.renderer.forget(set())
@@ -665,7 +637,7 @@ class SrayNode(Node):
         # A colour frame whose camera_info never came is an input error; queue overflow is overload.
         reasons["missing_camera_info"] = sync["dropped"].get("color", {}).get("no_match", 0)
         reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values()) + \
-            self._matched_shed
+            self._keyframe_worker.shed
         now = time.monotonic()
         recent = [t for t in arrivals if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0

@@ -253,3 +253,67 @@ class StampSynchronizer:
 
 
 __all__ = ["MatchedSet", "StampSynchronizer"]
+
+
+class SheddingWorker:
+    """One background thread that handles queued items in order; under overload the oldest waiting item is
+    shed (counted in ``shed``), so a slow handler never blocks the producer (here: the subscription callbacks
+    feeding the synchroniser, whose DDS queues would otherwise overwrite messages).
+
+    ``handler(item)`` runs on the worker thread; an exception it raises is passed to ``on_error`` and the
+    worker goes on with the next item. The standard library's queues either block the producer when full
+    or (``deque(maxlen)``) drop silently without a count or a blocking ``get``, hence this small class.
+    """
+
+    def __init__(self, handler: Callable[[Any], None], capacity: int, on_error: Callable[[BaseException], None],
+                 name: str = "shedding_worker") -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.shed = 0
+        self._handler, self._on_error = handler, on_error
+        self._items: deque = deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        with self._cv:
+            if len(self._items) >= self.capacity:
+                self._items.popleft()  # keep the freshest
+                self.shed += 1
+            self._items.append(item)
+            self._cv.notify()
+
+    def clear(self) -> None:
+        """Forget the items not yet handled (not counted as shed); the one being handled finishes."""
+        with self._cv:
+            self._items.clear()
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._items)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after the item being handled (waiting items are dropped); joins the thread."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._closing:
+                    self._cv.wait()
+                if self._closing:
+                    return
+                item = self._items.popleft()
+            try:
+                self._handler(item)
+            except Exception as exc:  # noqa: BLE001 - one bad item must not end the worker
+                self._on_error(exc)
