@@ -181,3 +181,20 @@ def test_split_frames_keeps_test_frames_out_of_the_pool():
     assert list(test) == [5, 15] and not set(pool) & set(test) and len(pool) + len(test) == 25
     with pytest.raises(ValueError):
         split_frames(10, 1)
+
+
+def test_resolve_device_names_what_is_wrong():
+    import torch
+
+    from sray_ros.train.config import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("").type in ("cpu", "cuda") and resolve_device("auto") == resolve_device("")
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

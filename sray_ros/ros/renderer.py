@@ -27,6 +27,7 @@ from sray_ros.model.render import near_far_from_sources, render_view
 from sray_ros.model.sray import SRay
 from sray_ros.ros.keyframes import Frame, Keyframe
 from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
+from sray_ros.train.config import resolve_device
 
 UNKNOWN_LABEL = 255
 
@@ -72,31 +73,12 @@ class RenderResult:
     generation: int
 
 
-def parse_device(device: str) -> torch.device:
-    """The torch device for a ``device`` parameter ("" / "auto": CUDA when available, else CPU); a
-    ValueError with a readable reason for a name torch does not know or CUDA that is not there."""
-    if device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a torch device (use cpu, cuda, cuda:N, or empty for automatic)") \
-            from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but this torch ({torch.__version__}) sees no CUDA GPU; "
-                             "use device:=cpu, or leave it empty to pick automatically")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return parsed
-
-
 class Renderer:
     def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
                  opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None) -> None:
-        self.device = parse_device(device)
+        self.device = resolve_device(device)
         self.num_source_views = int(num_source_views)
         self.confidence_threshold = float(confidence_threshold)
         self.opacity_threshold = float(opacity_threshold)

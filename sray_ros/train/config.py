@@ -64,8 +64,21 @@ class TrainConfig:
 
 
 def resolve_device(name: str):
+    """The torch device for a device setting ("" / "auto": CUDA when available, else CPU). Raises ValueError
+    with what was wrong and what is expected for a name torch does not know or a GPU that is not there."""
     import torch
 
     if name in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} is not a torch device (use cpu, cuda, cuda:N, or empty for automatic)") \
+            from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but this torch ({torch.__version__}) sees no CUDA GPU; "
+                             "use cpu, or leave it empty to pick automatically")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device

@@ -194,6 +194,17 @@ def load_model_for_scenes(path: str, device, width: int | None = None, height: i
                        height or int(trained.get("height", 240)), trained)
 
 
+def add_view_arguments(p: argparse.ArgumentParser) -> None:
+    """The held-out view options shared by sray-eval and sray-finetune (same meaning, same defaults)."""
+    p.add_argument("--num-sources", type=int, default=8, help="source views per rendered view")
+    p.add_argument("--holdout-every", type=int, default=10, help="every k-th frame is held out (split_frames)")
+    p.add_argument("--max-views", type=int, default=0,
+                   help="held-out views rendered per scene and evaluation, evenly spaced (0 = all)")
+    p.add_argument("--width", type=int, help="render width (default: the checkpoint's training width, else 320)")
+    p.add_argument("--height", type=int)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+
+
 def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.checkpoint import CheckpointError
     from sray_ros.train.config import resolve_device
@@ -202,18 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="a ScanNet-layout scene folder or a folder of them")
     p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, panels/)")
-    p.add_argument("--num-sources", type=int, default=8)
-    p.add_argument("--holdout-every", type=int, default=10)
-    p.add_argument("--max-views", type=int, default=0, help="test views per scene (0 = all held-out frames)")
-    p.add_argument("--width", type=int, help="render width (default: the checkpoint's training width, else 320)")
-    p.add_argument("--height", type=int)
+    add_view_arguments(p)
     p.add_argument("--num-panels", type=int, default=2, help="PNG panels per scene")
-    p.add_argument("--device", default="auto")
     p.add_argument("--chunk", type=int, default=4096)
     args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-eval: {exc}", file=sys.stderr)

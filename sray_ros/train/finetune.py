@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
     from sray_ros.train.config import resolve_device
-    from sray_ros.train.evaluate import evaluate_scene, load_model_for_scenes, split_frames, subset
+    from sray_ros.train.evaluate import (add_view_arguments, evaluate_scene, load_model_for_scenes, split_frames,
+                                         subset)
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(prog="sray-finetune", description="Fine-tune a pretrained S-Ray on one scene.")
@@ -85,18 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=FINE_TUNE_LR)
     p.add_argument("--num-rays", type=int, default=1024)
-    p.add_argument("--num-sources", type=int, default=8)
-    p.add_argument("--holdout-every", type=int, default=10)
     p.add_argument("--eval-at", default="", help="comma-separated steps at which to evaluate the held-out frames")
-    p.add_argument("--max-views", type=int, default=0, help="held-out views per evaluation (0 = all)")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--device", default="auto")
+    add_view_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)

@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
 
     distributed, rank, world, local_rank = _distributed_setup()
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as exc:
+        raise SystemExit(f"sray-train: {exc}") from None
     if distributed and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
