@@ -206,9 +206,15 @@ def test_resized_copy_loads_like_the_original_at_that_size(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_resize_rejects_a_folder_without_scenes(tmp_path, capsys):
+def test_resize_rejects_malformed_input(tmp_path, capsys):
     from sray_ros.data.resize import main as resize_main
 
     (tmp_path / "empty").mkdir()
     assert resize_main([str(tmp_path / "empty"), str(tmp_path / "out"), "--width", "80", "--height", "60"]) == 2
     assert "no ScanNet-layout scene folders" in capsys.readouterr().err
+    broken = tmp_path / "broken" / "scene_a"
+    (broken / "pose").mkdir(parents=True)  # a scene folder without color/ or intrinsics
+    assert resize_main([str(tmp_path / "broken"), str(tmp_path / "out"), "--width", "80", "--height", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "missing folder color/" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "scene_a").exists() and not list((tmp_path / "out").glob("*.partial"))

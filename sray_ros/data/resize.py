@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sray_ros.data.scannet import LABEL_TABLE_NAME, list_scannet_scenes, read_scannet_meta
-from sray_ros.data.scene import read_image, resize_color, resize_nearest
+from sray_ros.data.scene import SceneFormatError, read_image, resize_color, resize_nearest
 from sray_ros.geometry import scale_intrinsics
 
 PNG_SMALLEST = [cv2.IMWRITE_PNG_COMPRESSION, 9]  # lossless either way; OpenCV's default level is fast, not small
@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(src / LABEL_TABLE_NAME, dst / LABEL_TABLE_NAME)
     frames = 0
     for scene in tqdm(scenes, desc="resize", unit="scene"):
-        frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height, args.stride,
-                               args.jpeg_quality)
+        try:
+            frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height, args.stride,
+                                   args.jpeg_quality)
+        except (SceneFormatError, OSError) as exc:
+            print(f"resize: {scene}: {exc}; stopped (scenes written so far are complete)", file=sys.stderr)
+            return 2
     print(f"resize: {len(scenes)} scene(s), {frames} frames at {args.width}x{args.height} -> {dst}")
     return 0
 
