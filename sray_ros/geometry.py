@@ -27,6 +27,27 @@ import torch
 from torch import Tensor
 
 DEPTH_EPS = 1e-4  # metres; points closer than this (or behind) a camera are invalid
+# Depth sensors write 65535 (the uint16 maximum) for "no return" (seen in a real HoloLens sequence);
+# read as millimetres it would be a wall at 65.5 m. It is invalid depth, like 0 and non-finite values.
+DEPTH_NO_RETURN_RAW = 65535
+
+
+def depth_from_raw(raw: np.ndarray, scale: float = 1000.0) -> np.ndarray:
+    """Metric depth ``float32 [H, W]`` from a raw depth image (uint16 millimetres when ``scale`` is 1000,
+    or float metres with ``scale`` 1). Invalid depth becomes 0, the one "unknown" marker downstream:
+    0, negative and non-finite values, and the uint16 "no return" value 65535."""
+    raw = np.asarray(raw)
+    depth = raw.astype(np.float32) / np.float32(scale)
+    invalid = ~np.isfinite(depth) | (depth < 0)
+    if raw.dtype.kind == "u" and raw.dtype.itemsize == 2:  # any byte order
+        invalid |= raw == DEPTH_NO_RETURN_RAW
+    depth[invalid] = 0.0
+    return depth
+
+
+def valid_depth(depth: Tensor) -> Tensor:
+    """Boolean mask of usable metric depth: finite and ``> DEPTH_EPS`` (0 means unknown)."""
+    return torch.isfinite(depth) & (depth > DEPTH_EPS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,15 @@ def test_pixel_grid_row_major(h, w):
     uv = G.pixel_grid(h, w)
     assert uv.shape == (h * w, 2)
     assert uv[w + 2].tolist() == [2.0, 1.0]
+
+
+def test_depth_from_raw_marks_no_return_zero_and_nonfinite_invalid():
+    # 65535 mm is a sensor's "no return", not a surface 65.5 m away; 0 is unknown.
+    raw = np.array([[0, 1500, 65535, 65534]], np.uint16)
+    depth = G.depth_from_raw(raw, 1000.0)
+    assert depth.dtype == np.float32
+    np.testing.assert_allclose(depth, [[0.0, 1.5, 0.0, 65.534]], rtol=1e-6)
+    metres = np.array([[np.nan, np.inf, -1.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(G.depth_from_raw(metres, 1.0), [[0.0, 0.0, 0.0, 2.0]])
+    mask = G.valid_depth(torch.from_numpy(G.depth_from_raw(raw, 1000.0)))
+    assert mask.tolist() == [[False, True, False, True]]

@@ -87,7 +87,9 @@ def test_16bit_depth_mm_to_metres_with_padding_and_endianness(encoding: str, big
     np.testing.assert_array_equal(ic.image_to_numpy(msg), mm)
     depth = ic.image_to_depth(msg)
     assert depth.dtype == np.float32
-    np.testing.assert_allclose(depth, mm.astype(np.float32) / 1000.0)
+    expected = mm.astype(np.float32) / 1000.0
+    expected[1, 0] = 0.0  # 65535 mm is the sensor's "no return": invalid, not 65.5 m
+    np.testing.assert_allclose(depth, expected)
     assert depth[0, 0] == 0.0  # 0 mm stays 0 = invalid
 
 

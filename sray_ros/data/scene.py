@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from sray_ros.data.label_sets import LabelSet
+from sray_ros import geometry
 from sray_ros.geometry import scale_intrinsics
 
 
@@ -171,8 +172,7 @@ class Scene:
         raw = read_image(path)
         if raw.ndim != 2:
             raise SceneFormatError(f"{path}: expected a single-channel depth image, got shape {raw.shape}")
-        depth = raw.astype(np.float32) / self.depth_scale
-        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        depth = geometry.depth_from_raw(raw, self.depth_scale)
         return resize_nearest(depth, self.width, self.height)
 
     def load_labels(self, idx: int) -> np.ndarray:

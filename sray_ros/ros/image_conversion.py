@@ -36,6 +36,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from sray_ros import geometry
+
 # encoding -> (numpy dtype of one channel, number of channels)
 _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
@@ -129,7 +131,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
 def image_to_depth(msg: Image) -> np.ndarray:
     """``float32 [H, W]`` depth in metres; 0 marks invalid pixels.
 
-    16UC1 / mono16 hold millimetres (0 = no return); 32FC1 holds metres, NaN and +-inf become 0,
+    16UC1 / mono16 hold millimetres (0 and 65535 = no return); 32FC1 holds metres, NaN and +-inf become 0,
     as do negative depths (no sensor reports them and the model treats <= 0 as invalid).
     """
     if msg.encoding not in _DEPTH_ENCODINGS:
@@ -138,11 +140,7 @@ def image_to_depth(msg: Image) -> np.ndarray:
             "(16UC1 millimetres or 32FC1 metres)"
         )
     pixels = _pixels(msg, copy=False)
-    if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) / np.float32(MM_PER_M)
-    depth = pixels.astype(np.float32, copy=True)
-    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-    return depth
+    return geometry.depth_from_raw(pixels, MM_PER_M if pixels.dtype == np.uint16 else 1.0)
 
 
 def image_to_labels(msg: Image) -> np.ndarray:
