@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import yaml
 
+from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+
 REPO = Path(__file__).resolve().parents[1]
 if not (REPO / "config" / "sray.yaml").exists():  # running from the colcon install: find the source tree
     REPO = Path(os.environ.get("SRAY_ROOT", Path.cwd()))
@@ -76,17 +78,14 @@ def executable(name: str) -> list[str]:
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    known = labels != 255
+    known = labels != IGNORE_INDEX
     out = rgb.astype(np.float32).copy()
-    out[known] = (1 - alpha) * out[known] + alpha * colors[labels[known]]
+    out[known] = (1 - alpha) * out[known] + alpha * colorize_ids(labels, colors)[known]
     return out.clip(0, 255).astype(np.uint8)
 
 
 def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    out = np.zeros((*labels.shape, 3), np.uint8)
-    known = labels != 255
-    out[known] = colors[labels[known]]
-    return out
+    return colorize_ids(labels, colors)
 
 
 def caption(image: np.ndarray, text: str) -> np.ndarray:
@@ -99,8 +98,8 @@ def score(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> dict:
     """Per-view mIoU / accuracy over labelled pixels; unknown predictions (255) count as wrong."""
     from sray_ros.train.metrics import ConfusionMatrix
 
-    valid = gt != 255
-    known = valid & (pred != 255)
+    valid = gt != IGNORE_INDEX
+    known = valid & (pred != IGNORE_INDEX)
     cm = ConfusionMatrix(num_classes)
     cm.update(pred[known], gt[known])
     correct = float((pred[valid] == gt[valid]).sum())
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"render of frame {scene.frame_ids[i]} failed: {response.message}")
                 labels = image_to_labels(response.labels)
                 rgb = cv2.resize(scene.load_color(i), (args.width, args.height), interpolation=cv2.INTER_AREA)
-                gt = cv2.resize(scene.load_labels(i), (args.width, args.height), interpolation=cv2.INTER_NEAREST)
+                gt = geometry.resize_nearest(scene.load_labels(i), args.width, args.height)
                 metrics = score(labels, gt, num_classes)
                 name = f"frame_{scene.frame_ids[i]:06d}_{tag}"
                 cv2.imwrite(str(out / f"{name}_labels.png"), labels)

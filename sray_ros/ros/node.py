@@ -35,9 +35,10 @@ from sray_ros import geometry
 from sray_ros.action import FineTune
 from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
-from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, float_to_image, image_to_depth,
-                                           image_to_labels, image_to_rgb, labels_to_image, make_camera_info,
-                                           rgb_to_image, serialized_header)
+from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info, float_to_image,
+                                           image_to_depth, image_to_labels, image_to_rgb, labels_to_image,
+                                           make_camera_info, rgb_to_image, serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
@@ -209,7 +210,8 @@ class SrayNode(Node):
             on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
                                                          throttle_duration_sec=5.0),
             name="sray_keyframes")
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._keyframe_worker.put,
+        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "depth_info", "labels"],
+                                      self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
         self._stats_lock = threading.Lock()
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
@@ -241,7 +243,9 @@ class SrayNode(Node):
         sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=30)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
-        # Images arrive serialized: pairing and the pose check need only their header, and turning a
+        self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
+                                 callback_group=self._intake_group)
+        self._warned: set[str] = set()  # camera_info notes already logged (each once)        # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
         for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels")):
             self.create_subscription(Image, topic, self._make_intake(stream, raw=True), sensor_qos,
@@ -352,17 +356,19 @@ class SrayNode(Node):
         except ImageConversionError as exc:
             return self._reject("bad_encoding", str(exc))
         try:
-            K = camera_info_to_K(info)
+            camera = camera_model_from_info(info)
         except (ImageConversionError, ValueError) as exc:
             return self._reject("bad_camera_info", str(exc))
-        if (info.width, info.height) != (color_msg.width, color_msg.height):
-            return self._reject("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, image is "
-                                f"{color_msg.width}x{color_msg.height}")
+        self._warn_once(camera.notes)
+        K = camera.K
+        if (camera.width, camera.height) != (color_msg.width, color_msg.height):
+            return self._reject("camera_info_mismatch", f"camera_info describes a {camera.width}x{camera.height} "
+                                f"image, the colour image is {color_msg.width}x{color_msg.height}")
         depth = labels = None
         if matched.get("depth") is not None:
             try:
-                depth = self._fit(image_to_depth(deserialize_message(matched["depth"].data, Image)), rgb.shape)
-            except ImageConversionError as exc:
+                depth = self._registered_depth(matched, camera, color_msg.header.frame_id)
+            except (ImageConversionError, TransformError) as exc:
                 return self._reject("bad_depth", str(exc))
         if matched.get("labels") is not None:
             try:
@@ -383,13 +389,47 @@ class SrayNode(Node):
 
     @staticmethod
     def _fit(image: np.ndarray, shape) -> np.ndarray:
-        """Depth / labels registered to the colour camera, possibly at another resolution: nearest resize."""
-        import cv2
+        """Labels annotated on the colour image, possibly at another resolution: exact nearest resize."""
+        return geometry.resize_nearest(image, shape[1], shape[0])
 
-        h, w = shape[:2]
-        if image.shape[:2] == (h, w):
-            return image
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
+    def _warn_once(self, notes) -> None:
+        for note in notes:
+            if note not in self._warned:
+                self._warned.add(note)
+                self.get_logger().warning(note)
+
+    def _registered_depth(self, matched: MatchedSet, color, color_frame: str) -> np.ndarray:
+        """The depth image in the colour camera (``geometry.register_depth``), from the depth camera_info.
+
+        The depth and colour optical frames are taken as identical when their frame ids are (or the depth
+        one is empty); otherwise TF gives the transform between them at the frame's stamp. Without a depth
+        camera_info, depth of the colour image's size is taken as registered (warned once) and depth of
+        another size is rejected: stretching it would put depths at the wrong pixels.
+        """
+        raw = matched["depth"]
+        depth_msg = deserialize_message(raw.data, Image)
+        depth = image_to_depth(depth_msg)
+        size = (int(depth_msg.width), int(depth_msg.height))
+        info = matched.get("depth_info")
+        if info is None:
+            if size != (color.width, color.height):
+                raise ImageConversionError(
+                    f"depth image is {size[0]}x{size[1]}, the colour image {color.width}x{color.height}, and no "
+                    "depth/camera_info arrived to register it into the colour camera")
+            self._warn_once(["no depth/camera_info received: depth of the colour image's size is taken as "
+                             "registered to the colour camera"])
+            return depth
+        depth_camera = camera_model_from_info(info)
+        self._warn_once(depth_camera.notes)
+        if (depth_camera.width, depth_camera.height) != size:
+            raise ImageConversionError(f"depth camera_info describes a {depth_camera.width}x{depth_camera.height} "
+                                       f"image, the depth image is {size[0]}x{size[1]}")
+        depth_frame = raw.frame_id or color_frame
+        color_from_depth = None
+        if depth_frame.lstrip("/") != color_frame.lstrip("/"):
+            color_from_depth = self.tf.lookup_transform(color_frame, depth_frame, matched.stamp_ns,
+                                                        timeout=self.get_parameter("tf_timeout_s").value)
+        return geometry.register_depth(depth, depth_camera.K, color.K, (color.width, color.height), color_from_depth)
 
     # ------------------------------------------------------------------------------------------ render
     def _target_request(self, request: RenderSemanticView.Request) -> RenderRequest:
@@ -436,6 +476,10 @@ class SrayNode(Node):
         header = Header(stamp=request.target_pose.header.stamp, frame_id="sray_target_optical_frame")
         response.success = True
         response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
+        if result.coverage_warning:
+            response.message += f"; {result.coverage_warning}"
+        response.source_distance_m = float(result.source_distance_m)
+        response.source_overlap = float(result.source_overlap)
         response.labels = labels_to_image(result.labels, header)
         if request.return_color:
             response.color = rgb_to_image(result.color, header)
@@ -455,10 +499,7 @@ class SrayNode(Node):
         handle = self.renderer.handle
         self.semantic_pub.publish(labels_to_image(result.labels, header))
         if handle is not None:
-            colors = np.asarray(handle.label_set["colors"], np.uint8)
-            display = np.zeros((*result.labels.shape, 3), np.uint8)
-            known = result.labels != 255
-            display[known] = colors[result.labels[known]]
+            display = colorize_ids(result.labels, handle.label_set["colors"])
             self.semantic_color_pub.publish(rgb_to_image(display, header))
         self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
                                                         render_request.height, header))
@@ -619,7 +660,7 @@ class SrayNode(Node):
             return
         label_set = handle.label_set
         msg = LabelInfo(name=str(label_set.get("name", "")), class_names=list(label_set["class_names"]),
-                        ignore_id=255)
+                        ignore_id=IGNORE_INDEX)
         msg.class_colors = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
                             for c in label_set["colors"]]
         self.label_info_pub.publish(msg)
