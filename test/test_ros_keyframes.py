@@ -76,17 +76,42 @@ def test_time_threshold_and_default_disabled() -> None:
 
 
 def test_eviction_order_and_ids() -> None:
+    # keyframes 1 m apart on a line, ring of 3: at x=3 the interior ones (gap 2 m if removed) tie and the
+    # older, x=1, goes; at x=4, x=3 (gap 2 m) goes before x=2 (3 m) and the start x=0 (5 m)
     buf, enc = _buffer(max_keyframes=3)
     for i in range(5):
         assert buf.consider(_frame(i * 0.1, x=i * 1.0))[0]
     snap = buf.snapshot()
-    assert [kf.id for kf in snap] == [2, 3, 4]
-    assert [kf.stamp_ns for kf in snap] == [int(round(i * 0.1 * S)) for i in (2, 3, 4)]
+    assert [kf.id for kf in snap] == [0, 2, 4]
+    assert [kf.stamp_ns for kf in snap] == [int(round(i * 0.1 * S)) for i in (0, 2, 4)]
     assert buf.counters()["evicted"] == 2
     buf.clear()
     assert buf.snapshot() == ()
     buf.consider(_frame(1.0, x=10.0))
     assert buf.snapshot()[0].id == 5  # ids keep increasing across clear()
+
+
+def test_eviction_keeps_coverage_of_a_long_trajectory() -> None:
+    # 200 keyframes 0.12 m apart on a 23.9 m path into a 32-keyframe ring. Evicting the oldest kept only
+    # x >= 168 * 0.12 = 20.2 m (a pose at the start rendered from keyframes 20 m away); evicting the most
+    # redundant keeps the start, the end, and every path pose within 0.5 m of a keyframe.
+    buf, _ = _buffer(max_keyframes=32)
+    path = np.arange(200) * 0.12
+    assert all(buf.consider(_frame(i * 0.1, x=float(x)))[0] for i, x in enumerate(path))
+    kept = np.array([kf.c2w[0, 3] for kf in buf.snapshot()])
+    assert len(kept) == 32 and buf.counters()["evicted"] == 168
+    assert kept.min() == 0.0 and kept.max() == path[-1]
+    assert np.abs(path[:, None] - kept[None]).min(axis=1).max() <= 0.5
+
+
+def test_eviction_replaces_the_keyframe_of_a_revisited_place() -> None:
+    buf, _ = _buffer(max_keyframes=4)
+    for i in range(4):
+        buf.consider(_frame(i * 0.1, x=i * 1.0))
+    assert buf.consider(_frame(1.0, x=0.05))[0]  # back at the start: the old keyframe there goes
+    snap = buf.snapshot()
+    assert [kf.id for kf in snap] == [1, 2, 3, 4]
+    assert [kf.c2w[0, 3] for kf in snap] == [1.0, 2.0, 3.0, 0.05]
 
 
 def test_encode_called_exactly_once_per_accepted_frame() -> None:

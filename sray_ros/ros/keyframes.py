@@ -33,11 +33,14 @@ Eviction (a full buffer receiving a keyframe) keeps spatial coverage: it drops t
 keyframe, not the oldest. With the pose distance ``D(i, j) = |t_i - t_j| + r * angle(R_i, R_j)``
 (camera centres in metres, relative rotation in radians, ``r = rotation_weight_m_per_rad``; by default
 ``min_translation_m / min_rotation_deg`` in m/rad, so one acceptance step of turning counts like one
-of moving, or 0.5 m/rad when either is 0), a keyframe's redundancy is its distance to its nearest other
-keyframe; the one with the smallest such distance is evicted, the older one on a tie. The newest
-keyframe is never the one evicted, so of two near-identical views the older goes (revisiting a place
-refreshes its keyframe) while places the robot has left keep theirs: a long trajectory ends up covered
-at roughly even spacing instead of only its last ``max_keyframes`` frames.
+of moving, or 0.5 m/rad when either is 0), a keyframe's redundancy is the sum of its distances to its
+two nearest other keyframes: on a path, the gap its removal would leave between its neighbours. The
+keyframe with the smallest sum is evicted (the older one on a tie); the newest never is. So a robot
+moving on thins its recent frames to the spacing of the rest instead of dropping the start of its path
+(a long trajectory ends up covered at roughly even spacing, its end points kept), and revisiting a
+place replaces the old keyframe there (its nearest neighbour is then the new one, at distance ~0).
+Cost: ``O(n^2)`` pose distances per eviction (n = ``max_keyframes``).
+
 Keyframe ids are uint32, strictly increasing for the lifetime of the buffer (not reset by
 ``clear``, so ids reported in render responses stay unambiguous).
 
@@ -227,6 +230,8 @@ class KeyframeBuffer:
     # ------------------------------------------------------------------------------- internal
     def _most_redundant(self) -> int:
         """Ring index of the keyframe to evict (policy in the module docstring); the newest is exempt."""
+        if len(self._ring) <= 2:
+            return 0
         poses = np.stack([kf.c2w for kf in self._ring]).astype(np.float64)  # [n, 4, 4], oldest first
         centres, rots = poses[:, :3, 3], poses[:, :3, :3]
         dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
@@ -234,8 +239,8 @@ class KeyframeBuffer:
             trace = np.einsum("iab,jab->ij", rots, rots)  # trace(R_i^T R_j)
             dist = dist + self.rotation_weight_m_per_rad * np.arccos(np.clip((trace - 1.0) * 0.5, -1.0, 1.0))
         np.fill_diagonal(dist, np.inf)
-        redundancy = dist.min(axis=1)[:-1]  # the newest (last) is never evicted
-        return int(np.argmin(redundancy))  # first minimum = the oldest on a tie
+        two_nearest = np.sort(dist, axis=1)[:, :2].sum(axis=1)
+        return int(np.argmin(two_nearest[:-1]))  # the newest is exempt; first minimum = the oldest on a tie
 
     def _reject(self, reason: str) -> tuple[bool, str]:
         with self._lock:
