@@ -108,10 +108,10 @@ def test_eviction_replaces_the_keyframe_of_a_revisited_place() -> None:
     buf, _ = _buffer(max_keyframes=4)
     for i in range(4):
         buf.consider(_frame(i * 0.1, x=i * 1.0))
-    assert buf.consider(_frame(1.0, x=0.05))[0]  # back at the start: the old keyframe there goes
+    assert buf.consider(_frame(1.0, x=2.05))[0]  # back near x=2: that keyframe goes, not the oldest (x=0)
     snap = buf.snapshot()
-    assert [kf.id for kf in snap] == [1, 2, 3, 4]
-    assert [kf.c2w[0, 3] for kf in snap] == [1.0, 2.0, 3.0, 0.05]
+    assert [kf.id for kf in snap] == [0, 1, 3, 4]
+    assert [kf.c2w[0, 3] for kf in snap] == [0.0, 1.0, 3.0, 2.05]
 
 
 def test_encode_called_exactly_once_per_accepted_frame() -> None:
