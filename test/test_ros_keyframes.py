@@ -250,3 +250,25 @@ def test_precheck_decides_on_pose_alone_like_consider() -> None:
     bad[0, 3] = math.nan
     assert buffer.precheck(int(4e9), bad) == (False, "invalid_pose")
     assert len(buffer) == 1 and len(encoder.calls) == 1  # prechecks never encode or store
+
+
+def test_keyframe_resize_of_depth_and_labels_is_the_readers_nearest_exact() -> None:
+    # One resize for training and the online path: the readers' exact nearest neighbour. 63 -> 40 columns
+    # (no column half-way between two source centres) is a scale where cv2.INTER_NEAREST, what intake
+    # used, picks other source pixels.
+    from sray_ros import geometry
+    from sray_ros.data import scene
+
+    assert scene.resize_nearest is geometry.resize_nearest
+    labels = np.tile(np.arange(63, dtype=np.uint8), (48, 1))
+    depth = labels.astype(np.float32) * 0.1 + 0.5
+    buf, _ = _buffer(target_size=(40, 30))
+    K63 = np.array([[100.0, 0, 31.0], [0, 100.0, 23.5], [0, 0, 1]])
+    rgb = np.ascontiguousarray(RGB[:, :63])
+    assert buf.consider(Frame(0, _pose(), K63, rgb, depth, labels))[0]
+    frame = buf.snapshot()[0].frame
+    np.testing.assert_array_equal(frame.labels, geometry.resize_nearest(labels, 40, 30))
+    np.testing.assert_array_equal(frame.depth, geometry.resize_nearest(depth, 40, 30))
+    # the right value, column by column: the source column whose centre is nearest, (u + 0.5) * 63 / 40 - 0.5
+    np.testing.assert_array_equal(frame.labels[0], np.rint((np.arange(40) + 0.5) * 63 / 40 - 0.5).astype(np.uint8))
+    assert not np.array_equal(frame.labels, cv2.resize(labels, (40, 30), interpolation=cv2.INTER_NEAREST))
