@@ -49,10 +49,22 @@ def reprojection_stats(scene: Scene, a: int, b: int, occlusion_tol: float = 0.05
                              label_agreement=agreement)
 
 
+def check_files(scene: Scene) -> None:
+    """Read every frame's colour, depth and label image through the scene's loaders, which raise
+    :class:`SceneFormatError` naming the first file that is unreadable or of the wrong type or size."""
+    for i in range(len(scene)):
+        scene.load_color(i)
+        if scene.has_depth:
+            scene.load_depth(i)
+        if scene.has_labels:
+            scene.load_labels(i)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m sray_ros.data.checks ROOT [--gap 5 --pairs 4]``: reprojection stats of every scene under ROOT.
 
-    A scene that cannot be checked (no depth/, or no more frames than ``--gap``) is reported on stderr
+    Every frame's images are read first (unreadable, wrong type or size: an error naming the file). A
+    scene that cannot be checked (no depth/, or no more frames than ``--gap``) is reported on stderr
     with the reason and skipped. Exit status: 0 when at least one scene was checked; 2 with a one-line
     error when ROOT holds no scene, a file of a scene is unreadable or of the wrong type/size, or no
     scene could be checked.
@@ -83,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in roots:
         try:
             s = load_scannet_scene(r)
+            check_files(s)
             if not s.has_depth:
                 print(f"checks: {s.name}: skipped: no depth/ images to reproject", file=sys.stderr)
                 continue

@@ -107,17 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     if not scenes:
         print(f"resize: {src} holds no ScanNet-layout scene folders", file=sys.stderr)
         return 2
-    dst.mkdir(parents=True, exist_ok=True)
+    (dst.parent if single else dst).mkdir(parents=True, exist_ok=True)  # a failed single scene leaves no dst
     if not single and (src / LABEL_TABLE_NAME).is_file():
         shutil.copy2(src / LABEL_TABLE_NAME, dst / LABEL_TABLE_NAME)
     frames = 0
-    for scene in tqdm(scenes, desc="resize", unit="scene"):
-        try:
-            frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height, args.stride,
-                                   args.jpeg_quality)
-        except (SceneFormatError, OSError) as exc:
-            print(f"resize: {scene}: {exc}; stopped (scenes written so far are complete)", file=sys.stderr)
-            return 2
+    with tqdm(scenes, desc="resize", unit="scene") as bar:
+        for scene in bar:
+            try:
+                frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height,
+                                       args.stride, args.jpeg_quality)
+            except (SceneFormatError, OSError) as exc:
+                bar.close()  # the error on a line of its own, not after the bar
+                print(f"resize: {exc}; stopped (scenes written so far are complete)", file=sys.stderr)
+                return 2
     print(f"resize: {len(scenes)} scene(s), {frames} frames at {args.width}x{args.height} -> {dst}")
     return 0
 
