@@ -290,3 +290,26 @@ def test_camera_model_applies_roi_and_binning() -> None:
                                          [0, 0, 1]])
     with pytest.raises(ImageConversionError, match="roi"):
         ic.camera_model_from_info(_info(roi=RegionOfInterest(x_offset=40, y_offset=0, width=48, height=40)))
+
+
+# ------------------------------------------------------------------------------ pose messages
+def test_pose_message_round_trip_and_errors() -> None:
+    from geometry_msgs.msg import Pose
+    from std_msgs.msg import Header
+
+    from sray_ros.ros.pose_conversion import matrix_to_pose, matrix_to_transform, pose_to_matrix
+
+    c, s = math.cos(0.3), math.sin(0.3)
+    m = np.array([[c, -s, 0, 1.0], [s, c, 0, -2.0], [0, 0, 1, 0.5], [0, 0, 0, 1]])
+    pose = matrix_to_pose(m)
+    assert (pose.orientation.z, pose.orientation.w) == pytest.approx((math.sin(0.15), math.cos(0.15)))
+    np.testing.assert_allclose(pose_to_matrix(pose), m, atol=1e-12)
+    t = matrix_to_transform(m, Header(frame_id="map"), "camera")
+    assert (t.header.frame_id, t.child_frame_id, t.transform.translation.y) == ("map", "camera", -2.0)
+    bad = Pose()
+    bad.orientation.w = 0.0
+    with pytest.raises(ValueError, match="orientation is not a finite non-zero quaternion"):
+        pose_to_matrix(bad)
+    bad.orientation.w, bad.position.x = 1.0, float("nan")
+    with pytest.raises(ValueError, match="position is not finite"):
+        pose_to_matrix(bad)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -40,6 +40,7 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_fr
                                            image_to_depth, image_to_labels, image_to_rgb, labels_to_image,
                                            make_camera_info, rgb_to_image, serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.ros.pose_conversion import pose_stamped_to_transform, pose_to_matrix
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
@@ -141,21 +142,6 @@ def _descriptor(description: str, extra: dict) -> ParameterDescriptor:
         lo, hi = extra["integer_range"]
         d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
     return d
-
-
-def pose_to_matrix(pose) -> np.ndarray:
-    p, q = pose.position, pose.orientation
-    quat = np.array([q.x, q.y, q.z, q.w], np.float64)
-    if not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-6:
-        raise ValueError("orientation is not a finite non-zero quaternion")
-    import torch
-
-    matrix = np.eye(4)
-    matrix[:3, :3] = geometry.quaternion_to_matrix(torch.from_numpy(quat)).numpy()
-    matrix[:3, 3] = [p.x, p.y, p.z]
-    if not np.all(np.isfinite(matrix)):
-        raise ValueError("position is not finite")
-    return matrix
 
 
 def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, header: Header) -> PointCloud2:
@@ -322,12 +308,7 @@ class SrayNode(Node):
             self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        t = TransformStamped()
-        t.header = msg.header
-        t.child_frame_id = POSE_TOPIC_FRAME
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
-            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z)
-        t.transform.rotation = msg.pose.orientation
+        t = pose_stamped_to_transform(msg.header, msg.pose, POSE_TOPIC_FRAME)
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
 

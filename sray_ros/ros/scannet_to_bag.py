@@ -123,18 +123,6 @@ def body_pose_from_optical(c2w: np.ndarray) -> np.ndarray:
     return np.asarray(c2w, np.float64) @ np.linalg.inv(T_BODY_OPTICAL)
 
 
-def _quaternion(rot: np.ndarray) -> tuple[float, float, float, float]:
-    import torch
-
-    from sray_ros.geometry import matrix_to_quaternion
-
-    # Orthonormalise first (text poses carry ~1e-6 rounding): the quaternion then encodes the nearest rotation.
-    u, _, vt = np.linalg.svd(np.asarray(rot, np.float64))
-    rot = u @ vt
-    q = matrix_to_quaternion(torch.from_numpy(rot)).numpy()
-    return tuple(float(v) for v in q)
-
-
 def _validate(scene_dir, out_bag, fps, width, height, every, start, end, encoding, storage, fmt) -> tuple[Path, Path]:
     scene_dir, out_bag = Path(scene_dir), Path(out_bag)
     if not scene_dir.is_dir():
@@ -268,6 +256,7 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
 
     from sray_ros.data.scene import SceneFormatError
     from sray_ros.ros.image_conversion import ImageConversionError, make_camera_info, numpy_to_image
+    from sray_ros.ros.pose_conversion import rotation_to_quaternion
 
     names = topic_names(topic_prefix)
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -314,7 +303,8 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
                 stamp = frame_stamp_ns(k, fps)
                 body = body_pose_from_optical(scene.poses[idx])
                 tf = TFMessage()
-                tf.transforms = [_transform(stamp, world_frame, BODY_FRAME, body[:3, 3], _quaternion(body[:3, :3]))]
+                tf.transforms = [_transform(stamp, world_frame, BODY_FRAME, body[:3, 3],
+                                            rotation_to_quaternion(body[:3, :3]))]
                 put("tf", stamp, tf)
                 put("camera_info", stamp, make_camera_info(K_color, w, h, _header(stamp, OPTICAL_FRAME)))
                 rgb = scene.load_color(idx)
