@@ -527,3 +527,16 @@ def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(runn
     status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 1, timeout=30.0)
     assert counts(status)["bad_depth"] == counts(before).get("bad_depth", 0) + 1
     client.node.destroy_publisher(depth_info_pub)
+
+
+def test_render_reports_source_coverage_and_checks_the_request_camera_info(running, room):
+    client = running["client"]
+    response = client.call(client.render, render_request(room, HELD_OUT, width=40, height=30))
+    assert response.success, response.message
+    assert 0.0 <= response.source_overlap <= 1.0 and np.isfinite(response.source_distance_m)
+    assert response.source_distance_m >= 0.0
+    assert ("barely see the target" in response.message) == (response.source_overlap < 0.5)
+    request = render_request(room, HELD_OUT, width=40, height=30)
+    request.camera_info.r = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0]  # a stereo rectification rotation
+    bad = client.call(client.render, request)
+    assert not bad.success and "rectification rotation" in bad.message

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sray_ros.data.label_sets import LabelSet
+from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet
 from sray_ros import geometry
 from sray_ros.geometry import resize_nearest, scale_intrinsics
 
@@ -115,7 +115,7 @@ class SceneArrays:
     intrinsics_depth: np.ndarray
     near: float
     far: float
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     @property
     def num_frames(self) -> int:

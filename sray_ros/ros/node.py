@@ -429,7 +429,14 @@ class SrayNode(Node):
         width = info.width or self.get_parameter("default_width").value
         height = info.height or self.get_parameter("default_height").value
         K = np.array(info.k, np.float64).reshape(3, 3)
-        if not info.width or not info.height or not np.any(K):
+        notes: tuple[str, ...] = ()
+        if info.width and info.height and np.any(K):
+            try:  # every field checked as for the input cameras; ROI / binning give the rendered size
+                camera = camera_model_from_info(info)
+            except ImageConversionError as exc:
+                raise RenderError(f"request {exc}") from None
+            K, width, height, notes = camera.K, camera.width, camera.height, camera.notes
+        else:
             # Default intrinsics: the newest keyframe's camera, scaled to the requested size.
             snapshot = self.keyframes.snapshot()
             if not snapshot:
@@ -437,7 +444,8 @@ class SrayNode(Node):
             latest = snapshot[-1].frame
             h0, w0 = latest.rgb.shape[:2]
             K = geometry.scale_intrinsics(np.asarray(latest.K, np.float64), width / w0, height / h0)
-        return RenderRequest(world_from_frame @ local, K, int(width), int(height), int(request.num_source_views))
+        return RenderRequest(world_from_frame @ local, K, int(width), int(height), int(request.num_source_views),
+                             notes)
 
     def _on_render(self, request: RenderSemanticView.Request, response: RenderSemanticView.Response):
         start = time.perf_counter()
@@ -457,8 +465,9 @@ class SrayNode(Node):
         header = Header(stamp=request.target_pose.header.stamp, frame_id="sray_target_optical_frame")
         response.success = True
         response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
-        if result.coverage_warning:
-            response.message += f"; {result.coverage_warning}"
+        for note in (*render_request.notes, result.coverage_warning):
+            if note:
+                response.message += f"; {note}"
         response.source_distance_m = float(result.source_distance_m)
         response.source_overlap = float(result.source_overlap)
         response.labels = labels_to_image(result.labels, header)

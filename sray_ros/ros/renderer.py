@@ -62,6 +62,7 @@ class RenderRequest:
     width: int
     height: int
     num_source_views: int = 0  # 0 = renderer default
+    notes: tuple[str, ...] = ()  # camera_info fields interpreted or ignored, for the response message
 
 
 @dataclass
