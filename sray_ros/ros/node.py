@@ -231,7 +231,8 @@ class SrayNode(Node):
                                  callback_group=self._intake_group)
         self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
                                  callback_group=self._intake_group)
-        self._warned: set[str] = set()  # camera_info notes already logged (each once)        # Images arrive serialized: pairing and the pose check need only their header, and turning a
+        self._warned: set[str] = set()  # camera_info notes already logged (each once)
+        # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
         for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels")):
             self.create_subscription(Image, topic, self._make_intake(stream, raw=True), sensor_qos,
