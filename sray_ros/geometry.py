@@ -25,6 +25,7 @@ Functions accept ``torch.Tensor`` with arbitrary leading batch dimensions unless
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -237,6 +238,23 @@ def resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(img, (int(width), int(height)), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
+@functools.lru_cache(maxsize=8)
+def _same_frame_lookup(kd: bytes, kc: bytes, wd: int, hd: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat depth-pixel and colour-pixel indices of :func:`register_depth` for coinciding optical frames
+    (the mapping depends on the intrinsics and sizes only, so a camera pair computes it once)."""
+    Kd, Kc = np.frombuffer(kd).reshape(3, 3), np.frombuffer(kc).reshape(3, 3)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    homog = np.stack([u, v, np.ones_like(u)], -1) @ (Kd @ np.linalg.inv(Kc)).T
+    ud, vd = homog[..., 0] / homog[..., 2], homog[..., 1] / homog[..., 2]
+    # nearest pixel centre; floor(x + 0.5) so a half-way point goes to the higher index consistently
+    cols, rows = np.floor(ud + 0.5).astype(np.int64), np.floor(vd + 0.5).astype(np.int64)
+    inside = ((cols >= 0) & (cols < wd) & (rows >= 0) & (rows < hd)).reshape(-1)
+    source, target = (rows.reshape(-1) * wd + cols.reshape(-1))[inside], np.flatnonzero(inside)
+    source.setflags(write=False)  # cached: shared by every call
+    target.setflags(write=False)
+    return source, target
+
+
 def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_size: tuple[int, int],
                    color_from_depth: np.ndarray | None = None) -> np.ndarray:
     """Depth image of the depth camera re-expressed in the colour camera (pinhole reprojection).
@@ -264,15 +282,10 @@ def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, 
     if color_from_depth is None or np.allclose(color_from_depth, np.eye(4), atol=1e-9):
         if (wd, hd) == (width, height) and np.allclose(Kd, Kc):
             return depth.copy()
-        v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-        homog = np.stack([u, v, np.ones_like(u)], -1) @ (Kd @ np.linalg.inv(Kc)).T
-        ud, vd = homog[..., 0] / homog[..., 2], homog[..., 1] / homog[..., 2]
-        # nearest pixel centre; floor(x + 0.5) so a half-way point goes to the higher index consistently
-        cols, rows = np.floor(ud + 0.5).astype(np.int64), np.floor(vd + 0.5).astype(np.int64)
-        inside = (cols >= 0) & (cols < wd) & (rows >= 0) & (rows < hd)
-        out = np.zeros((height, width), np.float32)
-        out[inside] = depth[rows[inside], cols[inside]]
-        return out
+        source, target = _same_frame_lookup(Kd.tobytes(), Kc.tobytes(), wd, hd, width, height)
+        out = np.zeros(height * width, np.float32)
+        out[target] = depth.reshape(-1)[source]
+        return out.reshape(height, width)
     T = np.asarray(color_from_depth, np.float64)
     rows, cols = np.nonzero(np.isfinite(depth) & (depth > DEPTH_EPS))
     z = depth[rows, cols].astype(np.float64)
