@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,8 +25,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import yaml
+
+from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+from sray_ros.ros.ros_env import ProcessGroup
 
 REPO = Path(__file__).resolve().parents[1]
 if not (REPO / "config" / "sray.yaml").exists():  # running from the colcon install: find the source tree
@@ -37,34 +37,6 @@ if not (REPO / "config" / "sray.yaml").exists():  # running from the colcon inst
 
 def log(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class Processes:
-    """Children in their own process groups, all stopped by id on exit."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.children: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        out = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        out.close()
-        self.children.append((name, proc))
-        return proc
-
-    def stop_all(self) -> None:
-        for name, proc in reversed(self.children):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGINT)
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=15)
-                except ProcessLookupError:
-                    pass
 
 
 def executable(name: str) -> list[str]:
@@ -76,17 +48,14 @@ def executable(name: str) -> list[str]:
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    known = labels != 255
+    known = labels != IGNORE_INDEX
     out = rgb.astype(np.float32).copy()
-    out[known] = (1 - alpha) * out[known] + alpha * colors[labels[known]]
+    out[known] = (1 - alpha) * out[known] + alpha * colorize_ids(labels, colors)[known]
     return out.clip(0, 255).astype(np.uint8)
 
 
 def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    out = np.zeros((*labels.shape, 3), np.uint8)
-    known = labels != 255
-    out[known] = colors[labels[known]]
-    return out
+    return colorize_ids(labels, colors)
 
 
 def caption(image: np.ndarray, text: str) -> np.ndarray:
@@ -99,8 +68,8 @@ def score(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> dict:
     """Per-view mIoU / accuracy over labelled pixels; unknown predictions (255) count as wrong."""
     from sray_ros.train.metrics import ConfusionMatrix
 
-    valid = gt != 255
-    known = valid & (pred != 255)
+    valid = gt != IGNORE_INDEX
+    known = valid & (pred != IGNORE_INDEX)
     cm = ConfusionMatrix(num_classes)
     cm.update(pred[known], gt[known])
     correct = float((pred[valid] == gt[valid]).sum())
@@ -129,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.msg import LabelInfo, NodeStatus
     from sray_ros.ros.image_conversion import image_to_labels, image_to_rgb, make_camera_info
+    from sray_ros.ros.pose_conversion import matrix_to_pose
     from sray_ros.ros.scannet_to_bag import convert
     from sray_ros.srv import RenderSemanticView
     from sray_ros import geometry
@@ -138,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="sray_demo_"))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_LOG_DIR", str(work / "ros_log"))
-    processes = Processes(work)
+    processes = ProcessGroup(work)
     started = time.monotonic()
     rclpy.init()
     node = rclpy.create_node("sray_demo")
@@ -187,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         remaps = []
         for topic in ("color/image", "color/camera_info", "depth/image", "depth/camera_info", "labels/image"):
             remaps += ["-r", f"{topic}:=/camera/{topic.replace('/image', '/image_raw')}"]
-        processes.start("sray_node", executable("sray_node") + ["--ros-args", "--params-file",
-                        str(REPO / "config" / "sray.yaml"), "--params-file", str(overrides)] + remaps)
+        processes.start(executable("sray_node") + ["--ros-args", "--params-file",
+                        str(REPO / "config" / "sray.yaml"), "--params-file", str(overrides)] + remaps, "sray_node")
         render = node.create_client(RenderSemanticView, "/sray_node/render_semantic_view")
         log("waiting for the node")
         deadline = time.monotonic() + 120
@@ -201,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         # The node's service is up before DDS has matched its subscriptions with the player's publishers;
         # under load that takes seconds, and a volatile late-joiner would miss the first frames.
         wait_for = ["/camera/color/image_raw", "/camera/color/camera_info", "/camera/depth/image_raw", "/tf"]
-        player = processes.start("player", executable("sray_play_bag") + [
-            str(bag), "--clock", "--rate", str(args.rate), "--no-progress", "--wait-for-subscribers", *wait_for])
+        player = processes.start(executable("sray_play_bag") + [
+            str(bag), "--clock", "--rate", str(args.rate), "--no-progress", "--wait-for-subscribers", *wait_for], "player")
         deadline = time.monotonic() + args.timeout
         while player.poll() is None:
             if time.monotonic() > deadline:
@@ -226,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 request = RenderSemanticView.Request(num_source_views=0, return_color=True, return_depth=True,
                                                      return_confidence=True)
                 request.target_pose.header.frame_id = "map"
-                p, q = request.target_pose.pose.position, request.target_pose.pose.orientation
-                p.x, p.y, p.z = map(float, c2w[:3, 3])
-                quat = geometry.matrix_to_quaternion(torch.from_numpy(np.ascontiguousarray(c2w[:3, :3]))).numpy()
-                q.x, q.y, q.z, q.w = map(float, quat)
+                request.target_pose.pose = matrix_to_pose(c2w)
                 K = geometry.scale_intrinsics(scene.intrinsics, args.width / scene.width, args.height / scene.height)
                 request.camera_info = make_camera_info(K, args.width, args.height)
                 t0 = time.perf_counter()
@@ -239,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"render of frame {scene.frame_ids[i]} failed: {response.message}")
                 labels = image_to_labels(response.labels)
                 rgb = cv2.resize(scene.load_color(i), (args.width, args.height), interpolation=cv2.INTER_AREA)
-                gt = cv2.resize(scene.load_labels(i), (args.width, args.height), interpolation=cv2.INTER_NEAREST)
+                gt = geometry.resize_nearest(scene.load_labels(i), args.width, args.height)
                 metrics = score(labels, gt, num_classes)
                 name = f"frame_{scene.frame_ids[i]:06d}_{tag}"
                 cv2.imwrite(str(out / f"{name}_labels.png"), labels)

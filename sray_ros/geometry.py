@@ -15,13 +15,20 @@ Conventions (DESIGN.md section 2), decided once for the whole package:
 * A point is visible in a camera when its camera-frame ``z > eps`` and its projection lies inside the
   image (``-0.5 <= u < W - 0.5``, same for ``v``).
 
+* Depth and label images are resized with :func:`resize_nearest` only (exact nearest neighbour under
+  the pixel-centre convention above), everywhere: readers, the node's intake, fine-tuning.
+* Depth registration (:func:`register_depth`) maps a depth image from its own pinhole camera into
+  another one (the colour camera) by reprojection, never by stretching.
+
 Functions accept ``torch.Tensor`` with arbitrary leading batch dimensions unless stated otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -196,6 +203,107 @@ def scale_intrinsics(K: Tensor | np.ndarray, sx: float, sy: float):
     out[..., 1, 1] = K[..., 1, 1] * sy
     out[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5
     return out
+
+
+def intrinsics_problem(K, width: int | None = None, height: int | None = None) -> str | None:
+    """Why ``K`` cannot be a pinhole intrinsics matrix of a ``width x height`` image, or None when it can.
+
+    Requires a finite ``3x3`` matrix with positive focal lengths ``fx = K[0, 0]``, ``fy = K[1, 1]``,
+    last row ``[0, 0, 1]``, zero ``K[1, 0]``, and (when a size is given) a positive size. The one check
+    the node's camera_info intake, the keyframe buffer and the renderer share.
+    """
+    k = np.asarray(K.detach().cpu().numpy() if isinstance(K, Tensor) else K, dtype=np.float64)
+    if k.shape != (3, 3):
+        return f"intrinsics K must be 3x3, got shape {k.shape}"
+    if not np.all(np.isfinite(k)):
+        return f"intrinsics K contain non-finite values: {k.reshape(-1).tolist()}"
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return (f"intrinsics K need positive focal lengths, got fx={k[0, 0]}, fy={k[1, 1]} "
+                "(an all-zero K means the camera is uncalibrated)")
+    if not np.allclose(k[2], [0.0, 0.0, 1.0]) or k[1, 0] != 0:
+        return f"intrinsics K must be upper triangular with last row [0, 0, 1], got {k.reshape(-1).tolist()}"
+    if width is not None and height is not None and (width <= 0 or height <= 0):
+        return f"camera needs a positive image size, got {width}x{height}"
+    return None
+
+
+def resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Depth or label image ``[H, W]`` (or ``[H, W, C]``) resized to ``width x height`` by exact nearest
+    neighbour: output pixel centre ``u'`` samples the input pixel whose centre is nearest to
+    ``(u' + 0.5) / sx - 0.5`` (``cv2.INTER_NEAREST_EXACT``; the pixel convention of
+    :func:`scale_intrinsics`). Values are never interpolated, so a label map holds only input ids and
+    depth edges never mix depths. Returns the input itself when the size already matches."""
+    if img.shape[1] == width and img.shape[0] == height:
+        return img
+    return cv2.resize(img, (int(width), int(height)), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+@functools.lru_cache(maxsize=8)
+def _same_frame_lookup(kd: bytes, kc: bytes, wd: int, hd: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat depth-pixel and colour-pixel indices of :func:`register_depth` for coinciding optical frames
+    (the mapping depends on the intrinsics and sizes only, so a camera pair computes it once)."""
+    Kd, Kc = np.frombuffer(kd).reshape(3, 3), np.frombuffer(kc).reshape(3, 3)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    homog = np.stack([u, v, np.ones_like(u)], -1) @ (Kd @ np.linalg.inv(Kc)).T
+    ud, vd = homog[..., 0] / homog[..., 2], homog[..., 1] / homog[..., 2]
+    # nearest pixel centre; floor(x + 0.5) so a half-way point goes to the higher index consistently
+    cols, rows = np.floor(ud + 0.5).astype(np.int64), np.floor(vd + 0.5).astype(np.int64)
+    inside = ((cols >= 0) & (cols < wd) & (rows >= 0) & (rows < hd)).reshape(-1)
+    source, target = (rows.reshape(-1) * wd + cols.reshape(-1))[inside], np.flatnonzero(inside)
+    source.setflags(write=False)  # cached: shared by every call
+    target.setflags(write=False)
+    return source, target
+
+
+def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_size: tuple[int, int],
+                   color_from_depth: np.ndarray | None = None) -> np.ndarray:
+    """Depth image of the depth camera re-expressed in the colour camera (pinhole reprojection).
+
+    Args:
+        depth: ``float32 [Hd, Wd]`` z-depth in metres of the depth camera, 0 = invalid.
+        K_depth, K_color: ``[3, 3]`` pinhole intrinsics of the two cameras (rectified, no distortion).
+        color_size: ``(width, height)`` of the colour image.
+        color_from_depth: ``[4, 4]`` rigid transform from the depth optical frame to the colour optical
+            frame; None (or identity) when the two optical frames coincide.
+    Returns:
+        ``float32 [Hc, Wc]`` z-depth in the colour camera's frame, 0 where no depth pixel lands.
+
+    Coinciding optical frames: the mapping between the two images does not depend on depth (same centre,
+    same axes), so each colour pixel samples the depth pixel at ``K_depth K_color^-1 (u, v, 1)``, the
+    nearest one (as :func:`resize_nearest` does; identical to it when the intrinsics are a scaled copy),
+    and z is unchanged. Otherwise every valid depth pixel is back-projected, moved into the colour frame
+    and splatted to its nearest colour pixel, keeping the nearest surface (z-buffer); colour pixels no
+    depth pixel lands on stay 0 (holes where the colour camera is finer or sees around an occluder).
+    """
+    depth = np.asarray(depth, np.float32)
+    width, height = int(color_size[0]), int(color_size[1])
+    Kd, Kc = np.asarray(K_depth, np.float64), np.asarray(K_color, np.float64)
+    hd, wd = depth.shape
+    if color_from_depth is None or np.allclose(color_from_depth, np.eye(4), atol=1e-9):
+        if (wd, hd) == (width, height) and np.allclose(Kd, Kc):
+            return depth.copy()
+        source, target = _same_frame_lookup(Kd.tobytes(), Kc.tobytes(), wd, hd, width, height)
+        out = np.zeros(height * width, np.float32)
+        out[target] = depth.reshape(-1)[source]
+        return out.reshape(height, width)
+    T = np.asarray(color_from_depth, np.float64)
+    rows, cols = np.nonzero(np.isfinite(depth) & (depth > DEPTH_EPS))
+    z = depth[rows, cols].astype(np.float64)
+    rays = np.stack([cols, rows, np.ones_like(cols)], -1).astype(np.float64) @ np.linalg.inv(Kd).T
+    points = (rays * z[:, None]) @ T[:3, :3].T + T[:3, 3]
+    zc = points[:, 2]
+    front = zc > DEPTH_EPS
+    pix = points[front] @ Kc.T
+    uc, vc, zc = pix[:, 0] / pix[:, 2], pix[:, 1] / pix[:, 2], zc[front]
+    cc, rc = np.floor(uc + 0.5).astype(np.int64), np.floor(vc + 0.5).astype(np.int64)
+    inside = (cc >= 0) & (cc < width) & (rc >= 0) & (rc < height)
+    cc, rc, zc = cc[inside], rc[inside], zc[inside]
+    flat = rc * width + cc
+    order = np.lexsort((zc, flat))  # by pixel, nearest surface first within a pixel (z-buffer)
+    pixels, first = np.unique(flat[order], return_index=True)
+    out = np.zeros(height * width, np.float32)
+    out[pixels] = zc[order][first]
+    return out.reshape(height, width)
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float, dtype=torch.float32) -> Tensor:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from sray_ros.ros.ros_env import ProcessGroup  # noqa: F401 - tests import it from here
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -50,49 +51,6 @@ def installed_executable(name: str) -> list[str]:
     if not path.exists():
         pytest.fail(f"{path} is missing: run `bash scripts/setup.sh` (colcon build) first")
     return [sys.executable, str(path)]
-
-
-class ProcessGroup:
-    """Starts child processes in their own process groups and stops every one of them by id."""
-
-    def __init__(self, log_dir: pathlib.Path) -> None:
-        self._procs: list[tuple[subprocess.Popen, pathlib.Path]] = []
-        self._log_dir = log_dir
-
-    def start(self, cmd: list[str], name: str, env: dict | None = None, cwd=None) -> subprocess.Popen:
-        log_path = self._log_dir / f"{name}.log"
-        log = open(log_path, "wb")
-
-        def restore_sigint() -> None:  # background shells start children with SIGINT ignored
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                cwd=cwd, start_new_session=True, preexec_fn=restore_sigint)
-        log.close()
-        self._procs.append((proc, log_path))
-        return proc
-
-    def log(self, proc: subprocess.Popen) -> str:
-        for p, path in self._procs:
-            if p is proc:
-                return path.read_text(errors="replace")
-        raise KeyError(proc)
-
-    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> int:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for proc, _ in reversed(self._procs):
-            self.stop(proc)
 
 
 @pytest.fixture

@@ -292,3 +292,23 @@ def test_cli(room, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sray_ros.ros.scannet_to_bag", str(room), str(tmp_path / "bag")],
                          capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert bad.returncode == 2 and "exists already" in bad.stderr, bad.stderr
+
+
+def test_cli_8bit_depth_is_a_one_line_error_naming_the_file(room, tmp_path):
+    # A dataset whose depth PNGs are 8-bit (2 m would read as 0.2 m): exit 2, one line naming the file
+    # and what it holds, no traceback, no bag.
+    import shutil
+
+    import cv2
+
+    scene = tmp_path / "scene"
+    shutil.copytree(room, scene)
+    depth_file = sorted((scene / "depth").glob("*.png"), key=lambda p: int(p.stem))[3]
+    h, w = cv2.imread(str(depth_file), cv2.IMREAD_UNCHANGED).shape
+    cv2.imwrite(str(depth_file), np.full((h, w), 200, np.uint8))
+    bad = subprocess.run([sys.executable, "-m", "sray_ros.ros.scannet_to_bag", str(scene), str(tmp_path / "bag"),
+                          "--no-progress"], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+    assert f"depth/{depth_file.name}" in lines[0] and f"found 1-channel uint8 {w}x{h}" in lines[0], lines[0]
+    assert not (tmp_path / "bag").exists()

@@ -65,6 +65,20 @@ def test_colorize():
     assert tuple(img[0, 0]) == tuple(ls.colors[0]) and tuple(img[1, 0]) == (0, 0, 0)
 
 
+def test_colorize_ids_is_the_one_label_colouring():
+    # the node colours renders from the checkpoint's label-set dict (lists of 0-255 values), the demo from
+    # LabelInfo colours (floats * 255): one function for both; 255 and ids without a colour -> ignore colour
+    from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+
+    colors = [[10, 20, 30], [40.4, 50.6, 60.0]]
+    img = colorize_ids(np.array([[0, 1, 2, IGNORE_INDEX]], np.uint8), colors, ignore_color=(1, 2, 3))
+    assert img.tolist() == [[[10, 20, 30], [40, 51, 60], [1, 2, 3], [1, 2, 3]]]
+    assert colorize_ids(np.array([[-1, 1, 300]]), colors).tolist() == [[[0, 0, 0], [40, 51, 60], [0, 0, 0]]]
+    ls = load_label_set("scannet20")
+    labels = np.array([[0, 19, 255]], np.uint8)
+    assert np.array_equal(ls.colorize(labels), colorize_ids(labels, ls.to_dict()["colors"]))
+
+
 # hand-picked raw ScanNet categories -> expected ScanNet-20 class name (None = ignore)
 HAND_PICKED = {
     "wall": "wall", "floor": "floor", "kitchen cabinets": "cabinet", "file cabinet": "cabinet", "bed": "bed",

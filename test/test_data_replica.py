@@ -70,3 +70,13 @@ def test_replica_bad_pose_and_missing_traj(tmp_path):
     (root / "traj_w_c.txt").unlink()
     with pytest.raises(SceneFormatError, match="traj_w_c.txt"):
         load_replica_scene(root, 64, 48)
+
+
+def test_replica_8bit_depth_png_is_an_error_naming_the_file(tmp_path):
+    root = write_replica(tmp_path / "room", n=2)
+    cv2.imwrite(str(root / "depth" / "depth_1.png"), np.full((480, 640), 250, np.uint8))  # 2.5 m in 8 bits?
+    scene = load_replica_scene(root, 64, 48)
+    assert np.all(scene.load_depth(0) == 2.5)
+    with pytest.raises(SceneFormatError, match=r"depth_1\.png: depth must be a single-channel 16-bit PNG of "
+                                               r"millimetres, found 1-channel uint8 640x480"):
+        scene.load_depth(1)

@@ -1,5 +1,6 @@
 """ScanNet-layout reader: real HoloLens sequence, and small hand-made scenes for the edge cases."""
 
+import re
 from pathlib import Path
 
 import cv2
@@ -218,3 +219,83 @@ def test_resize_rejects_malformed_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing folder color/" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "scene_a").exists() and not list((tmp_path / "out").glob("*.partial"))
+
+
+# ------------------------------------------------------------------ every file checked, by kind of defect
+def _break(root: Path, kind: str) -> str:
+    """Damage frame 1 of a write_scene() scene; returns the damaged file's path relative to root."""
+    rel = {"depth_8bit": "depth/1.png", "depth_other_size": "depth/1.png", "depth_3ch": "depth/1.png",
+           "depth_empty": "depth/1.png", "color_empty": "color/1.jpg", "color_other_size": "color/1.jpg",
+           "labels_colour": "label-filt/1.png", "labels_other_size": "label-filt/1.png"}[kind]
+    path = root / rel
+    if kind == "depth_8bit":  # 2 m as an 8-bit PNG: read as millimetres it would be 0.2 m
+        cv2.imwrite(str(path), np.full((48, 64), 200, np.uint8))
+    elif kind == "depth_other_size":
+        cv2.imwrite(str(path), np.full((24, 32), 2000, np.uint16))
+    elif kind == "depth_3ch":
+        cv2.imwrite(str(path), np.full((48, 64, 3), 2000, np.uint16))
+    elif kind in ("depth_empty", "color_empty"):
+        path.write_bytes(b"")
+    elif kind == "color_other_size":
+        cv2.imwrite(str(path), np.zeros((36, 48, 3), np.uint8))
+    elif kind == "labels_colour":
+        cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8))
+    elif kind == "labels_other_size":
+        cv2.imwrite(str(path), np.ones((36, 48), np.uint16))
+    return rel
+
+
+BROKEN_KINDS = {  # kind -> what the error must say was found
+    "depth_8bit": "1-channel uint8", "depth_other_size": "32x24", "depth_3ch": "3-channel uint16",
+    "depth_empty": "cannot read image", "color_empty": "cannot read image", "color_other_size": "48x36",
+    "labels_colour": "3-channel uint8", "labels_other_size": "48x36",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_KINDS))
+def test_reader_names_a_bad_file_and_what_it_found(tmp_path, kind):
+    root = write_scene(tmp_path / "scene")
+    rel = _break(root, kind)
+    with pytest.raises(SceneFormatError) as info:
+        load_scannet_scene(root, 48, 36).preload()
+    assert rel in str(info.value) and BROKEN_KINDS[kind] in str(info.value), str(info.value)
+
+
+def test_8bit_depth_is_not_read_as_millimetres(tmp_path):
+    root = write_scene(tmp_path / "scene")
+    scene = load_scannet_scene(root, 64, 48)
+    assert np.all(scene.load_depth(1) == 2.0)  # the 16-bit file: 2000 mm
+    _break(root, "depth_8bit")
+    with pytest.raises(SceneFormatError, match=r"depth/1\.png: depth must be a single-channel 16-bit PNG"):
+        scene.load_depth(1)
+
+
+@pytest.mark.parametrize("kind", ["depth_8bit", "color_empty", "labels_other_size"])
+def test_tools_give_one_line_exit_2_naming_the_file(tmp_path, kind, capsys):
+    from sray_ros.data.checks import main as checks_main
+    from sray_ros.data.resize import main as resize_main
+    from sray_ros.ros.scannet_to_bag import main as convert_main
+
+    root = write_scene(tmp_path / "scene")
+    rel = _break(root, kind)
+    capsys.readouterr()
+    for run in (lambda: convert_main([str(root), str(tmp_path / "bag"), "--no-progress"]),
+                lambda: resize_main([str(root), str(tmp_path / "small"), "--width", "48", "--height", "36"]),
+                lambda: checks_main([str(root), "--gap", "1", "--pairs", "2"])):
+        assert run() == 2
+        # the one line, apart from a progress bar's carriage-return updates
+        err = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip() and "%|" not in line]
+        assert len(err) == 1 and rel in err[0] and BROKEN_KINDS[kind] in err[0], err
+    assert not (tmp_path / "bag").exists() and not (tmp_path / "small").exists()
+
+
+def test_checks_says_why_a_scene_shorter_than_its_gap_is_skipped(tmp_path, capsys):
+    from sray_ros.data.checks import main as checks_main
+
+    root = write_scene(tmp_path / "scene")  # 3 frames
+    assert checks_main([str(root), "--gap", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "scene: skipped: 3 frame(s) with valid poses, a pair --gap 5 apart needs at least 6" in err
+    assert "no scene under" in err
+    assert checks_main([str(root), "--gap", "1", "--pairs", "2"]) == 0
+    assert "median depth error" in capsys.readouterr().out

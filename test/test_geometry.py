@@ -143,3 +143,75 @@ def test_depth_from_raw_marks_no_return_zero_and_nonfinite_invalid():
     np.testing.assert_array_equal(G.depth_from_raw(metres, 1.0), [[0.0, 0.0, 0.0, 2.0]])
     mask = G.valid_depth(torch.from_numpy(G.depth_from_raw(raw, 1000.0)))
     assert mask.tolist() == [[False, True, False, True]]
+
+
+# ------------------------------------------------------------------------------- depth registration
+def _plane_depth(K: np.ndarray, width: int, height: int, normal=(0.2, 0.1, 1.0), offset: float = 2.0) -> np.ndarray:
+    """z-depth of the plane n . X = offset seen by a pinhole camera at the plane's frame origin."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    y = (v - K[1, 2]) / K[1, 1]
+    x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return (offset / (normal[0] * x + normal[1] * y + normal[2])).astype(np.float32)
+
+
+def test_register_depth_same_optical_frame_reprojects_into_the_colour_camera() -> None:
+    # A 106x60 depth camera with other intrinsics than the 80x60 colour camera, same optical frame: each
+    # colour pixel must get the depth of the surface along ITS ray (here a tilted plane), and 0 where its
+    # ray leaves the depth camera's view (top and bottom rows: the colour camera sees wider vertically).
+    K_d = np.array([[70.0, 0, 52.5], [0, 70.0, 29.5], [0, 0, 1]])
+    K_c = np.array([[60.0, 0, 39.5], [0, 62.0, 30.2], [0, 0, 1]])
+    depth = _plane_depth(K_d, 106, 60)
+    out = G.register_depth(depth, K_d, K_c, (80, 60))
+    truth = _plane_depth(K_c, 80, 60)
+    v = (np.arange(60) - 30.2) / 62.0 * 70.0 + 29.5  # the colour rows' ray in the depth image
+    inside_rows = (v >= -0.5) & (v < 59.5)
+    assert out.shape == (60, 80) and out.dtype == np.float32
+    assert 0 < inside_rows.sum() < 60
+    assert np.all(out[~inside_rows] == 0)
+    # nearest depth pixel: off by at most half a depth pixel along the plane's gradient (< 1 cm here)
+    np.testing.assert_allclose(out[inside_rows], truth[inside_rows], atol=0.01)
+    stretched = G.resize_nearest(depth, 80, 60)  # what intake did before: wrong by up to several cm
+    assert np.abs(stretched - truth).max() > 0.05
+
+
+def test_register_depth_identical_cameras_and_scaled_intrinsics_equal_nearest_resize() -> None:
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    depth = np.random.default_rng(1).uniform(0.5, 4.0, (60, 80)).astype(np.float32)
+    np.testing.assert_array_equal(G.register_depth(depth, K, K, (80, 60)), depth)
+    K_half = G.scale_intrinsics(K, 0.5, 0.5)
+    np.testing.assert_array_equal(G.register_depth(depth, K, K_half, (40, 30)), G.resize_nearest(depth, 40, 30))
+
+
+def test_register_depth_with_a_baseline_splats_with_a_z_buffer() -> None:
+    # Depth camera 6 cm to the right (+x) of the colour camera, same intrinsics: a wall at 2 m shifts by
+    # fx * 0.06 / 2 = 1.8 -> 2 px, a box at 1 m (depth columns 20..29) by 3.6 -> 4 px and occludes the wall.
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    depth = np.full((60, 80), 2.0, np.float32)
+    depth[:, 20:30] = 1.0
+    color_from_depth = np.eye(4)
+    color_from_depth[0, 3] = 0.06
+    out = G.register_depth(depth, K, K, (80, 60), color_from_depth)
+    row = out[30]
+    assert np.all(row[:2] == 0)  # no depth pixel lands left of column 2
+    assert np.all(row[2:22] == 2.0) and np.all(row[22:24] == 0.0)  # disocclusion hole beside the box
+    assert np.all(row[24:34] == 1.0)  # the box, winning over the wall also splatted into columns 32, 33
+    assert np.all(row[34:] == 2.0)
+    assert np.all(out == out[30])  # pure x baseline: rows unchanged
+
+
+def test_resize_nearest_is_exact_nearest() -> None:
+    # 6 -> 4 columns: output centre u' samples input (u' + 0.5) * 1.5 - 0.5 = 0.25, 1.75, 3.25, 4.75 -> 0, 2, 3, 5
+    # (cv2.INTER_NEAREST takes floor(u' * 1.5) = 0, 1, 3, 4 instead)
+    img = np.arange(6, dtype=np.uint8)[None].repeat(3, 0)
+    np.testing.assert_array_equal(G.resize_nearest(img, 4, 3)[0], [0, 2, 3, 5])
+
+
+@pytest.mark.parametrize("K, match", [
+    (np.eye(3)[:2], "3x3"), (np.zeros((3, 3)), "positive focal"), (np.diag([1.0, 1.0, 2.0]), "last row"),
+    (np.array([[1.0, 0, 0], [0.5, 1, 0], [0, 0, 1]]), "upper triangular"),
+    (np.array([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]]), "non-finite"),
+])
+def test_intrinsics_problem_names_what_is_wrong(K, match) -> None:
+    assert match in G.intrinsics_problem(K)
+    assert G.intrinsics_problem(np.array([[10.0, 0, 5], [0, 10, 5], [0, 0, 1]]), 10, 10) is None
+    assert "positive image size" in G.intrinsics_problem(np.array([[10.0, 0, 5], [0, 10, 5], [0, 0, 1]]), 0, 10)

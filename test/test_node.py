@@ -383,3 +383,160 @@ def test_without_a_model_render_fails_with_the_reason(processes, rclpy_context, 
     assert proc.poll() is None, processes.log(proc)
     assert not response.success and "no model loaded" in response.message
     assert len(response.labels.data) == 0
+
+
+# ------------------------------------------------------------------ depth of another camera (issue item 3)
+def _plane_depth(K, width, height, normal=(0.2, 0.1, 1.0), offset=2.0):
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    x, y = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+    return offset / (normal[0] * x + normal[1] * y + normal[2])
+
+
+K_COLOR = np.array([[60.0, 0, 39.5], [0, 62.0, 30.2], [0, 0, 1]])  # 80x60 colour camera
+K_DEPTH = np.array([[70.0, 0, 52.5], [0, 70.0, 29.5], [0, 0, 1]])  # 106x60 depth camera, other intrinsics
+
+
+def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
+    """Colour 80x60 + camera_info, 16UC1 depth 106x60 of a tilted plane (+ its camera_info) at one stamp."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from sray_ros.ros.image_conversion import make_camera_info, numpy_to_image
+
+    stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)))
+    color_header, depth_header = Header(stamp=stamp, frame_id="camera"), Header(stamp=stamp, frame_id=depth_frame)
+    rgb = np.random.default_rng(int(stamp_s * 10)).integers(0, 256, (60, 80, 3), np.uint8)
+    depth_mm = np.rint(_plane_depth(K_DEPTH, 106, 60) * 1000).astype(np.uint16)
+    return {"color": numpy_to_image(rgb, "rgb8", color_header),
+            "camera_info": make_camera_info(K_COLOR, 80, 60, color_header),
+            "depth": numpy_to_image(depth_mm, "16UC1", depth_header),
+            "depth_info": make_camera_info(K_DEPTH, 106, 60, depth_header) if with_depth_info else None}, depth_mm
+
+
+def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_checkpoint, rclpy_context):
+    """The node's intake path (in-process, messages as DDS delivers them): the keyframe holds the depth
+    reprojected into the colour camera, not the depth image stretched to the colour size."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.parameter import Parameter
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Header
+
+    from sray_ros import geometry
+    from sray_ros.ros.node import RawImage, SrayNode
+    from sray_ros.ros.sync import MatchedSet
+
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
+                 Parameter("keyframe_width", value=80), Parameter("keyframe_height", value=60),
+                 Parameter("min_translation_m", value=0.0), Parameter("min_rotation_deg", value=0.0)]
+    node = SrayNode(context=rclpy_context, parameter_overrides=overrides)
+    try:
+        statics = []
+        for child, x in (("camera", 0.0), ("depth_camera", None)):
+            t = TransformStamped(header=Header(frame_id="map" if child == "camera" else "camera"), child_frame_id=child)
+            t.transform.rotation.w = 1.0
+            t.transform.translation.x = 0.06 if x is None else x  # depth camera 6 cm right of the colour one
+            statics.append(t)
+        assert node.tf.set_transforms(statics, authority="test", is_static=True) == []
+
+        def feed(stamp_s, color_info=None, **kwargs):
+            messages, depth_mm = _depth_frame_messages(stamp_s, **kwargs)
+            if color_info is not None:
+                color_info.header = messages["camera_info"].header
+                messages["camera_info"] = color_info
+            stamp_ns = int(round(stamp_s * 1e9))
+            raw = {k: RawImage(serialize_message(messages[k]), messages[k].header.frame_id) for k in ("color", "depth")}
+            node._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
+                                        {k: stamp_ns for k in messages}))
+            return depth_mm.astype(np.float32) / 1000.0
+
+        depth_m = feed(1.0)
+        kf = node.keyframes.snapshot()[-1].frame
+        np.testing.assert_array_equal(kf.depth, geometry.register_depth(depth_m, K_DEPTH, K_COLOR, (80, 60)))
+        truth = _plane_depth(K_COLOR, 80, 60)
+        valid = kf.depth > 0
+        assert 0.6 < valid.mean() < 1.0  # the colour camera sees wider vertically than the depth camera
+        assert np.abs(kf.depth[valid] - truth[valid]).max() < 0.01  # the surface along each colour pixel's ray
+        assert np.abs(geometry.resize_nearest(depth_m, 80, 60) - truth).max() > 0.05  # stretching is wrong
+
+        # depth in another optical frame: TF gives the extrinsics
+        depth_m = feed(2.0, depth_frame="depth_camera")
+        T = np.eye(4)
+        T[0, 3] = 0.06
+        np.testing.assert_array_equal(node.keyframes.snapshot()[-1].frame.depth,
+                                      geometry.register_depth(depth_m, K_DEPTH, K_COLOR, (80, 60), T))
+
+        # no depth camera_info and another size: rejected with the reason, the keyframes unchanged
+        ids = [k.id for k in node.keyframes.snapshot()]
+        feed(3.0, with_depth_info=False)
+        assert node.rejected["bad_depth"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+
+        # a distorted colour camera: not silently used as pinhole K; the rectified P is, with a warning once
+        from sray_ros.ros.image_conversion import make_camera_info
+
+        distorted = make_camera_info(K_COLOR, 80, 60)
+        distorted.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+        P = np.array([[55.0, 0, 40.0, 0], [0, 57.0, 30.0, 0], [0, 0, 1, 0]])
+        distorted.p = P.reshape(-1).tolist()
+        feed(4.0, color_info=distorted)
+        np.testing.assert_array_equal(node.keyframes.snapshot()[-1].frame.K, P[:, :3])
+        assert any("expects rectified images" in note for note in node._warned)
+    finally:
+        node.destroy_node()
+
+
+def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(running):
+    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as bad_depth
+    (before: stretched and accepted); with its camera_info the same frame becomes a keyframe."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+    from tf2_msgs.msg import TFMessage
+
+    client = running["client"]
+    depth_info_pub = client.node.create_publisher(CameraInfo, "/depth/camera_info",
+                                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    time.sleep(1.0)  # discovery
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def publish(stamp_s, with_depth_info):
+        from geometry_msgs.msg import TransformStamped
+        from std_msgs.msg import Header
+
+        messages, _ = _depth_frame_messages(stamp_s, with_depth_info=with_depth_info)
+        t = TransformStamped(header=Header(stamp=messages["color"].header.stamp, frame_id="map"),
+                             child_frame_id="camera")
+        t.transform.rotation.w = 1.0
+        client.tf_pub.publish(TFMessage(transforms=[t]))
+        time.sleep(0.01)
+        client.pub["depth"].publish(messages["depth"])
+        if with_depth_info:
+            depth_info_pub.publish(messages["depth_info"])
+        client.info_pub.publish(messages["camera_info"])
+        client.pub["color"].publish(messages["color"])
+        # a later stamp on a synchronised stream ends the wait for optional streams (labels) of this frame
+        time.sleep(0.05)
+        client.info_pub.publish(_depth_frame_messages(stamp_s + 1.0)[0]["camera_info"])
+
+    before = client.latest_status()
+    publish(600.0, with_depth_info=False)
+    status = client.latest_status(lambda s: counts(s).get("bad_depth", 0) > counts(before).get("bad_depth", 0),
+                                  timeout=30.0)
+    assert status.frames_accepted == before.frames_accepted
+    publish(602.0, with_depth_info=True)
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 1, timeout=30.0)
+    assert counts(status)["bad_depth"] == counts(before).get("bad_depth", 0) + 1
+    client.node.destroy_publisher(depth_info_pub)
+
+
+def test_render_reports_source_coverage_and_checks_the_request_camera_info(running, room):
+    client = running["client"]
+    response = client.call(client.render, render_request(room, HELD_OUT, width=40, height=30))
+    assert response.success, response.message
+    assert 0.0 <= response.source_overlap <= 1.0 and np.isfinite(response.source_distance_m)
+    assert response.source_distance_m >= 0.0
+    assert ("barely see the target" in response.message) == (response.source_overlap < 0.5)
+    request = render_request(room, HELD_OUT, width=40, height=30)
+    request.camera_info.r = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0]  # a stereo rectification rotation
+    bad = client.call(client.render, request)
+    assert not bad.success and "rectification rotation" in bad.message

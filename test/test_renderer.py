@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.ros.keyframes import Frame, Keyframe, KeyframeBuffer
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
 
 
@@ -167,3 +167,52 @@ def test_fine_tune_job_rejects_bad_goals(room, tiny_model):
         FineTuneJob(renderer, snapshot[:1], FineTuneGoal())
     with pytest.raises(FineTuneError, match="no model"):
         FineTuneJob(Renderer(device="cpu"), snapshot, FineTuneGoal())
+
+
+def _yaw(deg: float) -> np.ndarray:
+    """Optical-frame camera at the origin turned by ``deg`` about its y axis (down): a pan."""
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    pose = np.eye(4)
+    pose[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    return pose
+
+
+def test_render_from_sources_that_barely_see_the_target_says_so(tiny_model):
+    # Three keyframes at the origin looking within +-5 deg of +z; the target, at the same centre, pans
+    # 50 deg away. Same centre: a target pixel is seen by a source whatever its rendered depth, so the
+    # overlap has an exact value, the fraction of target rays inside some source image (0.338 here).
+    renderer = make_renderer(tiny_model, opacity_threshold=0.0)
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    buffer = KeyframeBuffer(max_keyframes=8, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=renderer.encode)
+    for n, deg in enumerate((-5.0, 0.0, 5.0)):
+        assert buffer.consider(Frame(int(1e9 * (n + 1)), _yaw(deg), K, rng.integers(0, 256, (60, 80, 3), np.uint8),
+                                     np.full((60, 80), 2.0, np.float32)))[0]
+    target = _yaw(50.0)
+    result = renderer.render(buffer.snapshot(), RenderRequest(target, K, 80, 60, 3))
+    v, u = np.mgrid[0:60, 0:80]
+    rays = np.stack([(u - 39.5) / 60.0, (v - 29.5) / 60.0, np.ones_like(u, float)], -1) @ target[:3, :3].T
+    seen = np.zeros((60, 80), bool)
+    for deg in (-5.0, 0.0, 5.0):
+        cam = rays @ _yaw(deg)[:3, :3]  # R^T d for row vectors
+        us, vs = 60.0 * cam[..., 0] / cam[..., 2] + 39.5, 60.0 * cam[..., 1] / cam[..., 2] + 29.5
+        seen |= (cam[..., 2] > 0) & (us >= -0.5) & (us < 79.5) & (vs >= -0.5) & (vs < 59.5)
+    assert seen.mean() == pytest.approx(0.338, abs=0.001)
+    assert result.source_overlap == pytest.approx(seen.mean(), abs=2 / seen.size)
+    assert result.source_distance_m == 0.0
+    assert "barely see the target" in result.coverage_warning and f"{100 * seen.mean():.0f} %" in result.coverage_warning
+    assert np.all(result.labels[~seen] == 255)
+
+    covered = renderer.render(buffer.snapshot(), RenderRequest(_yaw(0.0), K, 80, 60, 3))
+    assert covered.source_overlap == 1.0 and covered.coverage_warning == ""
+
+
+def test_source_distance_is_to_the_nearest_source(tiny_model):
+    poses = [np.eye(4) for _ in range(3)]
+    for pose, x in zip(poses, (0.7, -0.5, 2.0)):
+        pose[0, 3] = x
+    keyframes = [Keyframe(i, Frame(0, p, np.eye(3), np.zeros((2, 2, 3), np.uint8)), None) for i, p in enumerate(poses)]
+    distance, overlap, warning = Renderer.source_coverage(np.ones((2, 2), bool), np.eye(4), keyframes)
+    assert (distance, overlap, warning) == (0.5, 1.0, "")
+    distance, overlap, warning = Renderer.source_coverage(np.eye(2, dtype=bool) & False, np.eye(4), keyframes)
+    assert overlap == 0.0 and "nearest source 0.50 m away" in warning

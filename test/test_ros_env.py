@@ -42,3 +42,17 @@ def test_unresponsive_child_is_killed() -> None:
     assert proc.stdout.readline().strip() == "ready"
     returncode, _, _ = stop_ros_process(proc, timeout_s=0.3)
     assert returncode == -9
+
+
+def test_process_group_logs_and_stops_its_children_by_id(tmp_path) -> None:
+    from sray_ros.ros.ros_env import ProcessGroup
+
+    group = ProcessGroup(tmp_path)
+    code = "import time\nprint('hello', flush=True)\ntime.sleep(30)\n"
+    proc = group.start([sys.executable, "-c", code], "child")
+    deadline = time.monotonic() + 10
+    while "hello" not in group.log(proc) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group.log(proc).strip() == "hello" and group.children == [("child", proc)]
+    group.stop_all(timeout=5)
+    assert proc.returncode is not None and proc.returncode != 0  # KeyboardInterrupt from the SIGINT

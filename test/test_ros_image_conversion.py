@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import math
 
 import numpy as np
 import pytest
@@ -238,3 +239,77 @@ def test_serialized_header_reads_stamp_and_frame_without_deserialising():
         serialized_header(b"\x07" * 40)
     with pytest.raises(ImageConversionError, match="malformed"):
         serialized_header(b"\x00\x01\x00\x00" + b"\x00" * 8 + b"\xff\xff\x00\x00" + b"x" * 8)
+
+
+# ------------------------------------------------------------------------- camera_info: every field
+def _info(width=64, height=48, **fields) -> CameraInfo:
+    info = ic.make_camera_info(np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]]), width, height)
+    for name, value in fields.items():
+        setattr(info, name, value)
+    return info
+
+
+def test_camera_model_plain_camera_has_no_notes() -> None:
+    model = ic.camera_model_from_info(_info())
+    assert (model.width, model.height, model.notes) == (64, 48, ())
+    np.testing.assert_array_equal(model.K, np.asarray(_info().k).reshape(3, 3))
+
+
+def test_camera_model_distortion_uses_rectified_P_with_a_note() -> None:
+    P = np.array([[90.0, 0, 30.0, 0], [0, 91.0, 22.0, 0], [0, 0, 1, 0]])
+    model = ic.camera_model_from_info(_info(d=[0.1, -0.02, 0.0, 0.0, 0.0], p=P.reshape(-1).tolist()))
+    np.testing.assert_array_equal(model.K, P[:, :3])
+    assert any("rectified" in note for note in model.notes)
+    with pytest.raises(ImageConversionError, match="distortion.*no valid projection P"):
+        ic.camera_model_from_info(_info(d=[0.1, 0, 0, 0, 0], p=[0.0] * 12))
+    with pytest.raises(ImageConversionError, match="non-finite"):
+        ic.camera_model_from_info(_info(d=[float("nan"), 0, 0, 0, 0]))
+
+
+def test_camera_model_rejects_rectification_rotation_and_notes_P_mismatch_and_baseline() -> None:
+    c, s = math.cos(0.1), math.sin(0.1)
+    with pytest.raises(ImageConversionError, match="rectification rotation"):
+        ic.camera_model_from_info(_info(r=[c, -s, 0, s, c, 0, 0, 0, 1]))
+    model = ic.camera_model_from_info(_info(r=[0.0] * 9))  # unset R is fine
+    assert model.notes == ()
+    P = np.array([[120.0, 0, 31.5, -12.0], [0, 120.0, 23.5, 0], [0, 0, 1, 0]])
+    model = ic.camera_model_from_info(_info(p=P.reshape(-1).tolist()))
+    assert model.K[0, 0] == 100.0  # zero D: K is the image's own intrinsics
+    assert any("differs from K" in n for n in model.notes) and any("baseline" in n for n in model.notes)
+
+
+def test_camera_model_applies_roi_and_binning() -> None:
+    from sensor_msgs.msg import RegionOfInterest
+
+    # 64x48 calibration; the image is the ROI x 8..55, y 4..43 (48x40) binned 2x2 -> 24x20
+    info = _info(binning_x=2, binning_y=2, roi=RegionOfInterest(x_offset=8, y_offset=4, width=48, height=40))
+    model = ic.camera_model_from_info(info)
+    assert (model.width, model.height) == (24, 20)
+    # pixel centres: binned u = (u_roi + 0.5) / 2 - 0.5 with u_roi = u - 8
+    np.testing.assert_allclose(model.K, [[50.0, 0, (31.5 - 8 + 0.5) / 2 - 0.5], [0, 50.0, (23.5 - 4 + 0.5) / 2 - 0.5],
+                                         [0, 0, 1]])
+    with pytest.raises(ImageConversionError, match="roi"):
+        ic.camera_model_from_info(_info(roi=RegionOfInterest(x_offset=40, y_offset=0, width=48, height=40)))
+
+
+# ------------------------------------------------------------------------------ pose messages
+def test_pose_message_round_trip_and_errors() -> None:
+    from geometry_msgs.msg import Pose
+    from std_msgs.msg import Header
+
+    from sray_ros.ros.pose_conversion import matrix_to_pose, matrix_to_transform, pose_to_matrix
+
+    c, s = math.cos(0.3), math.sin(0.3)
+    m = np.array([[c, -s, 0, 1.0], [s, c, 0, -2.0], [0, 0, 1, 0.5], [0, 0, 0, 1]])
+    pose = matrix_to_pose(m)
+    assert (pose.orientation.z, pose.orientation.w) == pytest.approx((math.sin(0.15), math.cos(0.15)))
+    np.testing.assert_allclose(pose_to_matrix(pose), m, atol=1e-12)
+    t = matrix_to_transform(m, Header(frame_id="map"), "camera")
+    assert (t.header.frame_id, t.child_frame_id, t.transform.translation.y) == ("map", "camera", -2.0)
+    bad = Pose()
+    bad.orientation.w = 0.0
+    with pytest.raises(ValueError, match="orientation is not a finite non-zero quaternion"):
+        pose_to_matrix(bad)
+    bad.orientation.w, bad.position.x = 1.0, float("nan")
+    with pytest.raises(ValueError, match="position is not finite"):
+        pose_to_matrix(bad)

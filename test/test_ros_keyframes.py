@@ -76,17 +76,42 @@ def test_time_threshold_and_default_disabled() -> None:
 
 
 def test_eviction_order_and_ids() -> None:
+    # keyframes 1 m apart on a line, ring of 3: at x=3 the interior ones (gap 2 m if removed) tie and the
+    # older, x=1, goes; at x=4, x=3 (gap 2 m) goes before x=2 (3 m) and the start x=0 (5 m)
     buf, enc = _buffer(max_keyframes=3)
     for i in range(5):
         assert buf.consider(_frame(i * 0.1, x=i * 1.0))[0]
     snap = buf.snapshot()
-    assert [kf.id for kf in snap] == [2, 3, 4]
-    assert [kf.stamp_ns for kf in snap] == [int(round(i * 0.1 * S)) for i in (2, 3, 4)]
+    assert [kf.id for kf in snap] == [0, 2, 4]
+    assert [kf.stamp_ns for kf in snap] == [int(round(i * 0.1 * S)) for i in (0, 2, 4)]
     assert buf.counters()["evicted"] == 2
     buf.clear()
     assert buf.snapshot() == ()
     buf.consider(_frame(1.0, x=10.0))
     assert buf.snapshot()[0].id == 5  # ids keep increasing across clear()
+
+
+def test_eviction_keeps_coverage_of_a_long_trajectory() -> None:
+    # 200 keyframes 0.12 m apart on a 23.9 m path into a 32-keyframe ring. Evicting the oldest kept only
+    # x >= 168 * 0.12 = 20.2 m (a pose at the start rendered from keyframes 20 m away); evicting the most
+    # redundant keeps the start, the end, and every path pose within 0.5 m of a keyframe.
+    buf, _ = _buffer(max_keyframes=32)
+    path = np.arange(200) * 0.12
+    assert all(buf.consider(_frame(i * 0.1, x=float(x)))[0] for i, x in enumerate(path))
+    kept = np.array([kf.c2w[0, 3] for kf in buf.snapshot()])
+    assert len(kept) == 32 and buf.counters()["evicted"] == 168
+    assert kept.min() == 0.0 and kept.max() == path[-1]
+    assert np.abs(path[:, None] - kept[None]).min(axis=1).max() <= 0.5
+
+
+def test_eviction_replaces_the_keyframe_of_a_revisited_place() -> None:
+    buf, _ = _buffer(max_keyframes=4)
+    for i in range(4):
+        buf.consider(_frame(i * 0.1, x=i * 1.0))
+    assert buf.consider(_frame(1.0, x=2.05))[0]  # back near x=2: that keyframe goes, not the oldest (x=0)
+    snap = buf.snapshot()
+    assert [kf.id for kf in snap] == [0, 1, 3, 4]
+    assert [kf.c2w[0, 3] for kf in snap] == [0.0, 1.0, 3.0, 2.05]
 
 
 def test_encode_called_exactly_once_per_accepted_frame() -> None:
@@ -225,3 +250,25 @@ def test_precheck_decides_on_pose_alone_like_consider() -> None:
     bad[0, 3] = math.nan
     assert buffer.precheck(int(4e9), bad) == (False, "invalid_pose")
     assert len(buffer) == 1 and len(encoder.calls) == 1  # prechecks never encode or store
+
+
+def test_keyframe_resize_of_depth_and_labels_is_the_readers_nearest_exact() -> None:
+    # One resize for training and the online path: the readers' exact nearest neighbour. 63 -> 40 columns
+    # (no column half-way between two source centres) is a scale where cv2.INTER_NEAREST, what intake
+    # used, picks other source pixels.
+    from sray_ros import geometry
+    from sray_ros.data import scene
+
+    assert scene.resize_nearest is geometry.resize_nearest
+    labels = np.tile(np.arange(63, dtype=np.uint8), (48, 1))
+    depth = labels.astype(np.float32) * 0.1 + 0.5
+    buf, _ = _buffer(target_size=(40, 30))
+    K63 = np.array([[100.0, 0, 31.0], [0, 100.0, 23.5], [0, 0, 1]])
+    rgb = np.ascontiguousarray(RGB[:, :63])
+    assert buf.consider(Frame(0, _pose(), K63, rgb, depth, labels))[0]
+    frame = buf.snapshot()[0].frame
+    np.testing.assert_array_equal(frame.labels, geometry.resize_nearest(labels, 40, 30))
+    np.testing.assert_array_equal(frame.depth, geometry.resize_nearest(depth, 40, 30))
+    # the right value, column by column: the source column whose centre is nearest, (u + 0.5) * 63 / 40 - 0.5
+    np.testing.assert_array_equal(frame.labels[0], np.rint((np.arange(40) + 0.5) * 63 / 40 - 0.5).astype(np.uint8))
+    assert not np.array_equal(frame.labels, cv2.resize(labels, (40, 30), interpolation=cv2.INTER_NEAREST))

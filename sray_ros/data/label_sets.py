@@ -85,10 +85,7 @@ class LabelSet:
 
     def colorize(self, labels: np.ndarray, ignore_color=(0, 0, 0)) -> np.ndarray:
         """RGB uint8 ``[..., 3]`` display image of class ids (ignore and out-of-range -> ``ignore_color``)."""
-        palette = np.zeros((256, 3), dtype=np.uint8)
-        palette[:] = np.asarray(ignore_color, dtype=np.uint8)
-        palette[: self.num_classes] = self.colors
-        return palette[np.asarray(labels).astype(np.uint8)]
+        return colorize_ids(labels, self.colors, ignore_color)
 
     def to_dict(self) -> dict:
         return {
@@ -153,6 +150,20 @@ def _load_yaml(path: str) -> LabelSet:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a YAML mapping with name, class_names, colors, nyu40_ids")
     return LabelSet.from_dict(d)
+
+
+def colorize_ids(labels: np.ndarray, colors, ignore_color=(0, 0, 0)) -> np.ndarray:
+    """RGB uint8 ``[..., 3]`` display image of uint8 class ids ``[...]`` with per-class ``colors`` ``[K, 3]``
+    (0-255): the one label colouring (node topics, demo, panels). ``IGNORE_INDEX`` (255) and any id
+    >= K are shown in ``ignore_color``."""
+    colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3).round().clip(0, 255).astype(np.uint8)
+    palette = np.empty((256, 3), dtype=np.uint8)
+    palette[:] = np.asarray(ignore_color, dtype=np.uint8)
+    palette[: min(len(colors), IGNORE_INDEX)] = colors[:IGNORE_INDEX]
+    ids = np.asarray(labels)
+    if ids.dtype != np.uint8:
+        ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
+    return palette[ids]
 
 
 def colorize(labels: np.ndarray, label_set: LabelSet | str = "scannet20") -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import sample_source_views
 
@@ -45,7 +46,7 @@ class RayBatch:
     query_index: int
     source_indices: Tensor
     scene_name: str = ""
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     def to(self, device, non_blocking: bool = False) -> "RayBatch":
         out = {}

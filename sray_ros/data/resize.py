@@ -5,7 +5,7 @@
 Training and the node run at a working resolution (e.g. 160x120); a copy already at that size loads
 faster and is a quarter of the bytes, which matters when a dataset has to travel (to a robot, a GPU
 lease, a CI cache). Colour is area-averaged (JPEG), depth and labels are resized nearest-neighbour
-(never interpolated), and the intrinsics are scaled with :func:`sray_ros.geometry.scale_intrinsics`, so a
+(:func:`sray_ros.geometry.resize_nearest`, never interpolated), and the intrinsics are scaled with :func:`sray_ros.geometry.scale_intrinsics`, so a
 scene loaded from the copy at that size has the same cameras as the original loaded at that size.
 Frame ids, poses, ``meta.json`` and a ``scannetv2-labels.combined.tsv`` at the root are kept.
 """
@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sray_ros.data.scannet import LABEL_TABLE_NAME, list_scannet_scenes, read_scannet_meta
-from sray_ros.data.scene import SceneFormatError, read_image, resize_color, resize_nearest
+from sray_ros.data.scene import (SceneFormatError, read_depth_image, read_image, read_label_image, resize_color,
+                                 resize_nearest)
 from sray_ros.geometry import scale_intrinsics
 
 PNG_SMALLEST = [cv2.IMWRITE_PNG_COMPRESSION, 9]  # lossless either way; OpenCV's default level is fast, not small
@@ -61,16 +62,19 @@ def resize_scene(src: Path, dst: Path, width: int, height: int, stride: int = 1,
         (partial / "label-filt").mkdir()
     for i in keep:
         fid = meta.frame_ids[i]
-        bgr = read_image(meta.color_paths[i])
+        bgr = read_image(meta.color_paths[i], cv2.IMREAD_COLOR)
+        if (bgr.shape[1], bgr.shape[0]) != (cw, ch):
+            raise SceneFormatError(f"{meta.color_paths[i]}: colour image is {bgr.shape[1]}x{bgr.shape[0]}, but the "
+                                   f"scene's other colour images are {cw}x{ch}")
         _write(partial / "color" / f"{fid}.jpg", resize_color(bgr, width, height),
                [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         np.savetxt(partial / "pose" / f"{fid}.txt", meta.poses[i], fmt="%.8f")
         if meta.depth_paths is not None and meta.depth_paths[i] is not None:
-            _write(partial / "depth" / f"{fid}.png", resize_nearest(read_image(meta.depth_paths[i]), width, height),
+            _write(partial / "depth" / f"{fid}.png", resize_nearest(read_depth_image(meta.depth_paths[i], meta.depth_size), width, height),
                    PNG_SMALLEST)
         if meta.label_paths is not None and meta.label_paths[i] is not None:
             _write(partial / "label-filt" / f"{fid}.png",
-                   resize_nearest(read_image(meta.label_paths[i]), width, height), PNG_SMALLEST)
+                   resize_nearest(read_label_image(meta.label_paths[i], meta.label_size), width, height), PNG_SMALLEST)
     info_path = src / "meta.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info.update({"width": width, "height": height, "frames": len(keep),
@@ -103,17 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     if not scenes:
         print(f"resize: {src} holds no ScanNet-layout scene folders", file=sys.stderr)
         return 2
-    dst.mkdir(parents=True, exist_ok=True)
+    (dst.parent if single else dst).mkdir(parents=True, exist_ok=True)  # a failed single scene leaves no dst
     if not single and (src / LABEL_TABLE_NAME).is_file():
         shutil.copy2(src / LABEL_TABLE_NAME, dst / LABEL_TABLE_NAME)
     frames = 0
-    for scene in tqdm(scenes, desc="resize", unit="scene"):
-        try:
-            frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height, args.stride,
-                                   args.jpeg_quality)
-        except (SceneFormatError, OSError) as exc:
-            print(f"resize: {scene}: {exc}; stopped (scenes written so far are complete)", file=sys.stderr)
-            return 2
+    with tqdm(scenes, desc="resize", unit="scene") as bar:
+        for scene in bar:
+            try:
+                frames += resize_scene(scene, dst if single else dst / scene.name, args.width, args.height,
+                                       args.stride, args.jpeg_quality)
+            except (SceneFormatError, OSError) as exc:
+                bar.close()  # the error on a line of its own, not after the bar
+                print(f"resize: {exc}; stopped (scenes written so far are complete)", file=sys.stderr)
+                return 2
     print(f"resize: {len(scenes)} scene(s), {frames} frames at {args.width}x{args.height} -> {dst}")
     return 0
 

@@ -5,9 +5,13 @@ per-scene metadata read once (frame ids, c2w poses, intrinsics, file paths); ima
 demand by the loaders, or all at once with :meth:`Scene.preload` for training.
 
 Resizing to the working resolution (integer-centre pixel convention, ``geometry.scale_intrinsics``):
-colour with area/linear interpolation; depth and labels with exact nearest neighbour only
-(``cv2.INTER_NEAREST_EXACT``, which samples the source pixel whose centre is nearest), so a label map
+colour with area/linear interpolation; depth and labels with :func:`sray_ros.geometry.resize_nearest`
+only (exact nearest neighbour, the one resize the node and the fine-tuner use too), so a label map
 only ever holds values present in the input and depth edges never get mixed depths.
+
+File checks: every image a loader reads must be readable, of the documented type (depth: 16-bit
+millimetres; labels: 8/16-bit ids) and of the same size as the first one of its stream; otherwise
+:class:`SceneFormatError` names the file and what was found.
 
 Frame indexing: loaders take ``idx``, the position in ``scene.frame_ids`` (0..N-1), not the frame id.
 """
@@ -21,9 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sray_ros.data.label_sets import LabelSet
+from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet
 from sray_ros import geometry
-from sray_ros.geometry import scale_intrinsics
+from sray_ros.geometry import resize_nearest, scale_intrinsics
+
+__all__ = ["Scene", "SceneArrays", "SceneFormatError", "drop_invalid_poses", "image_size", "read_depth_image",
+           "read_image", "read_label_image", "resize_color", "resize_nearest"]
 
 
 class SceneFormatError(ValueError):
@@ -43,11 +50,42 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[0])
 
 
-def resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest-neighbour resize for labels and depth: never interpolates values."""
-    if img.shape[1] == width and img.shape[0] == height:
-        return img
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+def read_depth_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Raw depth ``uint16 [H, W]`` (millimetres) of a depth PNG, validated.
+
+    Raises :class:`SceneFormatError` naming the file when it cannot be read, is not single-channel
+    16-bit (an 8-bit PNG would read as millimetres 10x-250x too small), or is not ``expected_size``
+    ``(width, height)``, the size of the scene's other depth images.
+    """
+    raw = read_image(path)
+    if raw.ndim != 2 or raw.dtype != np.uint16:
+        channels = 1 if raw.ndim == 2 else raw.shape[2]
+        raise SceneFormatError(f"{path}: depth must be a single-channel 16-bit PNG of millimetres, found "
+                               f"{channels}-channel {raw.dtype} {raw.shape[1]}x{raw.shape[0]}")
+    _require_size(path, raw, expected_size, "depth")
+    return raw
+
+
+def read_label_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Raw label ids ``uint8 / uint16 [H, W]`` of a label PNG, validated (a 3-channel PNG whose channels
+    are equal, i.e. grey saved as colour, is accepted as its first channel). Raises
+    :class:`SceneFormatError` naming the file for anything else or a size other than ``expected_size``."""
+    raw = read_image(path)
+    if raw.ndim == 3 and raw.shape[2] in (3, 4) and np.all(raw[..., 0] == raw[..., 1]) \
+            and np.all(raw[..., 0] == raw[..., 2]):
+        raw = raw[..., 0]
+    if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
+        channels = 1 if raw.ndim == 2 else raw.shape[2]
+        raise SceneFormatError(f"{path}: labels must be a single-channel 8- or 16-bit PNG of raw ids, found "
+                               f"{channels}-channel {raw.dtype} {raw.shape[1]}x{raw.shape[0]}")
+    _require_size(path, raw, expected_size, "label")
+    return raw
+
+
+def _require_size(path: Path, img: np.ndarray, expected_size: tuple[int, int] | None, what: str) -> None:
+    if expected_size is not None and (img.shape[1], img.shape[0]) != tuple(expected_size):
+        raise SceneFormatError(f"{path}: {what} image is {img.shape[1]}x{img.shape[0]}, but the scene's other {what} "
+                               f"images are {expected_size[0]}x{expected_size[1]}")
 
 
 def resize_color(img: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -77,7 +115,7 @@ class SceneArrays:
     intrinsics_depth: np.ndarray
     near: float
     far: float
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     @property
     def num_frames(self) -> int:
@@ -159,7 +197,9 @@ class Scene:
     # -- loaders (idx = position in frame_ids) -------------------------------------------------------
     def load_color(self, idx: int) -> np.ndarray:
         """RGB uint8 ``[H, W, 3]``."""
-        bgr = read_image(self._color_paths[idx], cv2.IMREAD_COLOR)
+        path = self._color_paths[idx]
+        bgr = read_image(path, cv2.IMREAD_COLOR)
+        _require_size(path, bgr, self.color_size, "colour")
         return np.ascontiguousarray(resize_color(bgr, self.width, self.height)[..., ::-1])
 
     def load_depth(self, idx: int) -> np.ndarray:
@@ -169,10 +209,7 @@ class Scene:
         path = self._depth_paths[idx]
         if path is None:
             return np.zeros((self.height, self.width), np.float32)
-        raw = read_image(path)
-        if raw.ndim != 2:
-            raise SceneFormatError(f"{path}: expected a single-channel depth image, got shape {raw.shape}")
-        depth = geometry.depth_from_raw(raw, self.depth_scale)
+        depth = geometry.depth_from_raw(read_depth_image(path, self.depth_size), self.depth_scale)
         return resize_nearest(depth, self.width, self.height)
 
     def load_labels(self, idx: int) -> np.ndarray:
@@ -182,11 +219,7 @@ class Scene:
         path = self._label_paths[idx]
         if path is None:
             return np.full((self.height, self.width), self.label_set.ignore_index, np.uint8)
-        raw = read_image(path)
-        if raw.ndim != 2:
-            raw = raw[..., 0] if raw.ndim == 3 and np.all(raw[..., 0] == raw[..., -1]) else None
-            if raw is None:
-                raise SceneFormatError(f"{path}: expected a single-channel label image of raw ids")
+        raw = read_label_image(path, self.label_size)
         classes = self._label_lut[np.minimum(raw.astype(np.int64), self._label_lut.size - 1)]
         return resize_nearest(classes, self.width, self.height)
 

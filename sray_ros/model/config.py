@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from sray_ros.data.label_sets import IGNORE_INDEX
+
 ATTENTION_VARIANTS = ("cra", "dense", "none", "radial", "cross")
 
 
@@ -53,7 +55,7 @@ class SRayConfig:
     # losses (supp. Table 5: 0.5 / 0.5)
     semantic_loss_weight: float = 0.5
     rgb_loss_weight: float = 0.5
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     # fields that determine parameter shapes (checked against checkpoints)
     ARCHITECTURE_FIELDS = (

@@ -89,9 +89,7 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = UNKNOWN_LA
 def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[Keyframe], held: list[Keyframe],
                  num_sources: int, scale: float = 1.0) -> float:
     """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``, at
-    ``scale`` times their size (labels resized with nearest neighbour)."""
-    import cv2
-
+    ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do)."""
     if not held:
         return -1.0
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
@@ -103,7 +101,7 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[K
         w, h = max(8, round(w0 * scale)), max(8, round(h0 * scale))
         K = geometry.scale_intrinsics(np.asarray(kf.frame.K, np.float64), w / w0, h / h0)
         result = probe.render(tuple(train), RenderRequest(kf.c2w, K, w, h, num_sources))
-        cm.update(result.raw_labels, cv2.resize(kf.frame.labels, (w, h), interpolation=cv2.INTER_NEAREST))
+        cm.update(result.raw_labels, geometry.resize_nearest(kf.frame.labels, w, h))
     value = cm.miou()
     return float(value) if np.isfinite(value) else 0.0
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import array
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,6 +38,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 
 # encoding -> (numpy dtype of one channel, number of channels)
 _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -53,7 +55,7 @@ _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 _COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 _DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 _LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
-LABEL_IGNORE = 255  # DESIGN.md section 2: mono8 class ids, 255 = unknown/ignore
+LABEL_IGNORE = IGNORE_INDEX  # mono8 class ids, 255 = unknown/ignore
 MM_PER_M = 1000.0
 
 
@@ -246,14 +248,96 @@ def _require(array_: np.ndarray, dtype, ndim: int, encoding: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # CameraInfo
 # --------------------------------------------------------------------------------------------------
-def camera_info_to_K(msg: CameraInfo) -> np.ndarray:
-    """``float64 [3, 3]`` intrinsics from ``msg.k``, validated (finite, positive focal lengths).
+KNOWN_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 
-    Distortion is not applied: the node expects rectified images (``image_rect`` topics).
+
+@dataclass(frozen=True)
+class CameraModel:
+    """What the node uses of a CameraInfo: pinhole ``K`` ``float64 [3, 3]`` of the image *as published*
+    (ROI and binning applied), the image size ``width x height`` that goes with it, and ``notes``:
+    fields the node ignores or interprets (each a sentence to log once)."""
+
+    K: np.ndarray
+    width: int
+    height: int
+    notes: tuple[str, ...] = ()
+
+
+def camera_model_from_info(msg: CameraInfo) -> CameraModel:
+    """Validate every CameraInfo field the node relies on or ignores; raise :class:`ImageConversionError`
+    (naming the field and what is expected) for a camera it cannot use correctly.
+
+    * ``width``, ``height``: the calibrated (full-sensor) size, > 0.
+    * ``k``: :func:`sray_ros.geometry.intrinsics_problem` must find nothing wrong.
+    * ``d``, ``distortion_model``: finite. All-zero (or empty) D: the image is its own rectification and
+      K is used. Non-zero D: the node cannot undistort, so it expects the *rectified* image
+      (``image_rect``) and uses the rectified intrinsics ``P[:3, :3]`` (a note says so); with no valid P
+      it rejects the camera.
+    * ``r``: identity or all zero (unset). A stereo rectification rotation is rejected: the rectified
+      image's frame is then not the TF frame of the header.
+    * ``p``: with zero D, ``P[:3, :3]`` should equal K; if it does not, K is used (note). A non-zero
+      ``P[:, 3]`` (a stereo baseline) is ignored (note): poses come from TF.
+    * ``binning_x/y`` (0 = 1) and ``roi``: the published image is the ROI of the full image, binned;
+      K is shifted by the ROI offset and scaled by 1/binning (pixel-centre convention of
+      :func:`sray_ros.geometry.scale_intrinsics`); the ROI must lie inside ``width x height``.
     """
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"camera_info needs a positive image size, got {width}x{height}")
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    _validate_K(k, int(msg.width), int(msg.height))
-    return k
+    problem = geometry.intrinsics_problem(k, width, height)
+    if problem is not None:
+        raise ImageConversionError(f"camera_info: {problem}")
+    notes: list[str] = []
+    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(d)):
+        raise ImageConversionError(f"camera_info distortion D holds non-finite values: {d.tolist()}")
+    p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    r = np.asarray(msg.r, dtype=np.float64).reshape(3, 3)
+    if np.any(r) and not np.allclose(r, np.eye(3), atol=1e-6):
+        raise ImageConversionError(
+            f"camera_info R is a rectification rotation {r.reshape(-1).round(6).tolist()}, not identity: the "
+            "rectified image's frame differs from the header's frame (stereo); publish a monocular camera_info "
+            "(R = identity) for the frame whose pose TF gives")
+    p_valid = np.any(p) and geometry.intrinsics_problem(p[:, :3], width, height) is None
+    if np.any(d):
+        if not p_valid:
+            raise ImageConversionError(
+                f"camera_info has distortion ({msg.distortion_model or 'no model'}, D={d.round(6).tolist()}) and no "
+                "valid projection P: the node cannot undistort; publish rectified images (image_rect) with their P")
+        k = p[:, :3].copy()
+        notes.append(f"camera_info has distortion ({msg.distortion_model or 'no model'}, non-zero D): the node does "
+                     "not undistort; it expects rectified images (image_rect) and uses the rectified intrinsics P")
+        if msg.distortion_model not in KNOWN_DISTORTION_MODELS:
+            notes.append(f"camera_info distortion_model {msg.distortion_model!r} is not one of "
+                         f"{', '.join(KNOWN_DISTORTION_MODELS)}")
+    elif p_valid and not np.allclose(p[:, :3], k, rtol=1e-6, atol=1e-3):
+        notes.append(f"camera_info P[:3, :3] {p[:, :3].reshape(-1).tolist()} differs from K "
+                     f"{k.reshape(-1).tolist()} although D is zero; using K")
+    if p_valid and np.any(p[:, 3]):
+        notes.append(f"camera_info P has a stereo baseline column {p[:, 3].tolist()}: ignored (poses come from TF)")
+    bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    roi = msg.roi
+    rx, ry, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    if rw == 0 and rh == 0 and rx == 0 and ry == 0:
+        rw, rh = width, height  # all zero: the full image
+    if rw <= 0 or rh <= 0 or rx + rw > width or ry + rh > height:
+        raise ImageConversionError(f"camera_info roi (x {rx}, y {ry}, {rw}x{rh}) does not lie inside the "
+                                   f"{width}x{height} image")
+    out_w, out_h = rw // bx, rh // by
+    if out_w <= 0 or out_h <= 0:
+        raise ImageConversionError(f"camera_info binning {bx}x{by} leaves no pixel of the {rw}x{rh} roi")
+    if (rx, ry, rw, rh, bx, by) != (0, 0, width, height, 1, 1):
+        k = k.copy()
+        k[0, 2] -= rx
+        k[1, 2] -= ry
+        k = geometry.scale_intrinsics(k, 1.0 / bx, 1.0 / by)
+    return CameraModel(k, out_w, out_h, tuple(notes))
+
+
+def camera_info_to_K(msg: CameraInfo) -> np.ndarray:
+    """``float64 [3, 3]`` intrinsics of the published image, validated by :func:`camera_model_from_info`."""
+    return camera_model_from_info(msg).K
 
 
 def make_camera_info(
@@ -279,21 +363,14 @@ def make_camera_info(
 
 
 def _validate_K(k: np.ndarray, width: int, height: int) -> None:
-    if not np.all(np.isfinite(k)):
-        raise ImageConversionError(f"intrinsics K contain non-finite values: {k.reshape(-1).tolist()}")
-    if k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise ImageConversionError(
-            f"intrinsics K need positive focal lengths, got fx={k[0, 0]}, fy={k[1, 1]} "
-            "(an all-zero K means the camera is uncalibrated)"
-        )
-    if not np.allclose(k[2], [0.0, 0.0, 1.0]):
-        raise ImageConversionError(f"intrinsics K must have last row [0, 0, 1], got {k[2].tolist()}")
-    if width <= 0 or height <= 0:
-        raise ImageConversionError(f"camera info needs a positive image size, got {width}x{height}")
+    problem = geometry.intrinsics_problem(k, width, height)
+    if problem is not None:
+        raise ImageConversionError(problem)
 
 
 __all__ = [
-    "ImageConversionError", "LABEL_IGNORE", "bytes_per_pixel", "camera_info_to_K", "depth_to_image",
+    "CameraModel", "ImageConversionError", "LABEL_IGNORE", "bytes_per_pixel", "camera_info_to_K",
+    "camera_model_from_info", "depth_to_image",
     "float_to_image", "image_to_depth", "image_to_labels", "image_to_numpy", "image_to_rgb",
     "labels_to_image", "make_camera_info", "numpy_to_image", "rgb_to_image", "supported_encodings",
 ]

@@ -4,8 +4,8 @@ Acceptance policy of :meth:`KeyframeBuffer.consider`, checks in this order (the 
 is the rejection reason, and the counter of that reason is incremented):
 
 1. ``invalid_pose``: ``c2w`` is not a finite rigid transform (:func:`sray_ros.geometry.is_finite_pose`;
-   ScanNet poses can hold -inf). ``invalid_intrinsics``: K not a finite 3x3 with positive focal
-   lengths. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth/labels of another size.
+   ScanNet poses can hold -inf). ``invalid_intrinsics``: K rejected by
+   :func:`sray_ros.geometry.intrinsics_problem`. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth/labels of another size.
 2. Time: a stamp more than ``time_jump_s`` *older* than the previous frame's is a backwards jump of
    ROS time (bag loop): the buffer is cleared (``time_jumps`` counter) and the frame is considered
    as the first one. A smaller step back is rejected as ``out_of_order``.
@@ -26,8 +26,21 @@ Accepted reasons: ``first`` (buffer was empty), ``moved``, ``rotated``, ``interv
 criterion that held, in that order).
 
 Accepted frames are optionally resized to the model resolution (``target_size``; rgb with area
-interpolation, depth and labels with nearest neighbour, K via :func:`geometry.scale_intrinsics`),
-copied and made read-only. The ring keeps the newest ``max_keyframes``; the oldest is evicted.
+interpolation, depth and labels with :func:`geometry.resize_nearest`, K via
+:func:`geometry.scale_intrinsics`), copied and made read-only.
+
+Eviction (a full buffer receiving a keyframe) keeps spatial coverage: it drops the **most redundant**
+keyframe, not the oldest. With the pose distance ``D(i, j) = |t_i - t_j| + r * angle(R_i, R_j)``
+(camera centres in metres, relative rotation in radians, ``r = rotation_weight_m_per_rad``; by default
+``min_translation_m / min_rotation_deg`` in m/rad, so one acceptance step of turning counts like one
+of moving, or 0.5 m/rad when either is 0), a keyframe's redundancy is the sum of its distances to its
+two nearest other keyframes: on a path, the gap its removal would leave between its neighbours. The
+keyframe with the smallest sum is evicted (the older one on a tie); the newest never is. So a robot
+moving on thins its recent frames to the spacing of the rest instead of dropping the start of its path
+(a long trajectory ends up covered at roughly even spacing, its end points kept), and revisiting a
+place replaces the old keyframe there (its nearest neighbour is then the new one, at distance ~0).
+Cost: ``O(n^2)`` pose distances per eviction (n = ``max_keyframes``).
+
 Keyframe ids are uint32, strictly increasing for the lifetime of the buffer (not reset by
 ``clear``, so ids reported in render responses stay unambiguous).
 
@@ -115,6 +128,7 @@ class KeyframeBuffer:
         *,
         target_size: tuple[int, int] | None = None,
         time_jump_s: float = 1.0,
+        rotation_weight_m_per_rad: float | None = None,
     ) -> None:
         if max_keyframes < 1:
             raise ValueError(f"max_keyframes must be >= 1, got {max_keyframes}")
@@ -133,7 +147,13 @@ class KeyframeBuffer:
         self.encode_fn = encode_fn
         self.target_size = None if target_size is None else (int(target_size[0]), int(target_size[1]))
         self.time_jump_ns = int(time_jump_s * NS_PER_S)
-        self._ring: deque[Keyframe] = deque(maxlen=self.max_keyframes)
+        if rotation_weight_m_per_rad is None:
+            rotation_weight_m_per_rad = (self.min_translation_m / math.radians(self.min_rotation_deg)
+                                         if self.min_translation_m > 0 and self.min_rotation_deg > 0 else 0.5)
+        if not (math.isfinite(rotation_weight_m_per_rad) and rotation_weight_m_per_rad >= 0):
+            raise ValueError(f"rotation_weight_m_per_rad must be finite and >= 0, got {rotation_weight_m_per_rad}")
+        self.rotation_weight_m_per_rad = float(rotation_weight_m_per_rad)
+        self._ring: deque[Keyframe] = deque()
         self._lock = threading.Lock()  # guards the ring and counters
         self._intake = threading.RLock()  # serialises consider / clear / reencode_all
         self._ids = itertools.count()
@@ -187,9 +207,10 @@ class KeyframeBuffer:
                 return self._reject("encode_failed")
             keyframe = Keyframe(next(self._ids) & UINT32_MAX, frame, features)
             with self._lock:
-                if len(self._ring) == self.max_keyframes:
-                    self.evicted += 1
                 self._ring.append(keyframe)
+                if len(self._ring) > self.max_keyframes:
+                    del self._ring[self._most_redundant()]
+                    self.evicted += 1
                 self.accepted[reason] += 1
             return True, reason
 
@@ -202,11 +223,25 @@ class KeyframeBuffer:
             current = self.snapshot()
             updated = [replace(keyframe, features=encode_fn(keyframe.frame)) for keyframe in current]
             with self._lock:
-                self._ring = deque(updated, maxlen=self.max_keyframes)
+                self._ring = deque(updated)
             self.encode_fn = encode_fn
             return len(updated)
 
     # ------------------------------------------------------------------------------- internal
+    def _most_redundant(self) -> int:
+        """Ring index of the keyframe to evict (policy in the module docstring); the newest is exempt."""
+        if len(self._ring) <= 2:
+            return 0
+        poses = np.stack([kf.c2w for kf in self._ring]).astype(np.float64)  # [n, 4, 4], oldest first
+        centres, rots = poses[:, :3, 3], poses[:, :3, :3]
+        dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+        if self.rotation_weight_m_per_rad > 0:
+            trace = np.einsum("iab,jab->ij", rots, rots)  # trace(R_i^T R_j)
+            dist = dist + self.rotation_weight_m_per_rad * np.arccos(np.clip((trace - 1.0) * 0.5, -1.0, 1.0))
+        np.fill_diagonal(dist, np.inf)
+        two_nearest = np.sort(dist, axis=1)[:, :2].sum(axis=1)
+        return int(np.argmin(two_nearest[:-1]))  # the newest is exempt; first minimum = the oldest on a tie
+
     def _reject(self, reason: str) -> tuple[bool, str]:
         with self._lock:
             self.rejected[reason] += 1
@@ -216,8 +251,7 @@ class KeyframeBuffer:
         """First failing check's reject reason, or the accept reason of the motion policy."""
         if not geometry.is_finite_pose(frame.c2w):
             return "invalid_pose"
-        K = np.asarray(frame.K)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        if geometry.intrinsics_problem(frame.K) is not None:
             return "invalid_intrinsics"
         rgb = frame.rgb
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
@@ -275,9 +309,9 @@ class KeyframeBuffer:
             sx, sy = width / rgb.shape[1], height / rgb.shape[0]
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
             if depth is not None:
-                depth = cv2.resize(np.asarray(depth, np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+                depth = geometry.resize_nearest(np.asarray(depth, np.float32), width, height)
             if labels is not None:
-                labels = cv2.resize(np.asarray(labels, np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+                labels = geometry.resize_nearest(np.asarray(labels, np.uint8), width, height)
             K = geometry.scale_intrinsics(K, sx, sy)
         arrays = {
             "c2w": np.array(frame.c2w, dtype=np.float64),

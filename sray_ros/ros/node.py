@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -35,10 +35,12 @@ from sray_ros import geometry
 from sray_ros.action import FineTune
 from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
-from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, float_to_image, image_to_depth,
-                                           image_to_labels, image_to_rgb, labels_to_image, make_camera_info,
-                                           rgb_to_image, serialized_header)
+from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info, float_to_image,
+                                           image_to_depth, image_to_labels, image_to_rgb, labels_to_image,
+                                           make_camera_info, rgb_to_image, serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.ros.pose_conversion import pose_stamped_to_transform, pose_to_matrix
 from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
@@ -142,21 +144,6 @@ def _descriptor(description: str, extra: dict) -> ParameterDescriptor:
     return d
 
 
-def pose_to_matrix(pose) -> np.ndarray:
-    p, q = pose.position, pose.orientation
-    quat = np.array([q.x, q.y, q.z, q.w], np.float64)
-    if not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-6:
-        raise ValueError("orientation is not a finite non-zero quaternion")
-    import torch
-
-    matrix = np.eye(4)
-    matrix[:3, :3] = geometry.quaternion_to_matrix(torch.from_numpy(quat)).numpy()
-    matrix[:3, 3] = [p.x, p.y, p.z]
-    if not np.all(np.isfinite(matrix)):
-        raise ValueError("position is not finite")
-    return matrix
-
-
 def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, header: Header) -> PointCloud2:
     """x y z (float32), rgb (float32-packed 0x00RRGGBB, as RViz reads it), label (uint32)."""
     n = len(points)
@@ -209,7 +196,8 @@ class SrayNode(Node):
             on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
                                                          throttle_duration_sec=5.0),
             name="sray_keyframes")
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "labels"], self._keyframe_worker.put,
+        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "depth_info", "labels"],
+                                      self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
         self._stats_lock = threading.Lock()
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
@@ -241,6 +229,9 @@ class SrayNode(Node):
         sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=30)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
+        self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
+                                 callback_group=self._intake_group)
+        self._warned: set[str] = set()  # camera_info notes already logged (each once)
         # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
         for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels")):
@@ -318,12 +309,7 @@ class SrayNode(Node):
             self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        t = TransformStamped()
-        t.header = msg.header
-        t.child_frame_id = POSE_TOPIC_FRAME
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
-            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z)
-        t.transform.rotation = msg.pose.orientation
+        t = pose_stamped_to_transform(msg.header, msg.pose, POSE_TOPIC_FRAME)
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
 
@@ -352,17 +338,19 @@ class SrayNode(Node):
         except ImageConversionError as exc:
             return self._reject("bad_encoding", str(exc))
         try:
-            K = camera_info_to_K(info)
+            camera = camera_model_from_info(info)
         except (ImageConversionError, ValueError) as exc:
             return self._reject("bad_camera_info", str(exc))
-        if (info.width, info.height) != (color_msg.width, color_msg.height):
-            return self._reject("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, image is "
-                                f"{color_msg.width}x{color_msg.height}")
+        self._warn_once(camera.notes)
+        K = camera.K
+        if (camera.width, camera.height) != (color_msg.width, color_msg.height):
+            return self._reject("camera_info_mismatch", f"camera_info describes a {camera.width}x{camera.height} "
+                                f"image, the colour image is {color_msg.width}x{color_msg.height}")
         depth = labels = None
         if matched.get("depth") is not None:
             try:
-                depth = self._fit(image_to_depth(deserialize_message(matched["depth"].data, Image)), rgb.shape)
-            except ImageConversionError as exc:
+                depth = self._registered_depth(matched, camera, color_msg.header.frame_id)
+            except (ImageConversionError, TransformError) as exc:
                 return self._reject("bad_depth", str(exc))
         if matched.get("labels") is not None:
             try:
@@ -383,13 +371,47 @@ class SrayNode(Node):
 
     @staticmethod
     def _fit(image: np.ndarray, shape) -> np.ndarray:
-        """Depth / labels registered to the colour camera, possibly at another resolution: nearest resize."""
-        import cv2
+        """Labels annotated on the colour image, possibly at another resolution: exact nearest resize."""
+        return geometry.resize_nearest(image, shape[1], shape[0])
 
-        h, w = shape[:2]
-        if image.shape[:2] == (h, w):
-            return image
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
+    def _warn_once(self, notes) -> None:
+        for note in notes:
+            if note not in self._warned:
+                self._warned.add(note)
+                self.get_logger().warning(note)
+
+    def _registered_depth(self, matched: MatchedSet, color, color_frame: str) -> np.ndarray:
+        """The depth image in the colour camera (``geometry.register_depth``), from the depth camera_info.
+
+        The depth and colour optical frames are taken as identical when their frame ids are (or the depth
+        one is empty); otherwise TF gives the transform between them at the frame's stamp. Without a depth
+        camera_info, depth of the colour image's size is taken as registered (warned once) and depth of
+        another size is rejected: stretching it would put depths at the wrong pixels.
+        """
+        raw = matched["depth"]
+        depth_msg = deserialize_message(raw.data, Image)
+        depth = image_to_depth(depth_msg)
+        size = (int(depth_msg.width), int(depth_msg.height))
+        info = matched.get("depth_info")
+        if info is None:
+            if size != (color.width, color.height):
+                raise ImageConversionError(
+                    f"depth image is {size[0]}x{size[1]}, the colour image {color.width}x{color.height}, and no "
+                    "depth/camera_info arrived to register it into the colour camera")
+            self._warn_once(["no depth/camera_info received: depth of the colour image's size is taken as "
+                             "registered to the colour camera"])
+            return depth
+        depth_camera = camera_model_from_info(info)
+        self._warn_once(depth_camera.notes)
+        if (depth_camera.width, depth_camera.height) != size:
+            raise ImageConversionError(f"depth camera_info describes a {depth_camera.width}x{depth_camera.height} "
+                                       f"image, the depth image is {size[0]}x{size[1]}")
+        depth_frame = raw.frame_id or color_frame
+        color_from_depth = None
+        if depth_frame.lstrip("/") != color_frame.lstrip("/"):
+            color_from_depth = self.tf.lookup_transform(color_frame, depth_frame, matched.stamp_ns,
+                                                        timeout=self.get_parameter("tf_timeout_s").value)
+        return geometry.register_depth(depth, depth_camera.K, color.K, (color.width, color.height), color_from_depth)
 
     # ------------------------------------------------------------------------------------------ render
     def _target_request(self, request: RenderSemanticView.Request) -> RenderRequest:
@@ -408,7 +430,14 @@ class SrayNode(Node):
         width = info.width or self.get_parameter("default_width").value
         height = info.height or self.get_parameter("default_height").value
         K = np.array(info.k, np.float64).reshape(3, 3)
-        if not info.width or not info.height or not np.any(K):
+        notes: tuple[str, ...] = ()
+        if info.width and info.height and np.any(K):
+            try:  # every field checked as for the input cameras; ROI / binning give the rendered size
+                camera = camera_model_from_info(info)
+            except ImageConversionError as exc:
+                raise RenderError(f"request {exc}") from None
+            K, width, height, notes = camera.K, camera.width, camera.height, camera.notes
+        else:
             # Default intrinsics: the newest keyframe's camera, scaled to the requested size.
             snapshot = self.keyframes.snapshot()
             if not snapshot:
@@ -416,7 +445,8 @@ class SrayNode(Node):
             latest = snapshot[-1].frame
             h0, w0 = latest.rgb.shape[:2]
             K = geometry.scale_intrinsics(np.asarray(latest.K, np.float64), width / w0, height / h0)
-        return RenderRequest(world_from_frame @ local, K, int(width), int(height), int(request.num_source_views))
+        return RenderRequest(world_from_frame @ local, K, int(width), int(height), int(request.num_source_views),
+                             notes)
 
     def _on_render(self, request: RenderSemanticView.Request, response: RenderSemanticView.Response):
         start = time.perf_counter()
@@ -436,6 +466,11 @@ class SrayNode(Node):
         header = Header(stamp=request.target_pose.header.stamp, frame_id="sray_target_optical_frame")
         response.success = True
         response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
+        for note in (*render_request.notes, result.coverage_warning):
+            if note:
+                response.message += f"; {note}"
+        response.source_distance_m = float(result.source_distance_m)
+        response.source_overlap = float(result.source_overlap)
         response.labels = labels_to_image(result.labels, header)
         if request.return_color:
             response.color = rgb_to_image(result.color, header)
@@ -455,10 +490,7 @@ class SrayNode(Node):
         handle = self.renderer.handle
         self.semantic_pub.publish(labels_to_image(result.labels, header))
         if handle is not None:
-            colors = np.asarray(handle.label_set["colors"], np.uint8)
-            display = np.zeros((*result.labels.shape, 3), np.uint8)
-            known = result.labels != 255
-            display[known] = colors[result.labels[known]]
+            display = colorize_ids(result.labels, handle.label_set["colors"])
             self.semantic_color_pub.publish(rgb_to_image(display, header))
         self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
                                                         render_request.height, header))
@@ -619,7 +651,7 @@ class SrayNode(Node):
             return
         label_set = handle.label_set
         msg = LabelInfo(name=str(label_set.get("name", "")), class_names=list(label_set["class_names"]),
-                        ignore_id=255)
+                        ignore_id=IGNORE_INDEX)
         msg.class_colors = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
                             for c in label_set["colors"]]
         self.label_info_pub.publish(msg)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
 from sray_ros.model.render import near_far_from_sources, render_view
@@ -29,7 +30,10 @@ from sray_ros.ros.keyframes import Frame, Keyframe
 from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from sray_ros.train.config import resolve_device
 
-UNKNOWN_LABEL = 255
+UNKNOWN_LABEL = IGNORE_INDEX  # 255 on the wire
+# A render whose rendered surface is seen by a source in fewer than this fraction of its pixels is
+# reported as barely seen (the response's message says so; those pixels are UNKNOWN_LABEL anyway).
+MIN_SOURCE_OVERLAP = 0.5
 
 
 class RenderError(RuntimeError):
@@ -58,6 +62,7 @@ class RenderRequest:
     width: int
     height: int
     num_source_views: int = 0  # 0 = renderer default
+    notes: tuple[str, ...] = ()  # camera_info fields interpreted or ignored, for the response message
 
 
 @dataclass
@@ -71,6 +76,9 @@ class RenderResult:
     source_ids: list[int]
     render_time_s: float
     generation: int
+    source_distance_m: float = float("nan")  # target camera centre to the nearest chosen source's
+    source_overlap: float = float("nan")  # fraction of target pixels whose surface a chosen source sees
+    coverage_warning: str = ""  # non-empty when the sources barely see the target (see source_coverage)
 
 
 class Renderer:
@@ -177,9 +185,9 @@ class Renderer:
                               f"exceeds max_render_pixels={self.max_pixels}")
         if not geometry.is_finite_pose(request.c2w):
             raise RenderError("target pose is not a finite rigid transform")
-        K = np.asarray(request.K, np.float64)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise RenderError(f"camera_info K must be a finite 3x3 with positive focal lengths, got {K.tolist()}")
+        problem = geometry.intrinsics_problem(request.K)
+        if problem is not None:
+            raise RenderError(f"camera_info: {problem}")
 
     @staticmethod
     def _seen_by_any(points: torch.Tensor, sources: SourceViews) -> torch.Tensor:
@@ -187,6 +195,25 @@ class Renderer:
         _, _, valid = geometry.project_with_validity(points[None], sources.K, sources.w2c, sources.height,
                                                      sources.width)
         return valid.any(0)
+
+    @staticmethod
+    def source_coverage(seen: np.ndarray, target_c2w: np.ndarray, chosen: list[Keyframe]) -> tuple[float, float, str]:
+        """How well the chosen sources cover a render: ``(source_distance_m, source_overlap, warning)``.
+
+        ``source_distance_m``: distance in metres from the target camera centre to the nearest source's.
+        ``source_overlap``: fraction of target pixels (``seen``, ``bool [H, W]``: the rendered surface
+        point projects into at least one source, in front of it) that the sources see. ``warning`` is
+        non-empty when the overlap is below ``MIN_SOURCE_OVERLAP``: the render is mostly unknown (255).
+        """
+        centres = np.stack([np.asarray(kf.c2w, np.float64)[:3, 3] for kf in chosen])
+        distance = float(np.linalg.norm(centres - np.asarray(target_c2w, np.float64)[:3, 3], axis=1).min())
+        overlap = float(np.mean(seen)) if seen.size else 0.0
+        warning = ""
+        if overlap < MIN_SOURCE_OVERLAP:
+            warning = (f"the source keyframes barely see the target: {100 * overlap:.0f} % of its pixels are seen by a "
+                       f"source (nearest source {distance:.2f} m away); unseen pixels are unknown (255). Move the "
+                       f"target towards where the robot has been or collect keyframes there")
+        return distance, overlap, warning
 
     @torch.no_grad()
     def render(self, keyframes: tuple[Keyframe, ...], request: RenderRequest) -> RenderResult:
@@ -225,6 +252,7 @@ class Renderer:
         depth_out = depth.clone()
         depth_out[~(seen & (view.acc >= self.opacity_threshold))] = float("nan")
         color = (view.rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+        coverage = self.source_coverage(seen.cpu().numpy(), request.c2w, chosen)
         return RenderResult(labels.cpu().numpy(), raw_labels.cpu().numpy(), color.cpu().numpy(), depth_out.cpu().numpy(),
                             view.confidence.float().cpu().numpy(), known.cpu().numpy(), [kf.id for kf in chosen],
-                            time.perf_counter() - start, handle.generation)
+                            time.perf_counter() - start, handle.generation, *coverage)

@@ -46,7 +46,7 @@ colour image size, so the depth image is written at the colour resolution. ``P/d
 carries that size and the depth camera's intrinsics scaled to it (``scene.intrinsics_depth``); for
 registered data (Replica, the synthetic rooms, hololens) these equal the colour intrinsics. For raw
 ScanNet the depth camera's intrinsics differ from the colour camera's (the depth is not registered to
-colour; the node pairs them pixel by pixel anyway, as in training). Depth beyond 65.535 m does not fit
+colour; the node registers it into the colour camera from the two camera_infos). Depth beyond 65.535 m does not fit
 16UC1 millimetres and is written as 0 (invalid).
 
 Bag format: rosbag2 metadata version 8 with sqlite3 storage (``ros2 bag play`` of Humble, Jazzy and
@@ -121,18 +121,6 @@ def frame_stamp_ns(k: int, fps: float) -> int:
 def body_pose_from_optical(c2w: np.ndarray) -> np.ndarray:
     """``world -> camera_link`` 4x4 for an optical-frame c2w (``c2w = T_world_link @ T_BODY_OPTICAL``)."""
     return np.asarray(c2w, np.float64) @ np.linalg.inv(T_BODY_OPTICAL)
-
-
-def _quaternion(rot: np.ndarray) -> tuple[float, float, float, float]:
-    import torch
-
-    from sray_ros.geometry import matrix_to_quaternion
-
-    # Orthonormalise first (text poses carry ~1e-6 rounding): the quaternion then encodes the nearest rotation.
-    u, _, vt = np.linalg.svd(np.asarray(rot, np.float64))
-    rot = u @ vt
-    q = matrix_to_quaternion(torch.from_numpy(rot)).numpy()
-    return tuple(float(v) for v in q)
 
 
 def _validate(scene_dir, out_bag, fps, width, height, every, start, end, encoding, storage, fmt) -> tuple[Path, Path]:
@@ -245,8 +233,9 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
     """Write the scene at ``scene_dir`` to a new rosbag2 directory ``out_bag`` (see module docstring).
 
     ``every`` / ``start`` / ``end`` select frames by position in the scene's (valid-pose) frame list,
-    like ``frames[start:end:every]``. Raises :class:`BagConversionError` for invalid options or input;
-    a partly written bag is removed.
+    like ``frames[start:end:every]``. Raises :class:`BagConversionError` for invalid options or input
+    (also for any frame file that is unreadable or of the wrong type/size, naming the file: the readers
+    raise ``SceneFormatError`` for it); a partly written bag is removed.
     """
     scene_dir, out_bag = _validate(scene_dir, out_bag, fps, width, height, every, start, end, encoding, storage, fmt)
     if not world_frame or world_frame.startswith("/"):
@@ -265,7 +254,9 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
     from rosbags.typesys import Stores, get_typestore
     from tf2_msgs.msg import TFMessage
 
+    from sray_ros.data.scene import SceneFormatError
     from sray_ros.ros.image_conversion import ImageConversionError, make_camera_info, numpy_to_image
+    from sray_ros.ros.pose_conversion import rotation_to_quaternion
 
     names = topic_names(topic_prefix)
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -312,7 +303,8 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
                 stamp = frame_stamp_ns(k, fps)
                 body = body_pose_from_optical(scene.poses[idx])
                 tf = TFMessage()
-                tf.transforms = [_transform(stamp, world_frame, BODY_FRAME, body[:3, 3], _quaternion(body[:3, :3]))]
+                tf.transforms = [_transform(stamp, world_frame, BODY_FRAME, body[:3, 3],
+                                            rotation_to_quaternion(body[:3, :3]))]
                 put("tf", stamp, tf)
                 put("camera_info", stamp, make_camera_info(K_color, w, h, _header(stamp, OPTICAL_FRAME)))
                 rgb = scene.load_color(idx)
@@ -328,6 +320,8 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
                     bar.update(1)
     except BaseException as exc:
         shutil.rmtree(out_bag, ignore_errors=True)  # never leave a half-written bag behind
+        if isinstance(exc, SceneFormatError):  # a frame file unreadable or of the wrong type/size
+            raise BagConversionError(f"cannot read scene {str(scene_dir)!r}: {exc}; no bag written") from None
         if isinstance(exc, (WriterError, ImageConversionError)):
             raise BagConversionError(f"writing {str(out_bag)!r} failed: {exc}") from exc
         if isinstance(exc, OSError):

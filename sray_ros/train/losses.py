@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
+from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.model.render import RayRenderResult
 
 
@@ -20,7 +21,7 @@ class LossOutput:
         return {"total": float(self.total.detach()), "semantic": float(self.semantic), "rgb": float(self.rgb)}
 
 
-def semantic_ce(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+def semantic_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean CE over rays whose label is not ``ignore_index``; 0 (with gradient graph) if none is labelled."""
     keep = labels != ignore_index
     if not bool(keep.any()):
@@ -29,7 +30,7 @@ def semantic_ce(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tens
 
 
 def sray_loss(result: RayRenderResult, labels: Tensor | None, rgb: Tensor | None, semantic_weight: float = 0.5,
-              rgb_weight: float = 0.5, ignore_index: int = 255) -> LossOutput:
+              rgb_weight: float = 0.5, ignore_index: int = IGNORE_INDEX) -> LossOutput:
     """``semantic_weight * (CE_coarse + CE_fine) + rgb_weight * (MSE_coarse + MSE_fine)``.
 
     labels ``[R]`` (class ids, ``ignore_index`` excluded) and rgb ``[R, 3]`` in [0, 1]; either may be None

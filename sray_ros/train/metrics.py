@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sray_ros.data.label_sets import IGNORE_INDEX
+
 
 def confusion_matrix(pred: Tensor | np.ndarray, gt: Tensor | np.ndarray, num_classes: int,
-                     ignore_index: int = 255) -> np.ndarray:
+                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """``[K, K]`` int64 counts, rows = ground truth, columns = prediction; ignore-label GT pixels skipped.
     GT ids outside ``[0, K)`` other than the ignore label raise ValueError; predictions outside are an error too."""
     p = torch.as_tensor(pred).reshape(-1).long().cpu()
@@ -49,7 +51,7 @@ def iou_per_class(cm: np.ndarray) -> np.ndarray:
 class ConfusionMatrix:
     """Accumulates a confusion matrix and per-frame mIoUs over a sequence of frames."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: list[str] | None = None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, class_names: list[str] | None = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = class_names or [str(i) for i in range(num_classes)]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.data.ray_batch import RayBatch
 from sray_ros.model.render import render_rays
 from sray_ros.model.sray import SRay
@@ -125,7 +126,7 @@ class Trainer:
     def evaluate_batches(self, batches: list[RayBatch]) -> dict[str, float]:
         """Mean loss and ray-level semantic metrics on fixed batches (deterministic sampling)."""
         self.model.eval()
-        cm = ConfusionMatrix(self.model.cfg.num_classes, ignore_index=batches[0].ignore_index if batches else 255)
+        cm = ConfusionMatrix(self.model.cfg.num_classes, ignore_index=batches[0].ignore_index if batches else IGNORE_INDEX)
         losses = []
         for batch in batches:
             batch = batch.to(self.device)
