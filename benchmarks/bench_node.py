@@ -71,7 +71,7 @@ def main() -> int:
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     overrides = work / "params.yaml"
-    overrides.write_text(yaml.safe_dump({"sray_node": {"ros__parameters": params}}))
+    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     node_cmd = [sys.executable, str(REPO / ".ros_ws/install/sray_ros/lib/sray_ros/sray_node"), "--ros-args",
                 "--params-file", str(REPO / "config/sray.yaml"), "--params-file", str(overrides)]
     log = open(work / "node.log", "wb")
