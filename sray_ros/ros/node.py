@@ -3,7 +3,8 @@
 Intake (colour + camera_info, optional depth and labels, paired by stamp) -> pose from the node's own TF
 buffer (or a PoseStamped topic) -> :class:`KeyframeBuffer` (features encoded once by the
 :class:`Renderer`). ``~/render_semantic_view`` renders on an executor thread of its own callback group,
-``~/fine_tune`` trains in another, so image intake never waits for either.
+``~/fine_tune`` trains in another, so image intake never waits for either. Fine-tuning (requested and
+automatic) is orchestrated by :class:`~sray_ros.online.fine_tune_runner.FineTuneRunner`.
 """
 
 from __future__ import annotations
@@ -255,6 +256,7 @@ class SrayNode(Node):
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
         self._arrivals: deque[float] = deque(maxlen=200)
+        self._last_color_stamp_ns: int | None = None
         self.renders_served = 0
         self.last_render_time_s = 0.0
         # ~/clear_keyframes bumps the epoch under this lock; a frame being handled meanwhile is dropped
@@ -384,6 +386,12 @@ class SrayNode(Node):
                 with self._stats_lock:
                     self.frames_received += 1
                     self._arrivals.append(time.monotonic())
+                    repeated, self._last_color_stamp_ns = stamp == self._last_color_stamp_ns, stamp
+                if repeated and stamp > 0:
+                    # Two captures cannot share a time: a driver stamping with a constant (or a stale
+                    # clock) would give every frame the pose of that one instant.
+                    return self._reject("bad_stamp", f"color image has the same stamp as the previous one "
+                                        f"({stamp / 1e9:.9f} s); stamp images with their capture time")
             if stamp <= 0:
                 # Stamp 0 means "latest" to a TF lookup: the frame would get whatever pose came last.
                 if stream == "color":
