@@ -451,6 +451,36 @@ def test_diverging_fine_tune_goal_is_refused_and_the_model_stays(running, room):
     assert after.success
 
 
+def test_a_goal_preempts_the_automatic_fine_tune(running, room):
+    from action_msgs.msg import GoalStatus
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.action import FineTune
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_ints(**values):
+        params = [ParameterMsg(name=k, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v))
+                  for k, v in values.items()]
+        assert all(r.successful for r in client.call(setter, SetParameters.Request(parameters=params)).results)
+
+    set_ints(auto_fine_tune_every=1, fine_tune_default_steps=100000)  # a long automatic run
+    try:
+        client.publish_frame(room, 0, 370.0)  # one new labelled keyframe starts it
+        client.latest_status(lambda s: s.fine_tune_state == "running", timeout=60)
+    finally:
+        set_ints(auto_fine_tune_every=0, fine_tune_default_steps=300)
+    handle = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=2)))
+    assert handle.accepted, "the automatic run blocked the goal"
+    result = client.wait(handle.get_result_async(), timeout=300)
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.message
+    assert result.result.steps_done == 2
+    status = client.latest_status(lambda s: s.fine_tune_state == "succeeded")
+    assert status.fine_tune_step == 2  # the goal's run, not the automatic one
+
+
 def test_fine_tune_action_feedback_cancel_success(running, room):
     from action_msgs.msg import GoalStatus
 
