@@ -11,6 +11,11 @@ import threading
 NS_PER_S = 1_000_000_000
 
 
+def is_backwards_jump(newest_ns: int | None, stamp_ns: int, threshold_ns: int) -> bool:
+    """True when ``stamp_ns`` is more than ``threshold_ns`` older than ``newest_ns`` (None = nothing seen yet)."""
+    return newest_ns is not None and newest_ns - stamp_ns > threshold_ns
+
+
 class TimeJumpDetector:
     """Tracks the newest stamp (ns) and reports backwards jumps; thread-safe.
 
@@ -29,7 +34,7 @@ class TimeJumpDetector:
         """Record ``stamp_ns``; True when it is a backwards jump (the caller clears what the old time filled)."""
         with self._lock:
             newest = self._newest
-            if newest is not None and newest - stamp_ns > self.threshold_ns:
+            if is_backwards_jump(newest, stamp_ns, self.threshold_ns):
                 self._newest = stamp_ns
                 self.jumps += 1
                 return True
