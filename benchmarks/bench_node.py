@@ -5,6 +5,9 @@
 1. Service round trip vs the node's own render time for the same request (``render_time_s`` in the
    response is measured inside the node): their ratio is the ROS overhead.
 2. Intake throughput while a render runs: frames/s published vs accepted into the node's intake.
+   With ``--clock-hz HZ`` the node runs on sim time (``use_sim_time``) and the same render is timed with and
+   without ``/clock`` published at HZ (alternating, ``--clock-renders`` each), with the node's CPU use while
+   idle under /clock; ``--clock-only`` stops after that.
 3. Soak: 640x480 rgb8 frames at 30 Hz (+ camera_info and /tf) for ``--soak-s`` seconds with a render every
    5 s; frame-handling errors (rejections other than ``too_close``) and the node's resident memory over time
    (NodeStatus.resident_memory_mb), which should be flat once the keyframe ring is full.
@@ -32,12 +35,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+class _Done(Exception):
+    """Raised to skip the remaining sections (--clock-only)."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="", help="default: the shipped model")
     parser.add_argument("--soak-s", type=float, default=120.0)
     parser.add_argument("--render-size", default="80x60")
     parser.add_argument("--domain-id", type=int, default=97)
+    parser.add_argument("--clock-hz", type=float, default=0.0,
+                        help="node on use_sim_time; time renders with and without /clock at this rate (0 = off)")
+    parser.add_argument("--clock-renders", type=int, default=3, help="renders per condition with --clock-hz")
+    parser.add_argument("--clock-only", action="store_true", help="stop after the /clock comparison")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=YAML",
                         help="extra node parameter, e.g. --param tf_timeout_s=1.0")
     parser.add_argument("--reliable", action="store_true",
@@ -54,6 +65,7 @@ def main() -> int:
     from geometry_msgs.msg import TransformStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
@@ -63,7 +75,7 @@ def main() -> int:
     from sray_ros.srv import RenderSemanticView
 
     width, height = (int(v) for v in args.render_size.split("x"))
-    params = {"use_sim_time": False, "max_keyframes": 32, "min_translation_m": 0.05, "min_rotation_deg": 5.0,
+    params = {"use_sim_time": args.clock_hz > 0, "max_keyframes": 32, "min_translation_m": 0.05, "min_rotation_deg": 5.0,
               "sensor_data_qos": not args.reliable}
     for item in args.param:
         name, _, value = item.partition("=")
@@ -71,7 +83,7 @@ def main() -> int:
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
     overrides = work / "params.yaml"
-    overrides.write_text(yaml.safe_dump({"sray_node": {"ros__parameters": params}}))
+    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     node_cmd = [sys.executable, str(REPO / ".ros_ws/install/sray_ros/lib/sray_ros/sray_node"), "--ros-args",
                 "--params-file", str(REPO / "config/sray.yaml"), "--params-file", str(overrides)]
     log = open(work / "node.log", "wb")
@@ -153,6 +165,51 @@ def main() -> int:
         rows.append(f"| same request, time inside the node | {inside:.3f} s |")
         rows.append(f"| ROS overhead: round trip / in-node | {rt / inside:.3f} ({1000 * (rt - inside):.1f} ms) |")
 
+        if args.clock_hz > 0:
+            # 1b. /clock: frames keep wall stamps (TF lookups are by stamp), only the node's clock follows /clock.
+            clock_pub = node.create_publisher(Clock, "/clock", 10)
+            clock_on = threading.Event()
+            clock_done = threading.Event()
+
+            def clock_loop() -> None:
+                while not clock_done.is_set():
+                    if clock_on.is_set():
+                        t = time.time()
+                        clock_pub.publish(Clock(clock=Time(sec=int(t), nanosec=int((t % 1) * 1e9))))
+                    time.sleep(1.0 / args.clock_hz)
+
+            threading.Thread(target=clock_loop, daemon=True).start()
+
+            def node_cpu_s() -> float:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+            times: dict[bool, list[float]] = {True: [], False: []}
+            cores: dict[bool, list[float]] = {True: [], False: []}
+            idle: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.clock_renders):
+                for with_clock in (True, False):
+                    (clock_on.set if with_clock else clock_on.clear)()
+                    time.sleep(1.0)
+                    c0, t0 = node_cpu_s(), time.monotonic()
+                    time.sleep(3.0)
+                    idle[with_clock].append((node_cpu_s() - c0) / (time.monotonic() - t0))
+                    c0, t0 = node_cpu_s(), time.monotonic()
+                    _, response = call()
+                    if not response.success:
+                        raise SystemExit(f"render failed: {response.message}")
+                    times[with_clock].append(response.render_time_s)
+                    cores[with_clock].append((node_cpu_s() - c0) / (time.monotonic() - t0))
+            clock_done.set()
+            for with_clock in (True, False):
+                label = f"with /clock at {args.clock_hz:g} Hz" if with_clock else "without /clock"
+                rows.append(f"| sim time, render {width}x{height} {label}: time inside the node (each) | "
+                            + " / ".join(f"{t:.2f}" for t in times[with_clock]) + " s |")
+                rows.append(f"| sim time {label}: node CPU during the render / while idle (median) | "
+                            f"{np.median(cores[with_clock]):.2f} / {np.median(idle[with_clock]):.3f} cores |")
+            if args.clock_only:
+                raise _Done
+
         # 2. intake alone, then while rendering
         before, sent_before = statuses[-1].frames_received, published[0]
         stream(10.0)
@@ -221,6 +278,8 @@ def main() -> int:
         rows.append("| soak: resident memory every 5 s (MB) | " + " ".join(f"{m[1]:.0f}" for m in memory) + " |")
         rows.append(f"| soak: renders answered / requested | {answered[0]} / {requested[0]} |")
         rows.append(f"| soak: node alive at the end | {proc.poll() is None} |")
+    except _Done:
+        pass
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -233,7 +292,10 @@ def main() -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
     print(f"\n## Node benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
     print(f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}. "
-          f"Command: `python benchmarks/bench_node.py --soak-s {args.soak_s:.0f} --render-size {args.render_size}`.\n")
+          f"Command: `python benchmarks/bench_node.py --soak-s {args.soak_s:.0f} --render-size {args.render_size}"
+          + (f" --clock-hz {args.clock_hz:g} --clock-renders {args.clock_renders}" if args.clock_hz > 0 else "")
+          + (" --clock-only" if args.clock_only else "") + "`.\n")
+    print(f"Load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1/5/15 min).\n")
     print("| measurement | value |\n|---|---|")
     print("\n".join(rows))
     return 0

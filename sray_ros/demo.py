@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {"use_sim_time": True, "sensor_data_qos": False}
         if args.checkpoint:
             params["checkpoint"] = args.checkpoint
-        overrides.write_text(yaml.safe_dump({"sray_node": {"ros__parameters": params}}))
+        overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         remaps = []
         for topic in ("color/image", "color/camera_info", "depth/image", "depth/camera_info", "labels/image"):
             remaps += ["-r", f"{topic}:=/camera/{topic.replace('/image', '/image_raw')}"]

@@ -136,6 +136,11 @@ def _rewrite(path: Path, mutate) -> Path:
     (lambda p: p["state_dict"].update({"field_coarse.semantic_head.classifier.bias": torch.zeros(5)}),
      "classifier.bias' has shape \\(5,\\).*\\(3,\\)"),
     (lambda p: p.update(format="something_else"), "not an sray_ros checkpoint"),
+    # what a diverged fine-tune used to save: loading it must fail, not render every pixel as unknown
+    (lambda p: p["state_dict"]["field_coarse.semantic_head.classifier.bias"].fill_(float("nan")),
+     "1 weight tensors hold NaN or inf.*classifier.bias"),
+    (lambda p: p["state_dict"]["field_coarse.semantic_head.classifier.bias"].__setitem__(0, float("-inf")),
+     "NaN or inf"),
 ])
 def test_checkpoint_corruption_raises(saved, mutate, message):
     _, path = saved

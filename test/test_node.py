@@ -42,7 +42,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 def write_params(path, **overrides):
     params = yaml.safe_load((REPO / "config" / "sray.yaml").read_text())
-    params["sray_node"]["ros__parameters"].update(overrides)
+    params["/**"]["ros__parameters"].update(overrides)
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -102,7 +102,7 @@ class Client:
         raise TimeoutError(f"status never matched; last: {self.status[-1] if self.status else None}")
 
     def publish_frame(self, room, i, stamp_s, frame_id="camera", encoding="rgb8", info=True, tf=True,
-                      pose=None):
+                      pose=None, labels=None):
         from builtin_interfaces.msg import Time
         from geometry_msgs.msg import TransformStamped
         from std_msgs.msg import Header
@@ -124,7 +124,7 @@ class Client:
         # Depth and labels (optional streams) before colour, the synchroniser's pivot: the node pairs a
         # colour frame with what has arrived, and waits only briefly for late optional streams.
         self.pub["depth"].publish(numpy_to_image((room.depths[i] * 1000).astype(np.uint16), "16UC1", header))
-        self.pub["labels"].publish(labels_to_image(room.labels[i], header))
+        self.pub["labels"].publish(labels_to_image(room.labels[i] if labels is None else labels, header))
         if info:
             self.info_pub.publish(make_camera_info(room.intrinsics, room.width, room.height, header))
         if encoding == "rgb8":
@@ -169,10 +169,10 @@ def running(room, tiny_checkpoint, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("node")
     params = write_params(tmp / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
-                          keyframe_height=60, min_translation_m=0.0, min_rotation_deg=0.0, default_width=40,
+                          keyframe_height=60, min_translation_m=0, min_rotation_deg=0, default_width=40,
                           default_height=30, num_source_views=4, fine_tune_num_rays=128,
                           fine_tune_checkpoint=str(tmp / "fine_tuned.pt"), sensor_data_qos=False,
-                          confidence_threshold=0.0, opacity_threshold=0.0)
+                          confidence_threshold=0.0, opacity_threshold=0.0, tf_timeout_s=5)  # ints for floats
     group = ProcessGroup(tmp)
     proc = group.start(installed_executable("sray_node") + ["--ros-args", "--params-file", str(params)], "sray_node")
     context = rclpy.Context()
@@ -301,6 +301,186 @@ def test_intake_continues_during_a_slow_render(running, room):
     assert len(received) >= 3 and received[-1] > start_status.frames_received, (start_status.frames_received, received)
 
 
+def counts(status) -> dict[str, int]:
+    return dict(zip(status.reject_reasons, status.reject_counts))
+
+
+def settled(client, timeout=60.0):
+    """The latest status once the node has handled every frame published so far (three statuses alike)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = client.status[-3:]
+        if len(last) == 3 and len({(s.frames_received, s.frames_accepted, s.frames_rejected, tuple(s.keyframe_ids))
+                                   for s in last}) == 1:
+            return last[-1]
+        time.sleep(0.5)
+    raise TimeoutError("the node never settled")
+
+
+def test_stamp_zero_is_its_own_rejection(running, room):
+    # Stamp 0 means "latest" to a TF lookup: these frames used to get another frame's pose (or clear the
+    # buffer as a backwards time jump).
+    client = running["client"]
+    before = settled(client)
+    for i in range(3):
+        client.publish_frame(room, i, 0.0, tf=False)
+        time.sleep(0.05)
+    # A stamp repeated by the next colour image (a driver stamping with a constant) is as implausible.
+    client.publish_frame(room, 3, 339.0, frame_id="camera_without_tf", tf=False)  # missing_tf after tf_timeout_s
+    time.sleep(0.05)
+    client.publish_frame(room, 4, 339.0, frame_id="camera_without_tf", tf=False)
+    status = client.latest_status(lambda s: counts(s).get("bad_stamp", 0) >= counts(before).get("bad_stamp", 0) + 4)
+    assert list(status.keyframe_ids) == list(before.keyframe_ids)
+    assert status.frames_accepted == before.frames_accepted
+
+
+def test_labels_outside_the_label_set_are_rejected_at_intake(running, room):
+    client = running["client"]
+    before = settled(client)
+    # Labels pair with colour by stamp with a short wait, so a keyframe may (rarely) lack them.
+    assert 0 < before.labelled_keyframe_count <= before.keyframe_count
+    bad = room.labels[0].copy()
+    bad[:5, :5] = 30  # scannet20 has ids 0..19 (255 = unknown)
+    client.publish_frame(room, 0, 340.0, labels=bad)
+    status = client.latest_status(lambda s: counts(s).get("labels_out_of_set", 0) == 1)
+    assert list(status.keyframe_ids) == list(before.keyframe_ids)
+    # (test_fine_tune_action_feedback_cancel_success then fine-tunes on the buffer: it used to fail with an
+    # IndexError once such a frame was a keyframe.)
+
+
+def test_writable_parameters_apply_at_runtime(running, room):
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.ros.image_conversion import image_to_labels
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_params(**values):
+        params = []
+        for name, value in values.items():
+            v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) if isinstance(value, float) \
+                else ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+            params.append(ParameterMsg(name=name, value=v))
+        results = client.call(setter, SetParameters.Request(parameters=params)).results
+        assert all(r.successful for r in results), [r.reason for r in results]
+
+    set_params(confidence_threshold=1.0, num_source_views=2)
+    try:
+        strict = client.call(client.render, render_request(room, HELD_OUT, num=0))
+        assert strict.success, strict.message
+        assert (image_to_labels(strict.labels) == 255).all()  # no pixel is certain
+        assert len(strict.source_keyframe_ids) == 2
+        set_params(max_render_pixels=100)
+        refused = client.call(client.render, render_request(room, HELD_OUT))
+        assert not refused.success and "max_render_pixels=100" in refused.message
+    finally:
+        set_params(confidence_threshold=0.0, num_source_views=4, max_render_pixels=640 * 480)
+    again = client.call(client.render, render_request(room, HELD_OUT))
+    assert again.success and (image_to_labels(again.labels) != 255).any()
+
+
+def test_rendered_images_frame_is_broadcast(running, room):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    client = running["client"]
+    static = []
+    client.node.create_subscription(TFMessage, "/tf_static", static.append, QoSProfile(
+        depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    response = client.call(client.render, render_request(room, HELD_OUT))
+    assert response.success, response.message
+    frame = response.labels.header.frame_id
+    assert frame == "sray_node/render_optical_frame"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(t.child_frame_id == frame for m in static for t in m.transforms):
+        time.sleep(0.05)
+    transform = [t for m in static for t in m.transforms if t.child_frame_id == frame][-1]
+    assert transform.header.frame_id == "map"
+    position = transform.transform.translation
+    assert np.allclose([position.x, position.y, position.z], room.poses[HELD_OUT][:3, 3], atol=1e-5)
+
+
+def test_clear_keyframes_drops_a_frame_being_handled(running, room):
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from std_srvs.srv import Trigger
+    from tf2_msgs.msg import TFMessage
+
+    from sray_ros import geometry
+
+    client = running["client"]
+    clear = client.node.create_client(Trigger, f"{NODE}/clear_keyframes")
+    # The worker waits (tf_timeout_s) for this frame's transform, i.e. it is being handled during the clear.
+    client.publish_frame(room, 0, 350.0, frame_id="late_camera", tf=False)
+    time.sleep(1.0)
+    assert client.call(clear, Trigger.Request()).success
+    t = TransformStamped(header=Header(frame_id="map"), child_frame_id="late_camera")
+    t.header.stamp.sec = 350
+    c2w = room.poses[0]
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, c2w[:3, 3])
+    q = geometry.matrix_to_quaternion(torch.from_numpy(np.ascontiguousarray(c2w[:3, :3], np.float64))).numpy()
+    t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = map(float, q)
+    client.tf_pub.publish(TFMessage(transforms=[t]))
+    time.sleep(3.0)  # the worker finishes the frame; statuses come every second
+    cleared = client.latest_status()
+    assert cleared.keyframe_count == 0, "a frame handled during the clear landed after it"
+    assert cleared.labelled_keyframe_count == 0
+    # refill for the tests that follow
+    for n, i in enumerate(i for i in range(room.num_frames) if i != HELD_OUT):
+        client.publish_frame(room, i, 351.0 + 0.2 * n)
+        time.sleep(0.05)
+    client.latest_status(lambda s: s.keyframe_count == room.num_frames - 1, timeout=60.0)
+
+
+def test_diverging_fine_tune_goal_is_refused_and_the_model_stays(running, room):
+    from action_msgs.msg import GoalStatus
+
+    from sray_ros.action import FineTune
+
+    client = running["client"]
+    assert client.fine_tune.wait_for_server(timeout_sec=30.0)
+    handle = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=5, learning_rate=1e6)))
+    result = client.wait(handle.get_result_async(), timeout=120)
+    assert result.status == GoalStatus.STATUS_ABORTED and not result.result.success
+    assert "learning_rate" in result.result.message and result.result.steps_done == 0
+    assert not (running["tmp"] / "fine_tuned.pt").exists()
+    client.latest_status(lambda s: s.fine_tune_state == "failed")
+    after = client.call(client.render, render_request(room, HELD_OUT))
+    assert after.success
+
+
+def test_a_goal_preempts_the_automatic_fine_tune(running, room):
+    from action_msgs.msg import GoalStatus
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.action import FineTune
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_ints(**values):
+        params = [ParameterMsg(name=k, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v))
+                  for k, v in values.items()]
+        assert all(r.successful for r in client.call(setter, SetParameters.Request(parameters=params)).results)
+
+    set_ints(auto_fine_tune_every=1, fine_tune_default_steps=100000)  # a long automatic run
+    try:
+        client.publish_frame(room, 0, 370.0)  # one new labelled keyframe starts it
+        client.latest_status(lambda s: s.fine_tune_state == "running", timeout=60)
+    finally:
+        set_ints(auto_fine_tune_every=0, fine_tune_default_steps=300)
+    handle = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=2)))
+    assert handle.accepted, "the automatic run blocked the goal"
+    result = client.wait(handle.get_result_async(), timeout=300)
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.message
+    assert result.result.steps_done == 2
+    status = client.latest_status(lambda s: s.fine_tune_state == "succeeded")
+    assert status.fine_tune_step == 2  # the goal's run, not the automatic one
+
+
 def test_fine_tune_action_feedback_cancel_success(running, room):
     from action_msgs.msg import GoalStatus
 
@@ -354,11 +534,13 @@ def test_parameters_from_the_params_file_are_in_effect(running):
     client = running["client"]
     getter = client.node.create_client(GetParameters, f"{NODE}/get_parameters")
     response = client.call(getter, GetParameters.Request(names=["keyframe_width", "num_source_views", "world_frame",
-                                                                "fine_tune_num_rays"]))
-    values = [v.integer_value if v.type == 2 else v.string_value for v in response.values]
-    assert values == [80, 4, "map", 128]
+                                                                "fine_tune_num_rays", "tf_timeout_s"]))
+    values = [v.integer_value if v.type == 2 else v.double_value if v.type == 3 else v.string_value
+              for v in response.values]
+    assert values == [80, 4, "map", 128, 5.0]  # tf_timeout_s: 5 in the file, an integer for a float parameter
+    assert response.values[-1].type == 3
     declared = set(PARAMETERS)
-    in_file = set(yaml.safe_load((REPO / "config" / "sray.yaml").read_text())["sray_node"]["ros__parameters"])
+    in_file = set(yaml.safe_load((REPO / "config" / "sray.yaml").read_text())["/**"]["ros__parameters"])
     assert declared == in_file, (declared ^ in_file)
 
 
@@ -369,7 +551,6 @@ def test_without_a_model_render_fails_with_the_reason(processes, rclpy_context, 
     from sray_ros.srv import RenderSemanticView
 
     params = write_params(tmp_path / "p.yaml", checkpoint=str(tmp_path / "missing.pt"))
-    params.write_text(params.read_text().replace("sray_node:", "sray_no_model:", 1))
     proc = processes.start(installed_executable("sray_node") + ["--ros-args", "-r", "__node:=sray_no_model",
                                                                 "--params-file", str(params)],
                            name="sray_node_no_model")
@@ -540,3 +721,100 @@ def test_render_reports_source_coverage_and_checks_the_request_camera_info(runni
     request.camera_info.r = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0]  # a stereo rectification rotation
     bad = client.call(client.render, request)
     assert not bad.success and "rectification rotation" in bad.message
+
+
+# `python -m sray_ros.ros.node` is the node, as the README says (run outside the source tree, whose sray_ros
+# lacks the generated interfaces of the installed one)
+NODE_MODULE = ["-m", "sray_ros.ros.node"]
+
+
+def test_a_bad_parameter_value_is_one_line_naming_it(processes, tmp_path):
+    import sys
+
+    proc = processes.start([sys.executable, *NODE_MODULE, "--ros-args", "-r", "__node:=sray_bad_param",
+                            "-p", "max_keyframes:=abc", "-p", f"checkpoint:={tmp_path / 'missing.pt'}"],
+                           name="bad_param", cwd=tmp_path)
+    assert proc.wait(timeout=120) == 1
+    log = processes.log(proc)
+    assert "Traceback" not in log, log
+    lines = [line for line in log.splitlines() if "max_keyframes" in line]
+    assert len(lines) == 1 and "'abc'" in lines[0] and "integer" in lines[0], log
+
+
+def test_status_runs_on_wall_time_and_integers_are_accepted_for_floats(processes, rclpy_context, tmp_path):
+    """On sim time with no /clock (a replayed bag that ended) the status keeps coming; `-p x:=5` for a float."""
+    import sys
+
+    import rclpy
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.executors import SingleThreadedExecutor
+
+    from conftest import call_service, wait_for_service
+    from sray_ros.msg import NodeStatus
+
+    proc = processes.start([sys.executable, *NODE_MODULE, "--ros-args", "-r", "__node:=sray_sim",
+                            "-p", "use_sim_time:=true", "-p", "tf_timeout_s:=5", "-p", "min_rotation_deg:=10",
+                            "-p", f"checkpoint:={tmp_path / 'missing.pt'}"], name="sray_sim", cwd=tmp_path)
+    node = rclpy.create_node("status_client", context=rclpy_context)
+    statuses = []
+    node.create_subscription(NodeStatus, "/sray_sim/status", statuses.append, 10)
+    try:
+        getter = node.create_client(GetParameters, "/sray_sim/get_parameters")
+        wait_for_service(node, getter, timeout=90)
+        values = call_service(node, getter, GetParameters.Request(names=["tf_timeout_s", "min_rotation_deg"])).values
+        assert [(v.type, v.double_value) for v in values] == [(3, 5.0), (3, 10.0)]
+        executor = SingleThreadedExecutor(context=rclpy_context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 30
+        while len(statuses) < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.2)
+        executor.shutdown()
+    finally:
+        node.destroy_node()
+    assert proc.poll() is None, processes.log(proc)
+    assert len(statuses) >= 2, "no status on sim time without /clock"
+    assert statuses[-1].header.stamp.sec == 0  # stamped with the (unset) sim time
+
+
+def test_namespace_keeps_the_shipped_parameters_file(processes, rclpy_context, tmp_path):
+    """`namespace:=robot1` with the launch file's parameters file (its key must match /robot1/sray_node)."""
+    import sys
+
+    import rclpy
+    from rcl_interfaces.srv import GetParameters
+
+    from conftest import call_service, wait_for_service
+    from launch_standins import Node, load_launch_file
+
+    share = REPO / ".ros_ws" / "install" / "sray_ros" / "share" / "sray_ros"
+    started = load_launch_file(REPO / "launch" / "sray.launch.py", str(share)).resolve({"namespace": "robot1"})
+    launched = next(a for a in started if isinstance(a, Node)).kwargs
+    params_file, _ = launched["parameters"]
+    text = (REPO / "config" / "sray.yaml").read_text()
+    assert "max_keyframes: 32" in text
+    changed = tmp_path / "sray.yaml"  # the shipped file with one value changed, so that its effect shows
+    changed.write_text(__import__("pathlib").Path(params_file).read_text().replace("max_keyframes: 32",
+                                                                                   "max_keyframes: 7"))
+    proc = processes.start([sys.executable, *NODE_MODULE, "--ros-args", "-r", f"__ns:=/{launched['namespace']}",
+                            "-r", f"__node:={launched['name']}", "--params-file", str(changed),
+                            "-p", f"checkpoint:={tmp_path / 'missing.pt'}"], name="sray_ns", cwd=tmp_path)
+    node = rclpy.create_node("ns_client", context=rclpy_context)
+    try:
+        getter = node.create_client(GetParameters, "/robot1/sray_node/get_parameters")
+        wait_for_service(node, getter, timeout=90)
+        values = call_service(node, getter, GetParameters.Request(names=["max_keyframes"])).values
+    finally:
+        node.destroy_node()
+    assert proc.poll() is None, processes.log(proc)
+    assert values[0].integer_value == 7
+
+
+def test_missing_tf2_msgs_is_a_loud_start_error(processes, tmp_path):
+    import sys
+
+    code = ("import sys; sys.modules['tf2_msgs'] = sys.modules['tf2_msgs.msg'] = None; "
+            "from sray_ros.ros.node import main; main()")
+    proc = processes.start([sys.executable, "-c", code, "--ros-args", "-r", "__node:=sray_no_tf2",
+                            "-p", f"checkpoint:={tmp_path / 'missing.pt'}"], name="no_tf2", cwd=tmp_path)
+    assert proc.wait(timeout=120) == 1, processes.log(proc)
+    assert "tf2_msgs is not importable" in processes.log(proc)

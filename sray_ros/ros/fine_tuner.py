@@ -9,6 +9,7 @@ during fine-tuning keep using the old weights.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +24,11 @@ from sray_ros.ros.renderer import UNKNOWN_LABEL, RenderRequest, Renderer
 from sray_ros.train.finetune import FINE_TUNE_LR, fine_tune
 from sray_ros.train.metrics import ConfusionMatrix
 from sray_ros.train.trainer import StepStats
+
+
+# Ceiling of a goal's learning_rate: 10x the pretraining peak (1e-3), 20x the fine-tuning default. A goal
+# of 1e6 turned every weight NaN within 5 steps; such goals are refused instead of run.
+MAX_LEARNING_RATE = 1e-2
 
 
 class FineTuneError(RuntimeError):
@@ -41,14 +47,32 @@ class FineTuneGoal:
     holdout_scale: float = 0.5  # held-out keyframes are scored at this fraction of their size (render cost)
 
 
+SUCCEEDED, CANCELED, FAILED = "succeeded", "canceled", "failed"
+
+
 @dataclass
 class FineTuneOutcome:
-    model: SRay
+    """What one fine-tuning run produced. ``model`` is None when the run failed before or while training
+    (nothing was swapped in or saved then)."""
+
+    model: SRay | None
     steps_done: int
     final_loss: float
     holdout_miou: float  # negative when no labelled keyframe was held out
     holdout_ids: list[int]
     stopped_early: bool
+    status: str = SUCCEEDED  # SUCCEEDED, CANCELED or FAILED
+    message: str = ""
+    checkpoint_path: str = ""  # where the fine-tuned weights were saved ("" = not saved)
+
+    @property
+    def success(self) -> bool:
+        return self.status == SUCCEEDED
+
+    @classmethod
+    def failed(cls, message: str, steps_done: int = 0, final_loss: float = float("nan"),
+               status: str = FAILED) -> FineTuneOutcome:
+        return cls(None, steps_done, final_loss, -1.0, [], True, status, message)
 
 
 def split_holdout(keyframes: list[Keyframe], max_holdout: int) -> tuple[list[Keyframe], list[Keyframe]]:
@@ -124,6 +148,17 @@ class FineTuneJob:
             raise FineTuneError(f"fine-tuning needs at least 2 keyframes, the buffer holds {len(selected)}")
         if goal.max_steps <= 0:
             raise FineTuneError("max_steps must be positive")
+        lr = goal.learning_rate
+        if not (lr == 0 or (math.isfinite(lr) and 0 < lr <= MAX_LEARNING_RATE)):
+            raise FineTuneError(f"learning_rate {lr:g} is outside (0, {MAX_LEARNING_RATE:g}] (0 = the default "
+                                f"{FINE_TUNE_LR:g})")
+        num_classes = len(handle.label_set["class_names"])
+        for kf in selected:
+            labels = kf.frame.labels
+            if labels is not None and np.any((labels >= num_classes) & (labels != UNKNOWN_LABEL)):
+                bad = sorted(set(np.unique(labels[(labels >= num_classes) & (labels != UNKNOWN_LABEL)]).tolist()))
+                raise FineTuneError(f"keyframe {kf.id} has label ids {bad[:5]} outside the label set "
+                                    f"'{handle.label_set.get('name')}' (0..{num_classes - 1}, {UNKNOWN_LABEL} = unknown)")
         self.renderer, self.goal, self.handle = renderer, goal, handle
         self.train, self.held = split_holdout(selected, goal.max_holdout)
         self.scene = keyframes_to_scene(self.train, handle.label_set.get("ignore_index", UNKNOWN_LABEL))

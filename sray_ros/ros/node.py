@@ -3,7 +3,8 @@
 Intake (colour + camera_info, optional depth and labels, paired by stamp) -> pose from the node's own TF
 buffer (or a PoseStamped topic) -> :class:`KeyframeBuffer` (features encoded once by the
 :class:`Renderer`). ``~/render_semantic_view`` renders on an executor thread of its own callback group,
-``~/fine_tune`` trains in another, so image intake never waits for either.
+``~/fine_tune`` trains in another, so image intake never waits for either. Fine-tuning (requested and
+automatic) is orchestrated by :class:`~sray_ros.online.fine_tune_runner.FineTuneRunner`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from dataclasses import dataclass
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -34,14 +40,17 @@ from std_srvs.srv import Trigger
 from sray_ros import geometry
 from sray_ros.action import FineTune
 from sray_ros.msg import LabelInfo, NodeStatus
-from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
 from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
-from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info, float_to_image,
-                                           image_to_depth, image_to_labels, image_to_rgb, labels_to_image,
-                                           make_camera_info, rgb_to_image, serialized_header)
+from sray_ros.online.fine_tune_runner import FineTuneRunner, default_fine_tune_path
+from sray_ros.online.time_jump import TimeJumpDetector
+from sray_ros.ros.fine_tuner import FineTuneGoal
+from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, camera_model_from_info,
+                                           float_to_image, image_to_depth, image_to_labels, image_to_numpy,
+                                           image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
+                                           serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.pose_conversion import pose_stamped_to_transform, pose_to_matrix
-from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
+from sray_ros.ros.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
@@ -58,8 +67,19 @@ POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's pose
 # subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
 KEYFRAME_QUEUE_LIVE = 4
 KEYFRAME_QUEUE_RELIABLE = 64
-INTAKE_REJECT_REASONS = ("bad_message", "bad_encoding", "bad_camera_info", "camera_info_mismatch", "missing_tf",
-                         "missing_camera_info", "bad_depth", "bad_labels")
+INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "bad_encoding", "bad_camera_info", "camera_info_mismatch",
+                         "missing_tf", "missing_camera_info", "bad_depth", "bad_labels", "labels_out_of_set")
+# Child frame (under the node's name) of the rendered images' optical frame; broadcast on /tf_static at each
+# render so RViz can place the images.
+RENDER_FRAME_SUFFIX = "render_optical_frame"
+# Writable parameters the renderer reads at render time (applied by the parameter callback).
+RENDERER_PARAMETERS = {"num_source_views": "num_source_views", "confidence_threshold": "confidence_threshold",
+                       "opacity_threshold": "opacity_threshold", "max_render_pixels": "max_pixels",
+                       "render_chunk": "chunk"}
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter, the value and what is expected."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +146,26 @@ PARAMETERS: dict[str, tuple] = {
     "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
     "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
     "fine_tune_checkpoint": ("", "Where fine-tuned weights are saved (empty = $ROS_HOME/sray_ros/fine_tuned.pt).", {}),
+    "use_keyframe_labels": (True, "Render with the label images of keyframes that carry one (labels/image: mono8 or "
+                            "mono16 class ids of the node's label set, 255 = unknown) besides the model's "
+                            "semantics; false = the model's semantics only.", {}),
     "auto_fine_tune_every": (0, "Start fine-tuning after this many new labelled keyframes (0 = off).",
                              {"integer_range": (0, 100_000)}),
     "status_period_s": (1.0, "Period of NodeStatus and /diagnostics.", {"floating_point_range": (0.05, 60.0),
                                                                          "read_only": True}),
 }
+
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number (float; integers are accepted)",
+               str: "a string"}
+
+
+def _expected(default: Any, extra: dict) -> str:
+    text = _TYPE_NAMES[type(default)]
+    for key in ("floating_point_range", "integer_range"):
+        if key in extra:
+            text += f" in [{extra[key][0]}, {extra[key][1]}]"
+    return text
 
 
 def _descriptor(description: str, extra: dict) -> ParameterDescriptor:
@@ -167,13 +202,20 @@ def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, head
 class SrayNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sray_node", **kwargs)
-        for name, (default, description, extra) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(description, extra))
+        self._declare_parameters()
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.world_frame = p("world_frame")
         if p("pose_source") not in ("tf", "topic"):
-            raise ValueError(f"pose_source must be 'tf' or 'topic', got {p('pose_source')!r}")
+            raise ParameterError(f"parameter 'pose_source' = {p('pose_source')!r}: expected 'tf' or 'topic'")
         self.pose_from_topic = p("pose_source") == "topic"
+        if TFMessage is None and not self.pose_from_topic:
+            raise ValueError("tf2_msgs is not importable, so the node cannot subscribe to /tf and every frame would "
+                             "be rejected as missing_tf: source a ROS distro that has tf2_msgs, or run "
+                             "scripts/setup.sh (it builds a stand-in), or set pose_source:=topic")
+        if TFMessage is None:
+            self.get_logger().error("tf2_msgs is not importable: no /tf subscription (target poses must be given in "
+                                    f"'{self.world_frame}') and rendered images' frame is not broadcast")
+        self.use_keyframe_labels = bool(p("use_keyframe_labels"))
 
         self.tf = TransformBuffer(cache_time_s=30.0)
         self.renderer = Renderer(device=p("device"), num_source_views=p("num_source_views"),
@@ -186,7 +228,7 @@ class SrayNode(Node):
             min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
             blur_threshold=p("blur_threshold"), encode_fn=self.renderer.encode,
             target_size=(p("keyframe_width"), p("keyframe_height")), time_jump_s=p("time_jump_s"))
-        self.time_jump_ns = int(p("time_jump_s") * 1e9)
+        self.time_jumps = TimeJumpDetector(p("time_jump_s"))
         # Matched sets go to a keyframe worker through a short queue: the subscription callbacks only read
         # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
         # camera_info / colour callbacks (whose DDS queues would otherwise overwrite their partners). When
@@ -203,13 +245,16 @@ class SrayNode(Node):
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
         self._arrivals: deque[float] = deque(maxlen=200)
-        self._last_stamp_ns: int | None = None
+        self._last_color_stamp_ns: int | None = None
         self.renders_served = 0
         self.last_render_time_s = 0.0
-        self.fine_tune_state = "idle"
-        self.fine_tune_step = 0
-        self._fine_tune_lock = threading.Lock()
-        self._labelled_since_fine_tune = 0
+        # ~/clear_keyframes bumps the epoch under this lock; a frame being handled meanwhile is dropped
+        # instead of landing in the cleared buffer.
+        self._clear_lock = threading.Lock()
+        self._clear_epoch = 0
+        self.fine_tuner = FineTuneRunner(
+            self.renderer, self.keyframes.snapshot, lambda: self.get_parameter("fine_tune_checkpoint").value,
+            lambda level, message: getattr(self.get_logger(), level)(message))
 
         checkpoint = p("checkpoint") or default_checkpoint()
         try:
@@ -227,6 +272,7 @@ class SrayNode(Node):
 
         # Reliable (bag replay): a deeper queue so that a busy intake delays frames instead of losing them.
         sensor_qos = qos_profile_sensor_data if p("sensor_data_qos") else QoSProfile(depth=30)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
         self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
@@ -258,6 +304,11 @@ class SrayNode(Node):
         latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.label_info_pub = self.create_publisher(LabelInfo, "~/label_info", latched)
+        self.render_frame = f"{self.get_fully_qualified_name().strip('/')}/{RENDER_FRAME_SUFFIX}"
+        self.render_frame_pub = (None if TFMessage is None else
+                                 self.create_publisher(TFMessage, "/tf_static", QoSProfile(
+                                     depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)))
         self._publish_label_info()
 
         self.create_service(RenderSemanticView, "~/render_semantic_view", self._on_render,
@@ -269,8 +320,43 @@ class SrayNode(Node):
             self, FineTune, "~/fine_tune", execute_callback=self._execute_fine_tune,
             goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
             callback_group=self._fine_tune_group)
-        self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group)
+        # Wall (steady) time: on sim time the status would freeze when /clock stops (a replayed bag ended).
+        self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._keyframe_worker.start()
+
+    # -------------------------------------------------------------------------------------- parameters
+    def _declare_parameters(self) -> None:
+        """Declare PARAMETERS. An integer given for a float parameter (``tf_timeout_s: 5``, ``-p x:=10``) is
+        taken as that float; any other bad value raises :class:`ParameterError` naming the parameter, the value
+        and the expected type."""
+        for name, (default, description, extra) in PARAMETERS.items():
+            override = self._parameter_overrides.get(name)
+            if (override is not None and isinstance(default, float)
+                    and override.type_ == Parameter.Type.INTEGER):
+                self._parameter_overrides[name] = Parameter(name, value=float(override.value))
+                override = self._parameter_overrides[name]
+            try:
+                self.declare_parameter(name, default, _descriptor(description, extra))
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                value = override.value if override is not None else default
+                raise ParameterError(f"parameter '{name}' = {value!r}: expected {_expected(default, extra)}") from exc
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Runtime changes (``ros2 param set``): rclpy has checked type, range and read-only; the renderer's
+        settings take effect for the renders that start afterwards."""
+        changes = {}
+        for param in parameters:
+            if param.name in RENDERER_PARAMETERS:
+                value = param.value
+                if param.name == "render_chunk":
+                    value = int(value) or None
+                changes[RENDERER_PARAMETERS[param.name]] = value
+            elif param.name == "use_keyframe_labels":
+                self.use_keyframe_labels = bool(param.value)
+        if changes:
+            self.renderer.configure(**changes)
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------------------------ intake
     def _reject(self, reason: str, detail: str) -> None:
@@ -292,14 +378,28 @@ class SrayNode(Node):
                 with self._stats_lock:
                     self.frames_received += 1
                     self._arrivals.append(time.monotonic())
+                    repeated, self._last_color_stamp_ns = stamp == self._last_color_stamp_ns, stamp
+                if repeated and stamp > 0:
+                    # Two captures cannot share a time: a driver stamping with a constant (or a stale
+                    # clock) would give every frame the pose of that one instant.
+                    return self._reject("bad_stamp", f"color image has the same stamp as the previous one "
+                                        f"({stamp / 1e9:.9f} s); stamp images with their capture time")
+            if stamp <= 0:
+                # Stamp 0 means "latest" to a TF lookup: the frame would get whatever pose came last.
+                if stream == "color":
+                    self._reject("bad_stamp", "color image stamped 0 (an unset header.stamp): its pose cannot be "
+                                 "looked up; stamp images with their capture time")
+                else:
+                    self.get_logger().warning(f"{stream} message stamped 0 ignored (an unset header.stamp)",
+                                              throttle_duration_sec=5.0)
+                return
+            if stream == "color":
                 self._check_time_jump(stamp)
             self.sync.add(stream, stamp, msg)
         return callback
 
     def _check_time_jump(self, stamp_ns: int) -> None:
-        last = self._last_stamp_ns
-        self._last_stamp_ns = stamp_ns
-        if last is not None and stamp_ns < last - self.time_jump_ns:
+        if self.time_jumps.update(stamp_ns):
             # Bag loop or restarted clock: old poses would poison lookups; the buffer clears itself.
             self.tf.clear()
             self.get_logger().info("time jumped backwards: cleared keyframes and transforms")
@@ -315,11 +415,15 @@ class SrayNode(Node):
 
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
+        if hasattr(self, "fine_tuner"):
+            self.fine_tuner.close()
         if hasattr(self, "_keyframe_worker"):
             self._keyframe_worker.close()
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
+        with self._clear_lock:
+            epoch = self._clear_epoch
         color_raw, info = matched["color"], matched["camera_info"]
         frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_raw.frame_id
         try:
@@ -354,20 +458,39 @@ class SrayNode(Node):
                 return self._reject("bad_depth", str(exc))
         if matched.get("labels") is not None:
             try:
-                labels = self._fit(image_to_labels(deserialize_message(matched["labels"].data, Image)), rgb.shape)
+                labels_msg = deserialize_message(matched["labels"].data, Image)
+                labels = image_to_labels(labels_msg)
             except ImageConversionError as exc:
                 return self._reject("bad_labels", str(exc))
-        accepted, reason = self.keyframes.consider(
-            Frame(matched.stamp_ns, c2w, K, rgb, depth, labels, color_msg.header.frame_id))
+            outside = self._labels_outside_set(image_to_numpy(labels_msg))
+            if outside:
+                return self._reject("labels_out_of_set", f"label image has class ids {outside} outside the label "
+                                    f"set (0..{self._num_classes() - 1}, {UNKNOWN_LABEL} = unknown)")
+            labels = self._fit(labels, rgb.shape)
+        with self._clear_lock:  # ~/clear_keyframes waits for this frame, or this frame sees the clear
+            if epoch != self._clear_epoch:
+                return None
+            accepted, reason = self.keyframes.consider(
+                Frame(matched.stamp_ns, c2w, K, rgb, depth, labels, color_msg.header.frame_id))
         if not accepted and reason == "encode_failed":
             self.get_logger().error(f"keyframe encoding failed: {self.keyframes.last_encode_error}",
                                     throttle_duration_sec=5.0)
         if accepted and labels is not None:
-            self._labelled_since_fine_tune += 1
-            every = self.get_parameter("auto_fine_tune_every").value
-            if every and self._labelled_since_fine_tune >= every and self.fine_tune_state != "running":
-                self._labelled_since_fine_tune = 0
-                threading.Thread(target=self._auto_fine_tune, daemon=True).start()
+            self.fine_tuner.labelled_keyframe_added(self.get_parameter("auto_fine_tune_every").value,
+                                                    self._fine_tune_goal)
+
+    def _num_classes(self) -> int | None:
+        handle = self.renderer.handle
+        return None if handle is None else len(handle.label_set["class_names"])
+
+    def _labels_outside_set(self, ids: np.ndarray) -> list[int]:
+        """Class ids (at most 5) that are neither in the model's label set nor 255 (unknown); [] without a model
+        (fine-tuning checks again before it trains)."""
+        num_classes = self._num_classes()
+        if num_classes is None:
+            return []
+        bad = (ids >= num_classes) & (ids != UNKNOWN_LABEL)
+        return [int(v) for v in np.unique(ids[bad])[:5]] if bad.any() else []
 
     @staticmethod
     def _fit(image: np.ndarray, shape) -> np.ndarray:
@@ -463,7 +586,8 @@ class SrayNode(Node):
             self.get_logger().error(f"render failed: {type(exc).__name__}: {exc}")
             response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
             return response
-        header = Header(stamp=request.target_pose.header.stamp, frame_id="sray_target_optical_frame")
+        header = Header(stamp=request.target_pose.header.stamp, frame_id=self.render_frame)
+        self._broadcast_render_frame(render_request.c2w, header)
         response.success = True
         response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
         for note in (*render_request.notes, result.coverage_warning):
@@ -485,6 +609,21 @@ class SrayNode(Node):
             self.last_render_time_s = response.render_time_s
         self._publish_render(result, render_request, header)
         return response
+
+    def _broadcast_render_frame(self, c2w: np.ndarray, header: Header) -> None:
+        """world_frame -> the rendered images' optical frame on /tf_static (latched: the latest render's pose)."""
+        if self.render_frame_pub is None:
+            return
+        import torch
+
+        t = TransformStamped()
+        t.header = Header(stamp=header.stamp, frame_id=self.world_frame)
+        t.child_frame_id = header.frame_id
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, c2w[:3, 3])
+        q = geometry.matrix_to_quaternion(torch.from_numpy(np.ascontiguousarray(c2w[:3, :3], np.float64))).numpy()
+        (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+         t.transform.rotation.w) = map(float, q)
+        self.render_frame_pub.publish(TFMessage(transforms=[t]))
 
     def _publish_render(self, result, render_request: RenderRequest, header: Header) -> None:
         handle = self.renderer.handle
@@ -509,73 +648,22 @@ class SrayNode(Node):
 
     # ---------------------------------------------------------------------------------------- fine-tune
     def _on_fine_tune_goal(self, goal) -> GoalResponse:
-        if self.fine_tune_state == "running":
+        # An automatic run does not block goals: the goal cancels it (FineTuneRunner.run).
+        if self.fine_tuner.requested_run_active:
             self.get_logger().warning("fine_tune goal rejected: a fine-tuning run is in progress")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    def _fine_tune_path(self, requested: str) -> Path:
-        if requested:
-            return Path(requested).expanduser()
-        configured = self.get_parameter("fine_tune_checkpoint").value
-        if configured:
-            return Path(configured).expanduser()
-        ros_home = Path(os.environ.get("ROS_HOME", Path.home() / ".ros"))
-        return ros_home / "sray_ros" / "fine_tuned.pt"
-
-    def _run_fine_tune(self, goal: FineTuneGoal, checkpoint_path: str, on_step, cancel_requested) -> dict:
-        """Shared by the action and the automatic trigger. Returns the result fields."""
-        if not self._fine_tune_lock.acquire(blocking=False):
-            return {"success": False, "message": "a fine-tuning run is in progress"}
-        try:
-            try:
-                job = FineTuneJob(self.renderer, self.keyframes.snapshot(), goal)
-            except FineTuneError as exc:
-                self.fine_tune_state = "failed"
-                return {"success": False, "message": str(exc)}
-            self.fine_tune_state, self.fine_tune_step = "running", 0
-            handle = job.handle
-
-            def step(stats) -> None:
-                self.fine_tune_step = stats.step
-                if cancel_requested():
-                    job.stop.set()
-                on_step(stats)
-
-            try:
-                outcome = job.run(step)
-            except Exception as exc:  # noqa: BLE001 - the node and its weights survive a failed run
-                self.fine_tune_state = "failed"
-                self.get_logger().error(f"fine-tuning failed: {type(exc).__name__}: {exc}")
-                return {"success": False, "message": f"fine-tuning failed: {type(exc).__name__}: {exc}"}
-            if job.stop.is_set() or cancel_requested():
-                self.fine_tune_state = "canceled"
-                return {"success": False, "canceled": True, "steps_done": outcome.steps_done,
-                        "final_loss": outcome.final_loss,
-                        "message": f"canceled after {outcome.steps_done} steps; weights unchanged"}
-            path = self._fine_tune_path(checkpoint_path)
-            self.renderer.swap(outcome.model, handle.label_set, f"fine-tuned from {handle.source}", handle.extra)
-            try:
-                self.renderer.save(path, {"fine_tuned_steps": outcome.steps_done, "holdout_miou": outcome.holdout_miou})
-                saved = str(path)
-            except OSError as exc:
-                saved = ""
-                self.get_logger().error(f"fine-tuned weights in use but not saved to {path}: {exc}")
-            self.fine_tune_state = "succeeded"
-            return {"success": True, "steps_done": outcome.steps_done, "final_loss": outcome.final_loss,
-                    "holdout_miou": outcome.holdout_miou, "checkpoint_path": saved,
-                    "message": f"fine-tuned {outcome.steps_done} steps on {len(job.train)} keyframes "
-                               f"(held out {len(job.held)})"}
-        finally:
-            self._fine_tune_lock.release()
+    def _fine_tune_goal(self, max_steps: int = 0, **fields) -> FineTuneGoal:
+        return FineTuneGoal(max_steps=max_steps or self.get_parameter("fine_tune_default_steps").value,
+                            num_rays=self.get_parameter("fine_tune_num_rays").value,
+                            num_sources=self.get_parameter("num_source_views").value, **fields)
 
     def _execute_fine_tune(self, goal_handle):
         request = goal_handle.request
-        goal = FineTuneGoal(max_steps=int(request.max_steps) or self.get_parameter("fine_tune_default_steps").value,
-                            max_duration_s=float(request.max_duration_s), learning_rate=float(request.learning_rate),
-                            keyframe_ids=[int(i) for i in request.keyframe_ids],
-                            num_rays=self.get_parameter("fine_tune_num_rays").value,
-                            num_sources=self.get_parameter("num_source_views").value)
+        goal = self._fine_tune_goal(int(request.max_steps), max_duration_s=float(request.max_duration_s),
+                                    learning_rate=float(request.learning_rate),
+                                    keyframe_ids=[int(i) for i in request.keyframe_ids])
         start = time.monotonic()
         last_feedback = [0.0]
 
@@ -590,30 +678,23 @@ class SrayNode(Node):
             feedback.eta_s = float(rate * (goal.max_steps - stats.step))
             goal_handle.publish_feedback(feedback)
 
-        fields = self._run_fine_tune(goal, request.checkpoint_path, on_step, lambda: goal_handle.is_cancel_requested)
-        result = FineTune.Result(success=fields["success"], message=fields["message"],
-                                 steps_done=int(fields.get("steps_done", 0)),
-                                 final_loss=float(fields.get("final_loss", float("nan"))),
-                                 holdout_miou=float(fields.get("holdout_miou", -1.0)),
-                                 checkpoint_path=fields.get("checkpoint_path", ""))
-        if fields.get("canceled"):
+        outcome = self.fine_tuner.run(goal, request.checkpoint_path, on_step, lambda: goal_handle.is_cancel_requested)
+        if outcome.status == "failed":
+            self.get_logger().error(f"fine-tuning: {outcome.message}")
+        result = FineTune.Result(success=outcome.success, message=outcome.message, steps_done=int(outcome.steps_done),
+                                 final_loss=float(outcome.final_loss), holdout_miou=float(outcome.holdout_miou),
+                                 checkpoint_path=outcome.checkpoint_path)
+        if outcome.status == "canceled" and goal_handle.is_cancel_requested:
             goal_handle.canceled()
-        elif fields["success"]:
+        elif outcome.success:
             goal_handle.succeed()
         else:
             goal_handle.abort()
         return result
 
-    def _auto_fine_tune(self) -> None:
-        goal = FineTuneGoal(max_steps=self.get_parameter("fine_tune_default_steps").value,
-                            num_rays=self.get_parameter("fine_tune_num_rays").value,
-                            num_sources=self.get_parameter("num_source_views").value)
-        fields = self._run_fine_tune(goal, "", lambda stats: None, lambda: False)
-        self.get_logger().info(f"automatic fine-tuning: {fields['message']}")
-
     # ----------------------------------------------------------------------------------------- services
     def _on_save(self, request, response):
-        path = self._fine_tune_path(request.path)
+        path = default_fine_tune_path(request.path, self.get_parameter("fine_tune_checkpoint").value)
         try:
             response.message = f"saved {self.renderer.save(path)}"
             response.success = True
@@ -637,9 +718,11 @@ class SrayNode(Node):
         return response
 
     def _on_clear(self, request, response):
-        self._keyframe_worker.clear()  # frames received before the request must not refill the buffer
-        count = len(self.keyframes)
-        self.keyframes.clear()
+        with self._clear_lock:  # frames received before the request must not refill the buffer
+            self._clear_epoch += 1
+            self._keyframe_worker.clear()
+            count = len(self.keyframes)
+            self.keyframes.clear()
         self.renderer.forget(set())
         response.success, response.message = True, f"cleared {count} keyframes"
         return response
@@ -680,6 +763,7 @@ class SrayNode(Node):
         msg.keyframe_count = len(snapshot)
         msg.max_keyframes = self.keyframes.max_keyframes
         msg.keyframe_ids = [kf.id for kf in snapshot]
+        msg.labelled_keyframe_count = sum(kf.frame.labels is not None for kf in snapshot)
         msg.frames_received = received
         msg.frames_accepted = sum(counters["accepted"].values())
         msg.reject_reasons = list(reasons)
@@ -689,8 +773,9 @@ class SrayNode(Node):
         msg.checkpoint = handle.source if handle else ""
         msg.device = str(self.renderer.device)
         msg.label_set = str(handle.label_set.get("name", "")) if handle else ""
-        msg.fine_tune_state = self.fine_tune_state
-        msg.fine_tune_step = int(self.fine_tune_step)
+        fine_tune = self.fine_tuner.state()
+        msg.fine_tune_state = fine_tune.state
+        msg.fine_tune_step = int(fine_tune.step)
         msg.renders_served = renders
         msg.last_render_time_s = float(last_render)
         try:
@@ -709,7 +794,8 @@ class SrayNode(Node):
             level, summary = DiagnosticStatus.ERROR, "no model loaded"
         elif msg.keyframe_count == 0:
             level, summary = DiagnosticStatus.WARN, "no keyframes yet"
-        values = {"keyframes": msg.keyframe_count, "input_rate_hz": f"{msg.input_rate_hz:.2f}",
+        values = {"keyframes": msg.keyframe_count, "labelled_keyframes": msg.labelled_keyframe_count,
+                  "input_rate_hz": f"{msg.input_rate_hz:.2f}",
                   "frames_received": msg.frames_received, "frames_accepted": msg.frames_accepted,
                   "last_render_time_s": f"{msg.last_render_time_s:.3f}", "fine_tune_state": msg.fine_tune_state,
                   "device": msg.device, "checkpoint": msg.checkpoint,
@@ -740,3 +826,7 @@ def main(args=None) -> None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+if __name__ == "__main__":  # python -m sray_ros.ros.node
+    main()

@@ -40,6 +40,11 @@ class RenderError(RuntimeError):
     """A render request that cannot be served; the message says why (returned as the service's reason)."""
 
 
+class StaleModelError(RuntimeError):
+    """A swap conditioned on a model generation found another generation in use (e.g. a checkpoint was
+    loaded while fine-tuning ran on the previous model)."""
+
+
 @dataclass(frozen=True)
 class ModelHandle:
     generation: int
@@ -111,13 +116,35 @@ class Renderer:
         checkpoint = load_checkpoint(path, map_location=self.device)
         return self.swap(checkpoint.model, checkpoint.label_set, str(path), checkpoint.extra)
 
-    def swap(self, model: SRay, label_set: dict[str, Any], source: str, extra: dict[str, Any] | None = None) -> ModelHandle:
+    def configure(self, *, num_source_views: int | None = None, confidence_threshold: float | None = None,
+                  opacity_threshold: float | None = None, max_pixels: int | None = None,
+                  chunk: int | None | bool = False) -> None:
+        """Change render settings at runtime (the node's writable parameters); renders that start later use
+        them. ``chunk``: rays per model call, None = automatic; the default False leaves it unchanged."""
+        if num_source_views is not None:
+            self.num_source_views = int(num_source_views)
+        if confidence_threshold is not None:
+            self.confidence_threshold = float(confidence_threshold)
+        if opacity_threshold is not None:
+            self.opacity_threshold = float(opacity_threshold)
+        if max_pixels is not None:
+            self.max_pixels = int(max_pixels)
+        if chunk is not False:
+            self.chunk = None if chunk is None else int(chunk)
+
+    def swap(self, model: SRay, label_set: dict[str, Any], source: str, extra: dict[str, Any] | None = None,
+             if_generation: int | None = None) -> ModelHandle:
+        """Make ``model`` the one renders use. With ``if_generation``, only while that model generation is
+        still current: raises :class:`StaleModelError` (and keeps the current model) otherwise."""
         current = self._handle
         if current is not None and list(label_set["class_names"]) != list(current.label_set["class_names"]):
             raise ValueError(f"{source}: label set '{label_set.get('name')}' differs from the one in use "
                              f"('{current.label_set.get('name')}'); restart the node to change label sets")
         model = model.to(self.device).eval()
         with self._swap_lock:
+            if if_generation is not None and self._generation != if_generation:
+                raise StaleModelError(f"model generation {if_generation} was replaced by generation "
+                                      f"{self._generation} ({self._handle.source if self._handle else 'none'})")
             self._generation += 1
             handle = ModelHandle(self._generation, model, dict(label_set), source, dict(extra or {}))
             self._handle = handle

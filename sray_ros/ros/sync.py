@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sray_ros.online.time_jump import is_backwards_jump
+
 NS_PER_S = 1_000_000_000
 
 
@@ -112,7 +114,7 @@ class StampSynchronizer:
         with self._lock:
             newest = self._newest[stream]
             if newest is not None and stamp_ns < newest:
-                if newest - stamp_ns > self.time_jump_ns:
+                if is_backwards_jump(newest, stamp_ns, self.time_jump_ns):
                     self._reset_locked()
                     self.time_jumps += 1
                 else:

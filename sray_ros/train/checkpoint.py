@@ -7,7 +7,8 @@ File layout (a ``torch.save`` dict, loaded with ``weights_only=True``)::
 
 Writes are atomic (temp file in the target directory, fsync, ``os.replace``), so an interrupted save
 never leaves a half-written checkpoint under the final name. Every problem found on load raises
-:class:`CheckpointError` naming the file and what is wrong.
+:class:`CheckpointError` naming the file and what is wrong, including non-finite (NaN / inf) weights, which
+a diverged training run leaves behind and which would render every pixel as "unknown".
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def _check_label_set(label_set: dict[str, Any], num_classes: int, where: str) ->
         raise CheckpointError(f"{where}: label_set.colors must be one [r, g, b] per class ({len(names)})")
     if not isinstance(label_set["ignore_index"], int):
         raise CheckpointError(f"{where}: label_set.ignore_index must be an int")
+
+
+def non_finite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` (a state_dict) holding a NaN or an infinity."""
+    return [name for name, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 def save_checkpoint(path: str | Path, model: SRay, label_set: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
@@ -128,6 +135,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if tuple(state[name].shape) != tuple(ref.shape):
             raise CheckpointError(f"{where}: weight '{name}' has shape {tuple(state[name].shape)}, the config "
                                   f"implies {tuple(ref.shape)}")
+    bad = non_finite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{where}: {len(bad)} weight tensors hold NaN or inf values (e.g. {bad[:3]}); "
+                              "a diverged training run wrote it")
     model.load_state_dict(state)
     model.to(map_location).eval()
     return Checkpoint(model, config, payload["label_set"], payload.get("extra") or {}, path)
