@@ -49,7 +49,7 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
 from sray_ros.ros.keyframes import Frame, KeyframeBuffer
-from sray_ros.ros.pose_conversion import pose_stamped_to_transform, pose_to_matrix
+from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
 from sray_ros.ros.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
@@ -614,15 +614,7 @@ class SrayNode(Node):
         """world_frame -> the rendered images' optical frame on /tf_static (latched: the latest render's pose)."""
         if self.render_frame_pub is None:
             return
-        import torch
-
-        t = TransformStamped()
-        t.header = Header(stamp=header.stamp, frame_id=self.world_frame)
-        t.child_frame_id = header.frame_id
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, c2w[:3, 3])
-        q = geometry.matrix_to_quaternion(torch.from_numpy(np.ascontiguousarray(c2w[:3, :3], np.float64))).numpy()
-        (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
-         t.transform.rotation.w) = map(float, q)
+        t = matrix_to_transform(c2w, Header(stamp=header.stamp, frame_id=self.world_frame), header.frame_id)
         self.render_frame_pub.publish(TFMessage(transforms=[t]))
 
     def _publish_render(self, result, render_request: RenderRequest, header: Header) -> None:
