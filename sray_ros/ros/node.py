@@ -44,7 +44,7 @@ from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
 from sray_ros.online.fine_tune_runner import FineTuneRunner, default_fine_tune_path
 from sray_ros.online.time_jump import TimeJumpDetector
 from sray_ros.ros.fine_tuner import FineTuneGoal
-from sray_ros.ros.image_conversion import (ImageConversionError, camera_info_to_K, camera_model_from_info,
+from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info,
                                            float_to_image, image_to_depth, image_to_labels, image_to_numpy,
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
