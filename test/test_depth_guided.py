@@ -1,0 +1,279 @@
+"""Depth-guided S-Ray: target depth from keyframe depth (z-buffer splat + fusion), the depth-guided sampler,
+and rendering / training with it. Tiny sizes throughout (2 shared CPU cores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sray_ros import geometry as G
+from sray_ros.model import SRay, SRayConfig, render_rays, render_view
+from sray_ros.model.samplers import DepthGuidedSampler, HierarchicalSampler, resolve_sampling
+from sray_ros.model.surface import SurfaceConfig, splat_depth, surface_for_rays, surface_from_sources
+from sray_ros.train.losses import sray_loss
+
+torch.set_num_threads(1)
+
+# --------------------------------------------------------------------------------------------------
+# a box scene: a wall at z = 4 and a box [-0.4, 0.4] x [-0.3, 0.3] x [2.2, 2.8], ray-cast exactly
+# --------------------------------------------------------------------------------------------------
+H, W = 60, 80
+K_BOX = G.intrinsics_matrix(70.0, 70.0, 39.5, 29.5)
+BOX_LO = torch.tensor([-0.4, -0.3, 2.2])
+BOX_HI = torch.tensor([0.4, 0.3, 2.8])
+WALL_Z = 4.0
+
+
+def camera(x: float, y: float = 0.0) -> torch.Tensor:
+    return G.look_at(torch.tensor([x, y, 0.0]), torch.tensor([0.0, 0.0, 3.0]), up=torch.tensor([0.0, -1.0, 0.0]))
+
+
+def cast(c2w: torch.Tensor, K: torch.Tensor = K_BOX, h: int = H, w: int = W) -> torch.Tensor:
+    """Exact z-depth [h, w] of the box scene (slab test for the box, plane for the wall)."""
+    o, d = G.generate_rays(K, c2w, G.pixel_grid(h, w))
+    inv = 1.0 / d
+    t0, t1 = (BOX_LO - o) * inv, (BOX_HI - o) * inv
+    t_near = torch.minimum(t0, t1).amax(-1)
+    t_far = torch.maximum(t0, t1).amin(-1)
+    hit = (t_far >= t_near) & (t_near > 0)
+    t_wall = (WALL_Z - o[:, 2]) / d[:, 2]
+    t = torch.where(hit, t_near, t_wall)
+    return t.view(h, w)  # directions have camera-z = 1: t is the z-depth
+
+
+SOURCES = [camera(-0.5, 0.1), camera(0.5, -0.1)]
+
+
+def source_stack():
+    return torch.stack([cast(c) for c in SOURCES]), K_BOX.expand(2, 3, 3), torch.stack(SOURCES)
+
+
+def seen_by_sources(target: torch.Tensor, K_t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[h, w] True where the target's true surface point is visible in at least one source depth map."""
+    gt = cast(target, K_t, h, w)
+    pts = G.backproject_depth(gt, K_t, target)
+    seen = torch.zeros(h * w, dtype=torch.bool)
+    for c2w in SOURCES:
+        uv, z, ok = G.project_with_validity(pts, K_BOX, G.invert_pose(c2w), H, W)
+        src = cast(c2w)
+        col, row = uv[:, 0].round().long().clamp(0, W - 1), uv[:, 1].round().long().clamp(0, H - 1)
+        seen |= ok & ((src[row, col] - z).abs() <= 0.01 * z)
+    return seen.view(h, w)
+
+
+def depth_edges(depth: torch.Tensor, rel: float = 0.05) -> torch.Tensor:
+    """[h, w] True within one pixel of a depth discontinuity."""
+    pad = torch.nn.functional.pad(depth[None, None], (1, 1, 1, 1), mode="replicate")
+    nb = torch.nn.functional.unfold(pad, 3).view(9, *depth.shape)
+    return ((nb - depth).abs() > rel * depth).any(0)
+
+
+def test_splat_of_box_scene_reproduces_target_depth_and_marks_holes():
+    depths, Ks, c2ws = source_stack()
+    # a target between the sources with a wider field of view: its border sees what no source saw
+    K_t = G.intrinsics_matrix(45.0, 45.0, 39.5, 29.5)
+    target = camera(0.1, 0.0)
+    gt = cast(target, K_t)
+    surf = surface_from_sources(depths, Ks, c2ws, K_t, target, H, W)
+    seen = seen_by_sources(target, K_t, H, W)
+    assert 0.3 < seen.float().mean() < 0.95  # both visible parts and holes exist
+    rel = (surf.depth - gt).abs() / gt
+    interior = seen & ~depth_edges(gt)
+    assert surf.valid[interior].float().mean() >= 0.99
+    assert (rel[interior & surf.valid] < 0.01).float().mean() >= 0.99, rel[interior & surf.valid].max()
+    # at depth edges too, most visible pixels are right
+    assert (rel[seen & surf.valid] < 0.01).float().mean() >= 0.95
+    # holes: pixels further than the hole-filling reach from anything a source saw stay unknown
+    far_from_seen = ~torch.nn.functional.max_pool2d(seen[None, None].float(), 7, 1, 3)[0, 0].bool()
+    assert far_from_seen.sum() > 100
+    assert not surf.valid[far_from_seen].any()
+    assert (surf.depth[~surf.valid] == 0).all() and (surf.confidence[~surf.valid] == 0).all()
+    # where both sources agree the confidence is higher than where only one view saw the surface
+    zbuf = splat_depth(depths, Ks, c2ws, K_t, target, H, W)
+    both = torch.isfinite(zbuf).all(0) & ~depth_edges(gt)
+    one = (torch.isfinite(zbuf).sum(0) == 1) & ~depth_edges(gt)
+    assert both.any() and one.any()
+    assert surf.confidence[both].mean() > surf.confidence[one].mean()
+
+
+def test_surface_for_rays_matches_the_view_map():
+    depths, Ks, c2ws = source_stack()
+    target = camera(0.0, 0.05)
+    view = surface_from_sources(depths, Ks, c2ws, K_BOX, target, H, W)
+    uv = torch.tensor([[10.0, 5.0], [39.6, 29.4], [79.0, 59.0], [0.2, 58.8]])
+    rays = surface_for_rays(depths, Ks, c2ws, K_BOX, target, H, W, uv)
+    cols, rows = uv[:, 0].round().long(), uv[:, 1].round().long()
+    assert torch.equal(rays.depth, view.depth[rows, cols])
+    assert torch.equal(rays.valid, view.valid[rows, cols])
+
+
+@pytest.mark.parametrize("kind", ["zero", "nan", "inf", "negative", "no_return_65535"])
+def test_invalid_source_depth_never_becomes_a_surface(kind):
+    depths, Ks, c2ws = source_stack()
+    bad = np.zeros((H, W), bool)
+    bad[10:50, 20:60] = True  # a block of invalid depth in every source
+    if kind == "no_return_65535":
+        raw = (depths.numpy() * 1000).round().astype(np.uint16)
+        raw[:, bad] = 65535
+        depths = torch.from_numpy(np.stack([G.depth_from_raw(r) for r in raw]))
+    else:
+        value = {"zero": 0.0, "nan": float("nan"), "inf": float("inf"), "negative": -2.0}[kind]
+        depths = depths.clone()
+        depths[:, torch.from_numpy(bad)] = value
+    # target = first source: its invalid block must not receive a surface (beyond the fill reach)
+    # from itself; the second source sees only part of it, so compare against a source-free estimate
+    surf = surface_from_sources(depths[:1], Ks[:1], c2ws[:1], K_BOX, SOURCES[0], H, W)
+    inner = torch.zeros(H, W, dtype=torch.bool)
+    inner[13:47, 23:57] = True
+    assert not surf.valid[inner].any()
+    assert torch.isfinite(surf.depth).all() and torch.isfinite(surf.confidence).all()
+    both = surface_from_sources(depths, Ks, c2ws, K_BOX, camera(0.0), H, W)
+    assert torch.isfinite(both.depth).all()
+    assert float(both.depth.max()) <= WALL_Z * 1.1  # nothing at 65.5 m or infinity
+    ok = both.valid
+    assert (both.depth[ok] > 0).all()
+
+
+def test_surface_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="rel_tol"):
+        SurfaceConfig(rel_tol=0.0)
+    with pytest.raises(ValueError, match="depths must be"):
+        splat_depth(torch.zeros(2, H, W), K_BOX.expand(3, 3, 3), torch.stack(SOURCES + SOURCES[:1]), K_BOX,
+                    SOURCES[0], H, W)
+
+
+# --------------------------------------------------------------------------------------------------
+# samplers
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("distribution", ["gaussian", "stratified"])
+@pytest.mark.parametrize("perturb", [False, True])
+def test_depth_guided_sampler_returns_k_sorted_samples_inside_the_band(distribution, perturb):
+    torch.manual_seed(0)
+    sampler = DepthGuidedSampler(num_samples=8, distribution=distribution, band_min=0.02, band_max=0.2)
+    depth = torch.rand(500) * 5 + 0.2
+    conf = torch.rand(500)
+    conf[:10] = 0.0
+    conf[10:20] = 1.0
+    s = sampler(depth, conf, perturb=perturb)
+    assert s.shape == (500, 8)
+    assert (s[:, 1:] >= s[:, :-1]).all()
+    lo, hi = sampler.band(depth, conf)
+    assert (s >= lo[:, None] - 1e-6).all() and (s <= hi[:, None] + 1e-6).all()
+    # the band is the stated one: half-width d * (0.02 + (1 - c) * 0.18), at least 2 cm
+    half = (depth * (0.02 + (1 - conf) * 0.18)).clamp_min(0.02)
+    assert torch.allclose(hi - depth, half, atol=1e-6)
+    # the band narrows as confidence grows
+    lo1, hi1 = sampler.band(torch.full((2,), 3.0), torch.tensor([0.2, 0.9]))
+    assert (hi1 - lo1)[1] < (hi1 - lo1)[0]
+    if distribution == "gaussian" and not perturb:
+        # symmetric around the target depth, denser near it than at the band's ends
+        mid = s.mean(-1)
+        assert torch.allclose(mid, (lo + hi) / 2, atol=1e-4)
+        gaps = s[:, 1:] - s[:, :-1]
+        assert (gaps[:, 3] < gaps[:, 0]).all()
+
+
+def test_depth_guided_sampler_uniform_mix_and_bad_settings():
+    sampler = DepthGuidedSampler(num_samples=6, num_uniform=3)
+    depth = torch.tensor([1.0, 2.5])
+    s = sampler(depth, torch.ones(2), torch.full((2,), 0.5), torch.full((2,), 6.0))
+    assert s.shape == (2, 9) and (s[:, 1:] >= s[:, :-1]).all()
+    lo, hi = sampler.band(depth, torch.ones(2))
+    inside = (s >= lo[:, None]) & (s <= hi[:, None])
+    assert (inside.sum(-1) >= 6).all()
+    with pytest.raises(ValueError, match="near and far"):
+        sampler(depth, torch.ones(2))
+    with pytest.raises(ValueError, match="distribution"):
+        DepthGuidedSampler(distribution="beta")
+    with pytest.raises(ValueError, match="num_samples"):
+        DepthGuidedSampler(num_samples=1)
+    with pytest.raises(ValueError, match="sampling must be"):
+        resolve_sampling("surface", True)
+    assert resolve_sampling("auto", True) == "depth_guided" and resolve_sampling("auto", False) == "hierarchical"
+    with pytest.raises(ValueError, match="sampling must be"):
+        SRayConfig(sampling="guided")
+
+
+def test_hierarchical_sampler_matches_the_previous_sampling():
+    near, far = torch.full((4,), 0.5), torch.full((4,), 6.0)
+    hs = HierarchicalSampler(16, 8, True)
+    coarse = hs.coarse(near, far)
+    assert torch.allclose(coarse, G.sample_inverse_depth(near, far, 16))
+    w = torch.rand(4, 16)
+    fine = hs.fine(coarse, w)
+    assert fine.shape == (4, 24) and (fine[:, 1:] >= fine[:, :-1]).all()
+    assert hs.samples_per_ray == 24
+
+
+# --------------------------------------------------------------------------------------------------
+# rendering and training with depth guidance (the toy plane of test_model: z = 2, two classes)
+# --------------------------------------------------------------------------------------------------
+from test_model import K_TOY, H as TH, W as TW, render_plane, toy_camera, toy_images  # noqa: E402
+
+
+def test_depth_guided_render_follows_the_target_depth_and_surface_semantics_option():
+    torch.manual_seed(0)
+    cfg = SRayConfig.tiny(num_classes=3)
+    model = SRay(cfg).eval()
+    poses = [toy_camera(-0.3), toy_camera(0.3)]
+    images = toy_images(poses)
+    depths = torch.stack([render_plane(c)[4].view(TH, TW) for c in poses])
+    src = model.encode_sources(images, K_TOY.expand(2, 3, 3), torch.stack(poses), depths)
+    target = toy_camera(0.05, 0.05)
+    K_small = G.scale_intrinsics(K_TOY, 0.25, 0.25)
+    gt = render_plane(target, G.pixel_grid(12, 16).mul(4).add(1.5))[4].view(12, 16)
+    for mode in ("volume", "surface"):
+        out = render_view(model, src, K_small, target, 12, 16, sampling="auto", surface_semantics=mode)
+        assert out.sampling == "depth_guided" and out.target_depth is not None
+        ok = out.target_depth > 0
+        assert ok.float().mean() > 0.9
+        # whatever the (untrained) density, a depth-guided depth stays inside the band around the surface
+        assert ((out.depth[ok] - gt[ok]).abs() / gt[ok]).max() < 0.25
+        assert torch.isfinite(out.rgb).all() and out.labels.shape == (12, 16)
+    # without source depth, auto is hierarchical; depth_guided samples around the coarse pass's depth
+    rgb_only = model.encode_sources(images, K_TOY.expand(2, 3, 3), torch.stack(poses))
+    out_h = render_view(model, rgb_only, K_small, target, 12, 16, near=1.0, far=4.0)
+    assert out_h.sampling == "hierarchical"
+    out_c = render_view(model, rgb_only, K_small, target, 12, 16, near=1.0, far=4.0, sampling="depth_guided")
+    assert out_c.sampling == "depth_guided" and (out_c.target_depth >= 1.0 - 1e-4).all()
+    assert ((out_c.depth >= 0.8) & (out_c.depth <= 4.0 * 1.25)).all()
+
+
+def _overfit(sampling: str, steps: int = 120) -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    cfg = SRayConfig.tiny(num_classes=2, num_coarse=8, num_fine=8)
+    model = SRay(cfg)
+    poses = [toy_camera(-0.3), toy_camera(0.3)]
+    images = toy_images(poses)
+    Ks, c2ws = K_TOY.expand(2, 3, 3), torch.stack(poses)
+    o_all, d_all, rgb_all, lab_all, t_all = render_plane(toy_camera(0.05, 0.05))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(steps):
+        idx = torch.randint(0, o_all.shape[0], (64,), generator=gen)
+        src = model.encode_sources(images, Ks, c2ws)
+        kw = dict(sampling="depth_guided", target_depth=t_all[idx]) if sampling == "depth_guided" else {}
+        res = render_rays(model, src, o_all[idx], d_all[idx], 1.2, 3.5, perturb=True, **kw)
+        loss = sray_loss(res, lab_all[idx], rgb_all[idx])
+        opt.zero_grad()
+        loss.total.backward()
+        opt.step()
+        # score the final pass only (hierarchical has a coarse pass too)
+        best = res.best
+        history.append((float(torch.nn.functional.cross_entropy(best.logits.detach(), lab_all[idx])),
+                        float(((best.rgb.detach() - rgb_all[idx]) ** 2).mean()),
+                        float((best.logits.argmax(-1) == lab_all[idx]).float().mean())))
+    first = np.mean(history[:10], 0)
+    last = np.mean(history[-10:], 0)
+    assert last[0] * 5 <= first[0], (sampling, first, last)
+    return tuple(last)
+
+
+def test_with_exact_depth_a_tiny_model_overfits_as_well_as_hierarchical():
+    ce_h, mse_h, acc_h = _overfit("hierarchical")
+    ce_d, mse_d, acc_d = _overfit("depth_guided")
+    assert acc_d >= acc_h - 0.03, (acc_d, acc_h)
+    assert ce_d <= 1.5 * ce_h + 0.02, (ce_d, ce_h)
+    assert mse_d <= 1.5 * mse_h + 0.002, (mse_d, mse_h)
