@@ -277,3 +277,135 @@ def test_with_exact_depth_a_tiny_model_overfits_as_well_as_hierarchical():
     assert acc_d >= acc_h - 0.03, (acc_d, acc_h)
     assert ce_d <= 1.5 * ce_h + 0.02, (ce_d, ce_h)
     assert mse_d <= 1.5 * mse_h + 0.002, (mse_d, mse_h)
+
+
+# --------------------------------------------------------------------------------------------------
+# depth metrics, strict JSON, training and evaluation with depth guidance
+# --------------------------------------------------------------------------------------------------
+def test_depth_errors_known_values_and_invalid_pixels():
+    from sray_ros.train.metrics import DepthErrors
+
+    errs = DepthErrors()
+    gt = torch.tensor([1.0, 2.0, 4.0, 0.0, float("nan"), 2.0])
+    pred = torch.tensor([1.1, 2.0, 2.0, 5.0, 3.0, float("nan")])
+    errs.update(pred, gt)
+    s = errs.summary()
+    # valid GT: 1, 2, 4, 2 (4 pixels); usable predictions on the first three
+    assert s["depth_coverage"] == pytest.approx(3 / 4)
+    assert s["depth_abs_rel"] == pytest.approx((0.1 + 0.0 + 0.5) / 3)
+    assert s["depth_rmse"] == pytest.approx(((0.01 + 0 + 4.0) / 3) ** 0.5)
+    assert s["depth_delta1"] == pytest.approx(2 / 3)  # 4 -> 2 is a factor 2
+    empty = DepthErrors().summary()
+    assert all(v != v for k, v in empty.items() if k != "depth_coverage")
+
+
+def test_strict_json_writes_null_for_non_finite():
+    import json
+
+    from sray_ros.train.metrics import strict_json
+
+    data = {"a": float("nan"), "b": [1.0, float("inf"), np.float32("nan")], "c": {"d": -float("inf"), "e": 2},
+            "f": np.int64(3)}
+    text = json.dumps(strict_json(data), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": None, "e": 2}, "f": 3}
+
+
+def test_depth_guided_training_step_with_depth_loss(synthetic_mini_set):
+    from test_train import _tiny_setup
+
+    from sray_ros.train.trainer import Trainer
+
+    model, label_set, sampler, _ = _tiny_setup(synthetic_mini_set)
+    trainer = Trainer(model, label_set.to_dict(), sampler, max_steps=10, sampling="depth_guided",
+                      depth_loss_weight=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = [trainer.train_step() for _ in range(2)]
+    assert all(s.depth_guided for s in stats)
+    assert all(np.isfinite(s.loss) and np.isfinite(s.depth_loss) and s.depth_loss > 0 for s in stats)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the mix: with fraction 0 every step is hierarchical
+    mixed = Trainer(model, label_set.to_dict(), sampler, max_steps=10, sampling="auto", depth_guided_fraction=0.0)
+    assert not mixed.train_step().depth_guided
+    with pytest.raises(ValueError, match="sampling must be"):
+        Trainer(model, label_set.to_dict(), sampler, sampling="guided")
+
+
+def test_eval_cli_reports_depth_metrics_for_each_mode_as_strict_json(synthetic_mini_set, tmp_path):
+    import json
+
+    from test_train import _tiny_setup
+
+    from sray_ros.train import evaluate
+    from sray_ros.train.trainer import Trainer
+
+    model, label_set, sampler, _ = _tiny_setup(synthetic_mini_set)
+    Trainer(model, label_set.to_dict(), sampler, max_steps=10,
+            train_config={"width": 40, "height": 30}).save(tmp_path / "m.pt")
+    results = {}
+    for mode, depth_flag in (("hierarchical", "--keyframe-depth"), ("depth_guided", "--keyframe-depth"),
+                             ("depth_guided", "--no-keyframe-depth")):
+        out = tmp_path / f"eval_{mode}_{depth_flag}"
+        code = evaluate.main(["--checkpoint", str(tmp_path / "m.pt"), "--data", str(synthetic_mini_set / "test"),
+                              "--out", str(out), "--num-sources", "4", "--holdout-every", "8", "--max-views", "1",
+                              "--sampling", mode, depth_flag, "--num-panels", "0"])
+        assert code == 0
+        text = (out / "metrics.json").read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        report = json.loads(text)
+        assert report["sampling"] == mode
+        overall = report["overall"]
+        for key in ("depth_abs_rel", "depth_rmse", "depth_delta1", "depth_coverage"):
+            assert key in overall and overall[key] is not None
+        results[(mode, depth_flag)] = overall
+    # an untrained model's depth is only right where it samples around the keyframes' depth
+    assert results[("depth_guided", "--keyframe-depth")]["depth_abs_rel"] < 0.1
+    assert (results[("depth_guided", "--keyframe-depth")]["depth_abs_rel"]
+            < results[("hierarchical", "--keyframe-depth")]["depth_abs_rel"])
+
+
+# --------------------------------------------------------------------------------------------------
+# the node's Renderer (plain Python) with and without keyframe depth
+# --------------------------------------------------------------------------------------------------
+from test_renderer import make_renderer, room, tiny_model  # noqa: E402,F401  (fixtures)
+
+
+def _fill(renderer, room, with_depth: bool, skip=(8,)):
+    from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+
+    buffer = KeyframeBuffer(max_keyframes=32, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=renderer.encode)
+    for i in range(room.num_frames):
+        if i not in skip:
+            frame = Frame(int(1e9 * (i + 1)), room.poses[i].astype(np.float64), room.intrinsics.astype(np.float64),
+                          room.colors[i], room.depths[i] if with_depth else None, room.labels[i], "camera")
+            assert buffer.consider(frame)[0]
+    return buffer
+
+
+@pytest.mark.parametrize("sampling", ["auto", "depth_guided", "hierarchical"])
+@pytest.mark.parametrize("with_depth", [True, False])
+def test_renderer_renders_with_and_without_keyframe_depth(room, tiny_model, sampling, with_depth):
+    from sray_ros.ros.renderer import RenderRequest
+
+    renderer = make_renderer(tiny_model, opacity_threshold=0.0, sampling=sampling)
+    snapshot = _fill(renderer, room, with_depth).snapshot()
+    assert all((kf.frame.depth is not None) == with_depth for kf in snapshot)
+    K_half = G.scale_intrinsics(room.intrinsics.astype(np.float64), 0.5, 0.5)
+    result = renderer.render(snapshot, RenderRequest(room.poses[8], K_half, 40, 30, 4))
+    assert result.labels.shape == (30, 40) and result.color.shape == (30, 40, 3)
+    depth = result.depth
+    gt = room.depths[8][::2, ::2]
+    ok = np.isfinite(depth) & (gt > 0)
+    assert ok.mean() > 0.5
+    rel = np.abs(depth[ok] - gt[ok]) / gt[ok]
+    if with_depth and sampling != "hierarchical":
+        assert np.median(rel) < 0.05, np.median(rel)  # sampled around the fused keyframe depth
+    assert np.isfinite(result.color).all()
+
+
+def test_renderer_rejects_unknown_sampling():
+    from sray_ros.ros.renderer import Renderer
+
+    with pytest.raises(ValueError, match="sampling must be"):
+        Renderer(device="cpu", sampling="guided")
+    with pytest.raises(ValueError, match="surface_semantics"):
+        Renderer(device="cpu", surface_semantics="max")

@@ -203,3 +203,11 @@ def surface_for_rays(depths: Tensor, K_src: Tensor, c2w_src: Tensor, K: Tensor, 
     row = torch.round(uv[:, 1]).long().clamp(0, height - 1)
     idx = (row * width + col).to(view.depth.device)
     return SurfaceDepth(view.depth.reshape(-1)[idx], view.confidence.reshape(-1)[idx], view.valid.reshape(-1)[idx])
+
+
+def register_depth(depth: Tensor, K_depth: Tensor, K_color: Tensor, height: int, width: int) -> Tensor:
+    """A depth map ``[Hd, Wd]`` of a depth camera re-projected into the colour camera at the same pose
+    (ScanNet's depth and colour intrinsics differ): ``[height, width]`` metres, 0 where no depth lands."""
+    eye = torch.eye(4, device=depth.device)
+    z = splat_depth(depth[None], K_depth[None], eye[None], K_color, eye, height, width)[0]
+    return torch.where(torch.isfinite(z), z, torch.zeros_like(z))
