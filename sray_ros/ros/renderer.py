@@ -78,12 +78,20 @@ class Renderer:
                  opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
-                 surface_semantics: str | None = None) -> None:
+                 surface_semantics: str | None = None, num_threads: int = 1) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
         ``num_surface_samples`` (samples per ray around the depth) and ``surface_semantics`` (``"volume"`` or
-        ``"surface"``) default to the model config's. Raises ValueError for an unknown sampling mode."""
+        ``"surface"``) default to the model config's. Raises ValueError for an unknown sampling mode.
+
+        ``num_threads``: torch intra-op threads of this process on CPU (``torch.set_num_threads``; 0 leaves
+        torch's default). Default 1: the per-sample work is many small ops, and when other processes load the
+        cores, OpenMP workers wait on each other. Measured on the 2-core development machine under a load
+        average of ~11, one 160x120 depth-guided view (8 keyframes): 1 thread 43-45 s, 2 threads 151-192 s;
+        2-thread renders were also measured 10-17x slower under load before. On an idle machine 2 threads were
+        measured 1.8x faster than 1 (a hierarchical 320x240 view: 241 s vs 134 s), so a robot whose cores are
+        reserved for the node may raise it."""
         from sray_ros.model.samplers import SAMPLING_MODES
 
         if sampling not in SAMPLING_MODES:
@@ -96,6 +104,10 @@ class Renderer:
         self.num_surface_samples = None if num_surface_samples is None else int(num_surface_samples)
         self.surface_semantics = surface_semantics
         self.device = resolve_device(device)
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = torch's default), got {num_threads}")
+        if num_threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(int(num_threads))
         self.num_source_views = int(num_source_views)
         self.confidence_threshold = float(confidence_threshold)
         self.opacity_threshold = float(opacity_threshold)
