@@ -409,3 +409,39 @@ def test_renderer_rejects_unknown_sampling():
         Renderer(device="cpu", sampling="guided")
     with pytest.raises(ValueError, match="surface_semantics"):
         Renderer(device="cpu", surface_semantics="max")
+
+
+def test_surface_semantics_are_the_max_weight_samples_logits():
+    from sray_ros.model.render import _pass
+
+    torch.manual_seed(0)
+    model = SRay(SRayConfig.tiny(num_classes=4)).eval()
+    poses = [toy_camera(-0.3), toy_camera(0.3)]
+    src = model.encode_sources(toy_images(poses), K_TOY.expand(2, 3, 3), torch.stack(poses))
+    o, d, _, _, t = render_plane(toy_camera(0.0), G.pixel_grid(TH, TW)[::97])
+    depths = DepthGuidedSampler(num_samples=6)(t, torch.full_like(t, 0.5))
+    with torch.no_grad():
+        vol = _pass(model, src, o, d, depths, fine=True, semantics=True)
+        surf = _pass(model, src, o, d, depths, fine=True, semantics=True, surface_logits=True)
+        points = o[:, None] + d[:, None] * depths[..., None]
+        from sray_ros.model.sray import contextual_space
+
+        per_sample = model.field(True)(contextual_space(src, points, d)).logits
+    idx = vol.weights.argmax(-1)
+    assert torch.allclose(surf.logits, per_sample[torch.arange(len(idx)), idx], atol=1e-5)
+    assert not torch.allclose(surf.logits, vol.logits, atol=1e-3)  # the option changes the result
+    assert torch.equal(surf.rgb, vol.rgb) and torch.equal(surf.depth, vol.depth)
+
+
+def test_register_depth_moves_depth_into_the_colour_camera():
+    from sray_ros.model.surface import register_depth
+
+    depth = cast(SOURCES[0])
+    same = register_depth(depth, K_BOX, K_BOX, H, W)
+    assert torch.allclose(same, depth)
+    K_c = G.intrinsics_matrix(80.0, 80.0, 41.0, 30.0)  # a colour camera with other intrinsics, same pose
+    moved = register_depth(depth, K_BOX, K_c, H, W)
+    gt = cast(SOURCES[0], K_c)
+    ok = (moved > 0) & ~depth_edges(gt)
+    assert ok.float().mean() > 0.8
+    assert ((moved[ok] - gt[ok]).abs() / gt[ok]).max() < 0.01

@@ -207,7 +207,10 @@ def surface_for_rays(depths: Tensor, K_src: Tensor, c2w_src: Tensor, K: Tensor, 
 
 def register_depth(depth: Tensor, K_depth: Tensor, K_color: Tensor, height: int, width: int) -> Tensor:
     """A depth map ``[Hd, Wd]`` of a depth camera re-projected into the colour camera at the same pose
-    (ScanNet's depth and colour intrinsics differ): ``[height, width]`` metres, 0 where no depth lands."""
+    (ScanNet's depth and colour intrinsics differ): ``[height, width]`` metres, 0 where no depth lands.
+    Forward warping into a camera with a longer focal length leaves one-pixel cracks; one pass of
+    :func:`fill_holes` closes them (a pixel with at least 3 valid neighbours takes their median)."""
     eye = torch.eye(4, device=depth.device)
     z = splat_depth(depth[None], K_depth[None], eye[None], K_color, eye, height, width)[0]
-    return torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+    z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+    return fill_holes(z, (z > 0).float(), 1, 1.0)[0]
