@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout-every", type=int, default=10)
     p.add_argument("--max-views", type=int, default=4, help="held-out views per scene (0 = all)")
     p.add_argument("--max-scenes", type=int, default=0, help="test rooms used (0 = all)")
-    p.add_argument("--modes", default="hierarchical,depth_guided")
+    p.add_argument("--modes", default="hierarchical,depth_guided",
+                   help="comma-separated sampling modes; 'depth_guided+surface' uses GSNeRF's semantics of the "
+                        "max-weight sample instead of weight-rendered logits (the ablation row)")
     p.add_argument("--keyframes", default="rgbd,rgb", help="rgbd and/or rgb (RGB-only keyframes)")
     p.add_argument("--num-surface-samples", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -71,17 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, folders in datasets:
         scenes = [load_scannet_scene(f, args.width, args.height, label_set=label_set).preload() for f in folders]
-        for mode in args.modes.split(","):
+        for mode_spec in args.modes.split(","):
+            mode, _, semantics = mode_spec.partition("+")
             for keyframes in args.keyframes.split(","):
                 start = time.perf_counter()
                 results = [evaluate_scene(model, s, label_set, args.num_sources, args.holdout_every, max_views,
                                           device=device, progress=False, sampling=mode,
                                           keyframe_depth=keyframes == "rgbd",
-                                          num_surface_samples=args.num_surface_samples)
+                                          num_surface_samples=args.num_surface_samples,
+                                          surface_semantics=semantics or None)
                            for s in scenes]
                 summary = overall_summary(results, label_set)
                 summary.pop("iou_per_class", None)
-                row = {"data": name, "sampling": mode, "keyframes": keyframes, **summary,
+                row = {"data": name, "sampling": mode_spec, "keyframes": keyframes, **summary,
                        "wall_s": time.perf_counter() - start, "load_avg": load_avg()}
                 rows.append(row)
                 print(json.dumps(strict_json({k: row[k] for k in ("data", "sampling", "keyframes", "views", "miou",
