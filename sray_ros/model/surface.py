@@ -85,9 +85,14 @@ def splat_depth(depths: Tensor, K_src: Tensor, c2w_src: Tensor, K: Tensor, c2w: 
     if depths.dim() != 3 or depths.shape[0] != K_src.shape[0] or depths.shape[0] != c2w_src.shape[0]:
         raise ValueError(f"depths must be [m, H, W] with m matching K_src {tuple(K_src.shape)} and c2w_src "
                          f"{tuple(c2w_src.shape)}, got {tuple(depths.shape)}")
+    with torch.autocast(depths.device.type, enabled=False):  # metric geometry stays float32 under autocast
+        return _splat_depth(depths.float(), K_src, c2w_src, K, c2w, height, width)
+
+
+def _splat_depth(depths: Tensor, K_src: Tensor, c2w_src: Tensor, K: Tensor, c2w: Tensor, height: int,
+                 width: int) -> Tensor:
     m, hs, ws = depths.shape
     dev = depths.device
-    depths = depths.float()
     uv_src = geometry.pixel_grid(hs, ws, device=dev)  # [P, 2]
     K_src = K_src.to(dev, torch.float32)
     c2w_src = c2w_src.to(dev, torch.float32)
