@@ -445,3 +445,25 @@ def test_register_depth_moves_depth_into_the_colour_camera():
     ok = (moved > 0) & ~depth_edges(gt)
     assert ok.float().mean() > 0.8
     assert ((moved[ok] - gt[ok]).abs() / gt[ok]).max() < 0.01
+
+
+@pytest.mark.parametrize("batch", [1, 6, 7])
+def test_paired_short_sequence_attention_equals_per_sequence_attention(batch):
+    import sray_ros.model.attention as A
+
+    gen = torch.Generator().manual_seed(batch)
+    q, k, v = (torch.randn(batch, 4, 8, 8, generator=gen) for _ in range(3))
+    valid = torch.rand(batch, 8, generator=gen) > 0.4
+    valid[0] = False  # a sequence without valid keys: opened up by safe_key_mask
+    mask = A.safe_key_mask(valid)
+    paired = A.masked_attention(q, k, v, mask)
+    single = torch.stack([torch.nn.functional.scaled_dot_product_attention(
+        q[i:i + 1], k[i:i + 1], v[i:i + 1], attn_mask=mask[i][None, None, None, :])[0] for i in range(batch)])
+    assert torch.allclose(paired, single, atol=1e-5)
+    # keys of the partner sequence never leak: changing them leaves this sequence's output unchanged
+    if batch >= 2:
+        k2, v2 = k.clone(), v.clone()
+        k2[1] += 5.0
+        v2[1] -= 3.0
+        again = A.masked_attention(q, k2, v2, mask)
+        assert torch.allclose(again[0], paired[0], atol=1e-5)
