@@ -138,7 +138,10 @@ def worker_attention(variant: str, rays: int, train: bool, device: torch.device,
 def worker_flops(variant: str, rays: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    import sray_ros.model.attention as attention
+
     register_cpu_sdpa_flop_formula()
+    attention.PAIR_MAX_LENGTH = 0  # count the model's arithmetic, not the paired kernel's masked-out half
     block = CrossReprojectionAttention(SRayConfig(attention=variant))
     x = torch.randn(rays, 64, 8, 32)
     valid = torch.ones(rays, 64, 8, dtype=torch.bool)
