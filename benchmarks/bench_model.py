@@ -1,6 +1,7 @@
 """Model benchmarks -> BENCHMARKS.md (a script, not a test).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py [--threads 2] [--view-rays 2048] [--out BENCHMARKS.md]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py --guided-only --section bench_guided   # section 4 only
 
 Each measurement runs in a fresh subprocess, after a small warm-up call. Peak memory of the measured call
 over what was allocated before it:
@@ -137,7 +138,10 @@ def worker_attention(variant: str, rays: int, train: bool, device: torch.device,
 def worker_flops(variant: str, rays: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    import sray_ros.model.attention as attention
+
     register_cpu_sdpa_flop_formula()
+    attention.PAIR_MAX_LENGTH = 0  # count the model's arithmetic, not the paired kernel's masked-out half
     block = CrossReprojectionAttention(SRayConfig(attention=variant))
     x = torch.randn(rays, 64, 8, 32)
     valid = torch.ones(rays, 64, 8, dtype=torch.bool)
@@ -183,6 +187,76 @@ def worker_view(height: int, width: int, m: int, n_coarse: int, n_fine: int, max
             secs = time.perf_counter() - t
     return {"rays": uv.shape[0], "total_rays": total, "seconds_measured": secs,
             "seconds_per_view": secs * total / uv.shape[0], "rays_per_s": uv.shape[0] / secs, "peak_mb": mem.mb}
+
+
+def worker_guided_view(height: int, width: int, mode: str, k: int, max_rays: int, threads: int, checkpoint: str,
+                       scene: str, device: torch.device) -> dict:
+    """One held-out view of a real RGB-D scene from its 8 nearest keyframes (with depth), rendered with
+    ``mode`` = ``"hierarchical"`` (64 + 64, fine pass on the 64 importance samples, as the public S-Ray code)
+    or ``"depth_guided"`` (``k`` samples per ray around the fused keyframe depth; the time includes the
+    target-depth estimate). ``max_rays`` > 0 renders a regular subset of the rays and extrapolates (only for
+    hierarchical: depth-guided always renders the whole view). Reports the process's peak RSS too."""
+    import resource
+
+    import numpy as np
+
+    from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.data.view_selection import select_source_views
+    from sray_ros.model.render import render_view
+    from sray_ros.train.evaluate import encode_frames, load_model_for_scenes, split_frames
+
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
+    if checkpoint and Path(checkpoint).exists():
+        loaded = load_model_for_scenes(checkpoint, device, width, height)
+        model, label_set = loaded.checkpoint.model.to(device).eval(), loaded.label_set
+    else:
+        from sray_ros.data.label_sets import load_label_set
+
+        label_set = load_label_set("scannet20")
+        model = SRay(SRayConfig(num_classes=label_set.num_classes)).to(device).eval()
+    sc = load_scannet_scene(scene, width, height, label_set=label_set).preload()
+    pool, test = split_frames(sc.num_frames, 10)
+    t = int(test[len(test) // 2])
+    chosen = select_source_views(sc.poses[t], sc.poses[pool], 8)
+    src = encode_frames(model, sc, pool[chosen], device, with_depth=True)
+    K = torch.from_numpy(sc.intrinsics).float()
+    c2w = torch.from_numpy(sc.poses[t]).float()
+    total = height * width
+    with torch.no_grad():
+        if mode == "depth_guided":
+            render_view(model, src, K, c2w, 12, 16, sampling="depth_guided", num_surface_samples=k)  # warm-up
+            with _PeakMemory(device) as mem:
+                start = time.perf_counter()
+                view = render_view(model, src, K, c2w, height, width, near=sc.near, far=sc.far,
+                                   sampling="depth_guided", num_surface_samples=k)
+                _sync(device)
+                secs = time.perf_counter() - start
+            rays = total
+            gt = sc.depths[t] if sc.depths is not None else None
+            ok = None if gt is None else (gt > 0) & np.isfinite(view.depth.cpu().numpy())
+            abs_rel = (float(np.mean(np.abs(view.depth.cpu().numpy()[ok] - gt[ok]) / gt[ok]))
+                       if ok is not None and ok.any() else float("nan"))
+        else:
+            uv = G.pixel_grid(height, width)
+            if max_rays and max_rays < total:
+                uv = uv[torch.linspace(0, total - 1, max_rays).long()]
+            o, d = G.generate_rays(K, c2w, uv)
+            o, d = o.to(device), d.to(device)
+            model.cfg.fine_includes_coarse = False  # fine pass on the 64 importance samples only
+            render_rays(model, src, o[:16], d[:16], sc.near, sc.far, num_coarse=64, num_fine=64,
+                        sampling="hierarchical")  # warm-up
+            with _PeakMemory(device) as mem:
+                start = time.perf_counter()
+                render_rays(model, src, o, d, sc.near, sc.far, num_coarse=64, num_fine=64, sampling="hierarchical")
+                _sync(device)
+                secs = time.perf_counter() - start
+            rays = uv.shape[0]
+            abs_rel = float("nan")
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rays": rays, "total_rays": total, "seconds_per_view": secs * total / rays, "peak_mb": mem.mb,
+            "peak_rss_mb": peak_rss_mb, "load_before": load_before, "load_after": os.getloadavg()[0],
+            "abs_rel": abs_rel}
 
 
 def worker_matmul(device: torch.device) -> dict:
@@ -240,6 +314,14 @@ def main() -> None:
     ap.add_argument("--autocast", action="store_true", help="view rows under float16 autocast (CUDA only)")
     ap.add_argument("--views-only", action="store_true", help="only the full-view rows (section 2)")
     ap.add_argument("--skip-train", action="store_true", help="skip the forward+backward attention rows")
+    ap.add_argument("--guided-only", action="store_true",
+                    help="only section 4: depth-guided vs hierarchical on a real RGB-D scene")
+    ap.add_argument("--guided-scene", default="/work/shared/data/hololens_000", help="RGB-D scene for section 4")
+    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "sray_default.pt"), help="weights for section 4")
+    ap.add_argument("--guided-threads", default="1,2", help="thread counts for section 4")
+    ap.add_argument("--guided-sizes", default="160x120,320x240", help="view sizes for section 4")
+    ap.add_argument("--guided-hier-rays", type=int, default=1024,
+                    help="rays rendered (then extrapolated) for the hierarchical rows of section 4 (0 = whole view)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -248,7 +330,7 @@ def main() -> None:
         kw = json.loads(args.worker_args)
         dev = torch.device(args.device)
         fn = {"attention": worker_attention, "view": worker_view, "encode": worker_encode,
-              "matmul": worker_matmul}.get(args.worker)
+              "matmul": worker_matmul, "guided": worker_guided_view}.get(args.worker)
         print(json.dumps(worker_flops(**kw) if args.worker == "flops" else fn(device=dev, **kw)))
         return
 
@@ -258,7 +340,7 @@ def main() -> None:
     rows: list[str] = []
     gemm_before = run_worker(args, "matmul")["gflops"]
 
-    if not args.views_only:
+    if not args.guided_only and not args.views_only:
         # (1) CRA vs dense on the paper's input
         fl = {v: run_worker(args, "flops", variant=v, rays=1024)["flops"] for v in ("cra", "dense")}
         modes = [False] + ([] if args.skip_train else [True])
@@ -283,24 +365,25 @@ def main() -> None:
                             f"{c['seconds'] / d['seconds']:.3f} | | | |")
         rows.append("")
 
-    # (2) full views
-    rows.append("### 2. Full semantic views (8 source views, chunk %s, random weights%s)\n"
-                % (args.chunk or "auto", ", float16 autocast" if args.autocast else ""))
-    rows.append("| view | samples (coarse+fine) | rays measured | s / view | rays / s | peak memory MB | speed-up vs public code (814 s) |")
-    rows.append("|---|---|---|---|---|---|---|")
-    for (h, w, nc, nf, union, target, rays) in [(120, 160, 32, 32, True, "< 5 s", args.small_view_rays),
-                                                 (240, 320, 64, 64, True, "< 30 s", args.view_rays),
-                                                 (240, 320, 64, 64, False, "< 30 s", args.view_rays)]:
-        r = run_worker(args, "view", height=h, width=w, m=8, n_coarse=nc, n_fine=nf, max_rays=rays, chunk=args.chunk,
-                       union=union, autocast=args.autocast)
-        extrap = "" if r["rays"] == r["total_rays"] else " (extrapolated)"
-        vs = f"{PUBLIC_CODE_S_PER_VIEW / r['seconds_per_view']:.2f}x" if (h, w, nc, nf) == (240, 320, 64, 64) else ""
-        fine_n = nc + nf if union else nf
-        rows.append(f"| {w}x{h} (target {target}) | {nc}+{nf} (fine pass on {fine_n}) | {r['rays']} of {r['total_rays']} | "
-                    f"{r['seconds_per_view']:.1f}{extrap} | {r['rays_per_s']:.0f} | {r['peak_mb']:.0f} | {vs} |")
-    rows.append("")
+    if not args.guided_only:
+        # (2) full views
+        rows.append("### 2. Full semantic views (8 source views, chunk %s, random weights%s)\n"
+                    % (args.chunk or "auto", ", float16 autocast" if args.autocast else ""))
+        rows.append("| view | samples (coarse+fine) | rays measured | s / view | rays / s | peak memory MB | speed-up vs public code (814 s) |")
+        rows.append("|---|---|---|---|---|---|---|")
+        for (h, w, nc, nf, union, target, rays) in [(120, 160, 32, 32, True, "< 5 s", args.small_view_rays),
+                                                     (240, 320, 64, 64, True, "< 30 s", args.view_rays),
+                                                     (240, 320, 64, 64, False, "< 30 s", args.view_rays)]:
+            r = run_worker(args, "view", height=h, width=w, m=8, n_coarse=nc, n_fine=nf, max_rays=rays, chunk=args.chunk,
+                           union=union, autocast=args.autocast)
+            extrap = "" if r["rays"] == r["total_rays"] else " (extrapolated)"
+            vs = f"{PUBLIC_CODE_S_PER_VIEW / r['seconds_per_view']:.2f}x" if (h, w, nc, nf) == (240, 320, 64, 64) else ""
+            fine_n = nc + nf if union else nf
+            rows.append(f"| {w}x{h} (target {target}) | {nc}+{nf} (fine pass on {fine_n}) | {r['rays']} of {r['total_rays']} | "
+                        f"{r['seconds_per_view']:.1f}{extrap} | {r['rays_per_s']:.0f} | {r['peak_mb']:.0f} | {vs} |")
+        rows.append("")
 
-    if not args.views_only:
+    if not args.views_only and not args.guided_only:
         # (3) feature extraction
         rows.append("### 3. Feature extraction (ResUNet, once per keyframe)\n")
         rows.append("| image | s / keyframe (batch of 8) | s / keyframe (single) |")
@@ -309,6 +392,33 @@ def main() -> None:
             e8 = run_worker(args, "encode", height=h, width=w, m=8)
             e1 = run_worker(args, "encode", height=h, width=w, m=1)
             rows.append(f"| {w}x{h} | {e8['seconds_per_keyframe']:.3f} | {e1['seconds_per_keyframe']:.3f} |")
+        rows.append("")
+
+    # (4) depth-guided vs hierarchical sampling on a real RGB-D scene (trained weights, real depth)
+    if Path(args.guided_scene).is_dir() and (args.guided_only or not args.views_only):
+        rows.append("### 4. Depth-guided vs hierarchical sampling (real RGB-D scene, 8 nearest keyframes with depth)\n")
+        rows.append(f"Scene `{args.guided_scene}`, one held-out pose, weights `{Path(args.checkpoint).name}`. "
+                    "Hierarchical: 64 + 64, fine pass on the 64 importance samples (as the public S-Ray code), "
+                    f"{args.guided_hier_rays or 'all'} rays measured and extrapolated. Depth-guided: whole view, "
+                    "time includes the keyframe-depth splat / fusion and the coarse pass in depth holes. "
+                    "Peak RSS: whole worker process (model, scene, features). Load: 1-minute load average "
+                    "before / after the row.\n")
+        rows.append("| view | threads | sampling | s / view | speed-up vs hierarchical | depth AbsRel | peak RSS MB | load |")
+        rows.append("|---|---|---|---|---|---|---|---|")
+        for size in args.guided_sizes.split(","):
+            w, h = (int(v) for v in size.lower().split("x"))
+            for threads in (int(t) for t in args.guided_threads.split(",")):
+                base = None
+                for mode, k in (("hierarchical", 0), ("depth_guided", 8), ("depth_guided", 16)):
+                    r = run_worker(args, "guided", height=h, width=w, mode=mode, k=k, max_rays=args.guided_hier_rays,
+                                   threads=threads, checkpoint=args.checkpoint, scene=args.guided_scene)
+                    base = r["seconds_per_view"] if mode == "hierarchical" else base
+                    name = "hierarchical 64+64" if mode == "hierarchical" else f"depth-guided K={k}"
+                    extrap = " (extrapolated)" if r["rays"] != r["total_rays"] else ""
+                    speed = "1.00x" if mode == "hierarchical" else f"{base / r['seconds_per_view']:.1f}x"
+                    rel = "" if r["abs_rel"] != r["abs_rel"] else f"{r['abs_rel']:.3f}"
+                    rows.append(f"| {w}x{h} | {threads} | {name} | {r['seconds_per_view']:.2f}{extrap} | {speed} | "
+                                f"{rel} | {r['peak_rss_mb']:.0f} | {r['load_before']:.2f} / {r['load_after']:.2f} |")
         rows.append("")
 
     gemm_after = run_worker(args, "matmul")["gflops"]

@@ -58,9 +58,26 @@ def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return colorize_ids(labels, colors)
 
 
+PANEL_MIN_WIDTH = 480  # px per panel tile, so a person can read the labels
+
+
+def upscale(image: np.ndarray, width: int, height: int, nearest: bool = True) -> np.ndarray:
+    """Resize a tile for the panel: nearest-neighbour for label / rendered images (every rendered pixel stays
+    a visible block, no invented detail), area / linear for the camera image."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    if nearest:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+    shrink = width < image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def caption(image: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((14, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    """A white caption bar above the tile; text size follows the tile width (readable at >= 480 px)."""
+    scale = max(0.35, image.shape[1] / 480 * 0.6)
+    bar_h = int(round(24 * scale / 0.6))
+    bar = np.full((bar_h, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, image], 0)
 
 
@@ -83,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "out" / "demo"))
     parser.add_argument("--checkpoint", default="", help="default: the shipped model")
     parser.add_argument("--held-out", default="7,31", help="positions of frames kept out of the bag")
-    parser.add_argument("--width", type=int, default=80, help="render width (CPU-friendly default)")
-    parser.add_argument("--height", type=int, default=60)
+    parser.add_argument("--width", type=int, default=160,
+                        help="render width (160x120: seconds per view on 2 CPU cores with depth-guided sampling)")
+    parser.add_argument("--height", type=int, default=120)
     parser.add_argument("--fine-tune-steps", type=int, default=10)
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
@@ -211,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"frame_{scene.frame_ids[i]:06d}_{tag}"
                 cv2.imwrite(str(out / f"{name}_labels.png"), labels)
                 cv2.imwrite(str(out / f"{name}_overlay.png"), overlay(rgb, labels, colors)[..., ::-1])
+                factor = -(-PANEL_MIN_WIDTH // args.width)  # integer, so label pixels stay square blocks
+                tw, th = args.width * factor, args.height * factor
+                camera = upscale(scene.load_color(i), tw, th, nearest=False)
                 panel = np.concatenate([
-                    caption(rgb, "camera (held out)"), caption(colorize(gt, colors), "ground truth"),
-                    caption(colorize(labels, colors), f"rendered ({tag})"),
-                    caption(image_to_rgb(response.color), "rendered colour")], 1)
+                    caption(camera, "camera (held out)"), caption(upscale(colorize(gt, colors), tw, th), "ground truth"),
+                    caption(upscale(colorize(labels, colors), tw, th), f"rendered labels ({tag})"),
+                    caption(upscale(image_to_rgb(response.color), tw, th), "rendered colour")], 1)
                 cv2.imwrite(str(out / f"{name}_panel.png"), panel[..., ::-1])
                 log(f"  {tag} frame {scene.frame_ids[i]}: mIoU {100 * metrics['miou']:.1f}, acc "
                     f"{100 * metrics['accuracy']:.1f}, coverage {100 * metrics['coverage']:.0f}%, "

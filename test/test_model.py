@@ -213,13 +213,19 @@ def test_volume_rendering_weights_sum_at_most_one():
 def attention_flops(variant: str, rays: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
+    import sray_ros.model.attention as attention
+
     register_cpu_sdpa_flop_formula()
     cfg = SRayConfig(attention=variant)  # paper sizes: C = d = 32, 4 heads
     block = CrossReprojectionAttention(cfg)
     x = torch.randn(rays, 64, 8, 32)  # [R, N, m, C]
     valid = torch.ones(rays, 64, 8, dtype=torch.bool)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        block(x, valid)
+    pairing, attention.PAIR_MAX_LENGTH = attention.PAIR_MAX_LENGTH, 0  # the model's arithmetic, unpadded
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            block(x, valid)
+    finally:
+        attention.PAIR_MAX_LENGTH = pairing
     return counter.get_total_flops()
 
 

@@ -37,6 +37,42 @@ def safe_key_mask(key_valid: Tensor) -> Tensor:
     return key_valid | ~key_valid.any(dim=-1, keepdim=True)
 
 
+# Sequences this short are attended in pairs (see masked_attention); 0 disables pairing.
+PAIR_MAX_LENGTH = 16
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` per sequence with invalid keys excluded; q, k, v ``[B, H, L, d]``,
+    key_valid ``[B, L]`` (already made safe by :func:`safe_key_mask`). Returns ``[B, H, L, d]``.
+
+    CPU cost of the fused kernel is dominated by per-(sequence, head) overhead when ``L`` is tiny (8 samples
+    or 8 views; the issue profiled it at 0.8 GFLOP/s). Two sequences are therefore concatenated into one of
+    length ``2 L`` with a block-diagonal mask, so each query still only sees keys of its own sequence: the
+    same result, half the kernel tasks, twice the (tiny) arithmetic. Measured at 1 thread (shared, loaded
+    2-core CPU) on ``[4096, 4, 8, 8]``: 0.042-0.059 s paired vs 0.086-0.113 s unpaired (groups of 4 or 8
+    were slower); 2048 depth-guided rays of the shipped model (K = 8, 8 views), six interleaved runs:
+    median 2.2 s paired vs 2.5 s unpaired. A plain batched-matmul attention was not faster than the fused
+    kernel here (0.36 s vs 0.36 s on ``[16384, 4, 8, 8]``).
+    """
+    b, h, length, d = q.shape
+    if not (0 < length <= PAIR_MAX_LENGTH) or b < 2:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid[:, None, None, :])
+    odd = b % 2
+    if odd:  # pad with a copy of the last sequence; its output is dropped
+        q, k, v = (torch.cat([t, t[-1:]], 0) for t in (q, k, v))
+        key_valid = torch.cat([key_valid, key_valid[-1:]], 0)
+    n = q.shape[0] // 2
+
+    def pair(t: Tensor) -> Tensor:  # [2n, H, L, d] -> [n, H, 2L, d]
+        return t.view(n, 2, h, length, d).transpose(1, 2).reshape(n, h, 2 * length, d)
+
+    own = torch.arange(2 * length, device=q.device) // length
+    mask = (own[:, None] == own[None, :]) & key_valid.reshape(n, 1, 2 * length)  # [n, 2L, 2L]
+    out = F.scaled_dot_product_attention(pair(q), pair(k), pair(v), attn_mask=mask[:, None])
+    out = out.view(n, h, 2, length, d).transpose(1, 2).reshape(2 * n, h, length, d)
+    return out[:b] if odd else out
+
+
 class MaskedSelfAttention(nn.Module):
     """Multi-head self-attention over ``x [B, L, D]`` with a per-key validity mask ``[B, L]``."""
 
@@ -49,8 +85,7 @@ class MaskedSelfAttention(nn.Module):
     def forward(self, x: Tensor, key_valid: Tensor) -> Tensor:
         b, length, dim = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        mask = safe_key_mask(key_valid)[:, None, None, :]  # broadcast over heads and queries
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        out = masked_attention(qkv[0], qkv[1], qkv[2], safe_key_mask(key_valid))
         return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sray_ros.data.label_sets import IGNORE_INDEX
+from sray_ros.model.samplers import SAMPLING_MODES, SURFACE_DISTRIBUTIONS, DepthGuidedSampler, HierarchicalSampler
 
 ATTENTION_VARIANTS = ("cra", "dense", "none", "radial", "cross")
 
@@ -52,12 +53,37 @@ class SRayConfig:
     default_near: float = 0.5  # metres, used when neither near/far nor source depths are given
     default_far: float = 6.0
     last_delta: float = 1e10  # length of the last interval: the last sample absorbs what is left
+    # depth-guided sampling (GSNeRF, CVPR 2024): rendering fields, free to change at inference.
+    # sampling: "hierarchical" (coarse + fine above), "depth_guided" (samples around the target depth:
+    # fused keyframe depth, else the coarse pass's expected depth) or "auto" (depth-guided where the source
+    # views carry depth, hierarchical otherwise).
+    sampling: str = "auto"
+    num_surface_samples: int = 8  # K samples per ray around the target depth
+    surface_distribution: str = "gaussian"  # "gaussian" (truncated normal quantiles) | "stratified"
+    surface_band_min: float = 0.02  # relative band half-width at confidence 1 ...
+    surface_band_max: float = 0.2  # ... and at confidence 0 (linear in between)
+    num_uniform_samples: int = 0  # extra samples uniform in inverse depth over [near, far] (GSNeRF A.4 mix)
+    # semantics of a depth-guided ray: "volume" (logits volume-rendered with the K samples' weights) or
+    # "surface" (GSNeRF: the logits of the single max-weight sample)
+    surface_semantics: str = "volume"
+    coarse_depth_confidence: float = 0.2  # confidence given to a coarse-pass depth (no keyframe depth there)
+    coarse_depth_scale: int = 2  # RGB-only views: the coarse depth pass runs at 1/scale resolution
     # losses (supp. Table 5: 0.5 / 0.5)
     semantic_loss_weight: float = 0.5
     rgb_loss_weight: float = 0.5
     ignore_index: int = IGNORE_INDEX
 
     # fields that determine parameter shapes (checked against checkpoints)
+    def depth_guided_sampler(self, num_samples: int | None = None) -> DepthGuidedSampler:
+        """The :class:`~sray_ros.model.samplers.DepthGuidedSampler` these settings describe."""
+        return DepthGuidedSampler(num_samples or self.num_surface_samples, self.surface_distribution,
+                                  self.surface_band_min, self.surface_band_max, num_uniform=self.num_uniform_samples)
+
+    def hierarchical_sampler(self, num_coarse: int | None = None, num_fine: int | None = None) -> HierarchicalSampler:
+        """The :class:`~sray_ros.model.samplers.HierarchicalSampler` these settings describe."""
+        return HierarchicalSampler(self.num_coarse if num_coarse is None else num_coarse,
+                                   self.num_fine if num_fine is None else num_fine, self.fine_includes_coarse)
+
     ARCHITECTURE_FIELDS = (
         "num_classes", "stem_channels", "encoder_channels", "feature_channels", "view_embed_hidden",
         "activation", "attention", "num_heads", "attention_dim", "ffn_hidden", "semantic_weight_hidden",
@@ -81,6 +107,15 @@ class SRayConfig:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
         if self.num_classes < 1 or self.num_coarse < 2 or self.num_fine < 0:
             raise ValueError("num_classes >= 1, num_coarse >= 2 and num_fine >= 0 are required")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+        if self.surface_distribution not in SURFACE_DISTRIBUTIONS:
+            raise ValueError(f"surface_distribution must be one of {SURFACE_DISTRIBUTIONS}, "
+                             f"got {self.surface_distribution!r}")
+        if self.surface_semantics not in ("volume", "surface"):
+            raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {self.surface_semantics!r}")
+        if self.num_surface_samples < 2 or self.coarse_depth_scale < 1:
+            raise ValueError("num_surface_samples >= 2 and coarse_depth_scale >= 1 are required")
         if not 0.0 < self.default_near < self.default_far:
             raise ValueError("need 0 < default_near < default_far")
 

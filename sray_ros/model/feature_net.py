@@ -74,7 +74,8 @@ class SourceViews:
     with normalised coordinates; the two cover the same image extent exactly when H and W are divisible
     by 4, as 320x240 and 640x480 are; otherwise edge features are off by < 0.5 feature pixel), K ``[m, 3, 3]``
     (full-resolution intrinsics, integer pixel centres), c2w ``[m, 4, 4]``; optional depths ``[m, H, W]``
-    in metres (0 = unknown), used only to derive a default near/far.
+    in metres (0 = unknown), used to derive a default near/far and, for depth-guided sampling, the target
+    view's surface depth (:mod:`sray_ros.model.surface`).
     """
 
     images: Tensor
@@ -132,8 +133,8 @@ class SourceViews:
 
         Views without depth get an all-zero depth map (0 = unknown, the ScanNet convention) when any other
         view has depth, so one depth-less keyframe (its optional depth message came too late) does not
-        discard the depth of all the others; depth only bounds the ray samples
-        (:func:`~sray_ros.model.render.near_far_from_sources`, which ignores zeros)."""
+        discard the depth of all the others (:func:`~sray_ros.model.render.near_far_from_sources` and the
+        target-depth estimate of :mod:`sray_ros.model.surface` both ignore zeros)."""
         if not views:
             raise ValueError("need at least one SourceViews to concatenate")
         depths = None

@@ -10,11 +10,13 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
 from sray_ros.model.sray import SRay, contextual_space
+from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sources
 
 
 @dataclass
@@ -33,7 +35,10 @@ class RenderOutput:
 
 @dataclass
 class RayRenderResult:
-    coarse: RenderOutput
+    """Coarse and fine passes of hierarchical sampling; a depth-guided render has only ``fine``
+    (``coarse`` None)."""
+
+    coarse: RenderOutput | None
     fine: RenderOutput | None
 
     @property
@@ -66,12 +71,19 @@ def volume_render(sigma: Tensor, depths: Tensor, rgb: Tensor, logits: Tensor | N
 
 
 def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, depths: Tensor, fine: bool,
-          semantics: bool) -> RenderOutput:
+          semantics: bool, surface_logits: bool = False) -> RenderOutput:
+    """Evaluate the field at ``depths [R, N]`` along the rays and volume-render. With ``surface_logits`` the
+    semantic logits are those of each ray's max-weight sample (GSNeRF's semantics at the surface) instead of
+    the weighted sum."""
     points = rays_o[:, None, :] + rays_d[:, None, :] * depths[..., None]
     ctx = contextual_space(sources, points, rays_d)
     out = model.field(fine)(ctx, semantics=semantics)
-    return volume_render(out.sigma.float(), depths, out.rgb.float(), None if out.logits is None else out.logits.float(),
-                         rays_d.norm(dim=-1), model.cfg.last_delta)
+    logits = None if out.logits is None else out.logits.float()
+    result = volume_render(out.sigma.float(), depths, out.rgb.float(), logits, rays_d.norm(dim=-1), model.cfg.last_delta)
+    if surface_logits and logits is not None:
+        idx = result.weights.argmax(-1)
+        result.logits = logits[torch.arange(idx.shape[0], device=idx.device), idx]
+    return result
 
 
 def _as_ray_tensor(value: float | Tensor, like: Tensor) -> Tensor:
@@ -87,51 +99,92 @@ def auto_chunk(device: torch.device, num_views: int, num_samples: int) -> int:
     return max(1, entries // max(1, num_views * num_samples))
 
 
+def coarse_depth(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
+                 num_coarse: int | None = None, perturb: bool = False) -> Tensor:
+    """Expected z-depth ``[R]`` of the geometry-only coarse pass (no semantics), divided by its opacity and
+    clamped to ``[near, far]``: the target depth where no keyframe depth is known. Detached."""
+    sampler = model.cfg.hierarchical_sampler(num_coarse, 0)
+    with torch.no_grad():
+        out = _pass(model, sources, rays_o, rays_d, sampler.coarse(near, far, perturb), fine=False, semantics=False)
+    est = out.depth / out.acc.clamp_min(1e-6)
+    return torch.minimum(torch.maximum(est, near), far)
+
+
 def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, near: float | Tensor,
                 far: float | Tensor, chunk: int | None = None, num_coarse: int | None = None, num_fine: int | None = None,
                 perturb: bool = False, coarse_semantics: bool | None = None, keep_weights: bool = False,
-                ) -> RayRenderResult:
+                sampling: str | None = None, target_depth: Tensor | None = None,
+                target_confidence: Tensor | None = None, num_surface_samples: int | None = None,
+                surface_semantics: str | None = None) -> RayRenderResult:
     """Render any number of rays ``[R, 3]`` (origins, directions with camera-z = 1) in chunks of ``chunk``
     rays (default :func:`auto_chunk` for the fine pass size; memory is bounded by the chunk).
 
-    Coarse samples are uniform in inverse depth in ``[near, far]`` (scalars or ``[R]``), stratified when
-    ``perturb``; fine samples are importance-sampled from the coarse weights and, when
-    ``cfg.fine_includes_coarse``, merged with the coarse ones. ``coarse_semantics`` (default: the model's
-    training flag) decides whether the coarse pass also computes semantic logits; at inference it is
-    skipped since only its density is needed. Gradients flow when called outside ``no_grad``.
-    Per-sample weights are returned only with ``keep_weights`` (memory).
+    ``sampling`` (default ``cfg.sampling``; see :mod:`sray_ros.model.samplers`):
+
+    * ``"hierarchical"``: coarse samples uniform in inverse depth in ``[near, far]`` (scalars or ``[R]``),
+      stratified when ``perturb``; fine samples importance-sampled from the coarse weights and, when
+      ``cfg.fine_includes_coarse``, merged with the coarse ones. ``coarse_semantics`` (default: the model's
+      training flag) decides whether the coarse pass also computes semantic logits; at inference it is
+      skipped since only its density is needed.
+    * ``"depth_guided"``: one pass of the fine field on ``num_surface_samples`` (default
+      ``cfg.num_surface_samples``) samples around ``target_depth [R]`` (metres, z-depth) with band width from
+      ``target_confidence [R]`` (default 1). Rays whose target depth is invalid (0 / non-finite) or not
+      given take the coarse pass's expected depth (:func:`coarse_depth`) with confidence
+      ``cfg.coarse_depth_confidence``. The result has ``coarse = None``. ``surface_semantics`` (default
+      ``cfg.surface_semantics``): ``"volume"`` or ``"surface"`` (max-weight sample's logits).
+    * ``"auto"``: depth-guided when ``target_depth`` is given, else hierarchical.
+
+    Gradients flow when called outside ``no_grad``. Per-sample weights are returned only with ``keep_weights``.
     """
+    from sray_ros.model.samplers import resolve_sampling
+
     cfg = model.cfg
-    num_coarse = cfg.num_coarse if num_coarse is None else num_coarse
-    num_fine = cfg.num_fine if num_fine is None else num_fine
+    mode = resolve_sampling(sampling or cfg.sampling, target_depth is not None)
+    hier = cfg.hierarchical_sampler(num_coarse, num_fine)
+    guided = cfg.depth_guided_sampler(num_surface_samples)
+    surface_semantics = cfg.surface_semantics if surface_semantics is None else surface_semantics
     coarse_semantics = model.training if coarse_semantics is None else coarse_semantics
     rays_o = rays_o.to(sources.device, torch.float32)
     rays_d = rays_d.to(rays_o)
     near_t, far_t = _as_ray_tensor(near, rays_o), _as_ray_tensor(far, rays_o)
+    if mode == "depth_guided":
+        r = rays_o.shape[0]
+        target_depth = (torch.zeros(r, device=rays_o.device) if target_depth is None
+                        else target_depth.to(rays_o).reshape(-1))
+        target_confidence = (torch.ones_like(target_depth) if target_confidence is None
+                             else target_confidence.to(rays_o).reshape(-1))
     if chunk is None:
-        fine_n = num_fine + (num_coarse if cfg.fine_includes_coarse else 0) if num_fine > 0 else num_coarse
-        chunk = auto_chunk(rays_o.device, sources.num_views, fine_n)
+        n = guided.samples_per_ray if mode == "depth_guided" else hier.samples_per_ray
+        chunk = auto_chunk(rays_o.device, sources.num_views, n)
     coarse_parts: list[RenderOutput] = []
     fine_parts: list[RenderOutput] = []
     for start in range(0, rays_o.shape[0], chunk):
         sl = slice(start, start + chunk)
         o, d = rays_o[sl], rays_d[sl]
-        depths = geometry.sample_inverse_depth(near_t[sl], far_t[sl], num_coarse, perturb=perturb)
-        coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics)
-        fine = None
-        if num_fine > 0:
-            fine_depths = geometry.sample_pdf(coarse.depths, coarse.weights, num_fine, deterministic=not perturb)
-            if cfg.fine_includes_coarse:
-                fine_depths = torch.cat([depths, fine_depths], -1).sort(-1).values
-            fine = _pass(model, sources, o, d, fine_depths, fine=True, semantics=True)
-        if not keep_weights:
-            coarse.weights = coarse.depths = None
-            if fine is not None:
-                fine.weights = fine.depths = None
-        coarse_parts.append(coarse)
-        if fine is not None:
-            fine_parts.append(fine)
-    return RayRenderResult(_cat(coarse_parts), _cat(fine_parts) if fine_parts else None)
+        coarse = fine = None
+        if mode == "depth_guided":
+            td, tc = target_depth[sl], target_confidence[sl]
+            missing = ~geometry.valid_depth(td)
+            if bool(missing.any()):
+                td, tc = td.clone(), tc.clone()
+                td[missing] = coarse_depth(model, sources, o[missing], d[missing], near_t[sl][missing],
+                                           far_t[sl][missing], num_coarse, perturb)
+                tc[missing] = cfg.coarse_depth_confidence
+            depths = guided(td, tc, near_t[sl], far_t[sl], perturb=perturb)
+            fine = _pass(model, sources, o, d, depths, fine=True, semantics=True,
+                         surface_logits=surface_semantics == "surface")
+        else:
+            depths = hier.coarse(near_t[sl], far_t[sl], perturb=perturb)
+            coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics)
+            if hier.num_fine > 0:
+                fine = _pass(model, sources, o, d, hier.fine(coarse.depths, coarse.weights, perturb=perturb),
+                             fine=True, semantics=True)
+        for part, parts in ((coarse, coarse_parts), (fine, fine_parts)):
+            if part is not None:
+                if not keep_weights:
+                    part.weights = part.depths = None
+                parts.append(part)
+    return RayRenderResult(_cat(coarse_parts) if coarse_parts else None, _cat(fine_parts) if fine_parts else None)
 
 
 def _cat(parts: list[RenderOutput]) -> RenderOutput:
@@ -162,25 +215,72 @@ def near_far_from_sources(sources: SourceViews, default_near: float, default_far
 @dataclass
 class ViewRender:
     """A rendered view: labels ``[H, W]`` long (argmax), confidence ``[H, W]`` (max softmax probability),
-    rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity)."""
+    rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity);
+    ``sampling`` is the mode used and ``target_depth`` ``[H, W]`` the depth depth-guided sampling sampled
+    around (None for hierarchical)."""
 
     labels: Tensor
     confidence: Tensor
     rgb: Tensor
     depth: Tensor
     acc: Tensor
+    sampling: str = "hierarchical"
+    target_depth: Tensor | None = None
+
+
+def target_surface(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
+                   near: float, far: float, surface_cfg: SurfaceConfig | None = None,
+                   chunk: int | None = None) -> SurfaceDepth:
+    """Target depth and confidence ``[H, W]`` for depth-guided sampling of a view.
+
+    From the source views' depth (:func:`sray_ros.model.surface.surface_from_sources`) where they have it;
+    where a large part of the view (over a quarter, e.g. RGB-only keyframes) has none, the geometry-only
+    coarse pass runs at ``1 / cfg.coarse_depth_scale`` resolution and its depth is upsampled
+    (nearest) into the holes with confidence ``cfg.coarse_depth_confidence``. Remaining small holes stay
+    invalid (depth 0): :func:`render_rays` gives them a full-resolution coarse-pass depth.
+    """
+    cfg = model.cfg
+    device = sources.device
+    if sources.depths is not None:
+        surf = surface_from_sources(sources.depths, sources.K, sources.c2w, K, c2w, height, width, surface_cfg)
+    else:
+        zeros = torch.zeros(height, width, device=device)
+        surf = SurfaceDepth(zeros, zeros.clone(), zeros.bool())
+    holes = ~surf.valid
+    scale = cfg.coarse_depth_scale
+    if scale > 1 and float(holes.float().mean()) > 0.25:
+        h2, w2 = max(1, -(-height // scale)), max(1, -(-width // scale))
+        K2 = geometry.scale_intrinsics(K, w2 / width, h2 / height)
+        o, d = geometry.generate_rays(K2, c2w, geometry.pixel_grid(h2, w2, device=device))
+        near_t, far_t = _as_ray_tensor(near, o), _as_ray_tensor(far, o)
+        step = chunk or auto_chunk(device, sources.num_views, cfg.num_coarse)
+        est = torch.cat([coarse_depth(model, sources, o[i:i + step], d[i:i + step], near_t[i:i + step],
+                                      far_t[i:i + step]) for i in range(0, o.shape[0], step)])
+        up = F.interpolate(est.view(1, 1, h2, w2), size=(height, width), mode="nearest").view(height, width)
+        depth = torch.where(holes, up, surf.depth)
+        conf = torch.where(holes, torch.full_like(up, cfg.coarse_depth_confidence), surf.confidence)
+        surf = SurfaceDepth(depth, conf, geometry.valid_depth(depth))
+    return surf
 
 
 @torch.no_grad()
 def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
                 near: float | None = None, far: float | None = None, chunk: int | None = None,
-                num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False) -> ViewRender:
+                num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False,
+                sampling: str | None = None, num_surface_samples: int | None = None,
+                surface_semantics: str | None = None, surface_cfg: SurfaceConfig | None = None) -> ViewRender:
     """Render a full ``height x width`` view at pose ``c2w`` ``[4, 4]`` with intrinsics ``K`` ``[3, 3]``.
 
     Runs on the device of ``sources`` (CPU or CUDA, nothing hard-coded). ``near``/``far`` default to
     :func:`near_far_from_sources`. ``autocast`` enables float16 autocast on CUDA (ignored on CPU).
+    ``sampling`` (default ``cfg.sampling``): ``"auto"`` renders depth-guided when ``sources.depths`` is set,
+    hierarchically otherwise; ``"depth_guided"`` without source depth samples around the coarse pass's depth
+    (:func:`target_surface`). ``num_surface_samples`` / ``surface_semantics``: see :func:`render_rays`.
     """
+    from sray_ros.model.samplers import resolve_sampling
+
     device = sources.device
+    mode = resolve_sampling(sampling or model.cfg.sampling, sources.depths is not None)
     if near is None or far is None:
         d_near, d_far = near_far_from_sources(sources, model.cfg.default_near, model.cfg.default_far)
         near = d_near if near is None else near
@@ -194,14 +294,23 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     num_fine = model.cfg.num_fine if num_fine is None else num_fine
     was_training = model.training
     model.eval()
+    surf = None
     try:
         with ctx:  # the coarse pass needs semantics only when there is no fine pass
-            best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
-                               num_fine=num_fine, coarse_semantics=num_fine == 0).best
+            if mode == "depth_guided":
+                surf = target_surface(model, sources, K, c2w, height, width, near, far, surface_cfg, chunk)
+                best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
+                                   sampling="depth_guided", target_depth=surf.depth.reshape(-1),
+                                   target_confidence=surf.confidence.reshape(-1),
+                                   num_surface_samples=num_surface_samples, surface_semantics=surface_semantics).best
+            else:
+                best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
+                                   num_fine=num_fine, coarse_semantics=num_fine == 0, sampling="hierarchical").best
     finally:
         model.train(was_training)
     probs = torch.softmax(best.logits.float(), -1)
     conf, labels = probs.max(-1)
     depth = best.depth / best.acc.clamp_min(1e-6)
     return ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
-                      depth.view(height, width), best.acc.view(height, width))
+                      depth.view(height, width), best.acc.view(height, width), mode,
+                      None if surf is None else surf.depth)

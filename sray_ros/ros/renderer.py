@@ -90,8 +90,37 @@ class Renderer:
     def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
                  opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
-                 default_far: float | None = None) -> None:
+                 default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
+                 surface_semantics: str | None = None, num_threads: int = 1) -> None:
+        """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
+        keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
+        around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
+        ``num_surface_samples`` (samples per ray around the depth) and ``surface_semantics`` (``"volume"`` or
+        ``"surface"``) default to the model config's. Raises ValueError for an unknown sampling mode.
+
+        ``num_threads``: torch intra-op threads of this process on CPU (``torch.set_num_threads``; 0 leaves
+        torch's default). Default 1: the per-sample work is many small ops, and when other processes load the
+        cores, OpenMP workers wait on each other. Measured on the 2-core development machine under a load
+        average of ~11, one 160x120 depth-guided view (8 keyframes): 1 thread 43-45 s, 2 threads 151-192 s;
+        2-thread renders were also measured 10-17x slower under load before. On an idle machine 2 threads were
+        measured 1.8x faster than 1 (a hierarchical 320x240 view: 241 s vs 134 s), so a robot whose cores are
+        reserved for the node may raise it."""
+        from sray_ros.model.samplers import SAMPLING_MODES
+
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        if surface_semantics not in (None, "volume", "surface"):
+            raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {surface_semantics!r}")
+        if num_surface_samples is not None and int(num_surface_samples) < 2:
+            raise ValueError(f"num_surface_samples must be >= 2, got {num_surface_samples}")
+        self.sampling = sampling
+        self.num_surface_samples = None if num_surface_samples is None else int(num_surface_samples)
+        self.surface_semantics = surface_semantics
         self.device = resolve_device(device)
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = torch's default), got {num_threads}")
+        if num_threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(int(num_threads))
         self.num_source_views = int(num_source_views)
         self.confidence_threshold = float(confidence_threshold)
         self.opacity_threshold = float(opacity_threshold)
@@ -252,6 +281,8 @@ class Renderer:
         m = request.num_source_views or self.num_source_views
         chosen = self.select_sources(keyframes, request.c2w, max(1, m))
         sources = SourceViews.cat([self._features(handle, kf) for kf in chosen])
+        if sources.depths is not None and not bool(geometry.valid_depth(sources.depths).any()):
+            sources = SourceViews(sources.images, sources.features, sources.K, sources.c2w, None)
         model = handle.model
         near, far = near_far_from_sources(sources, self.default_near or model.cfg.default_near,
                                           self.default_far or model.cfg.default_far)
@@ -266,7 +297,9 @@ class Renderer:
             raise RenderError("no keyframe overlaps the requested view (no source camera sees it); move the "
                               "target pose towards where the robot has been")
         view = render_view(model, sources, K, c2w, request.height, request.width, near=near, far=far,
-                           chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine)
+                           chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine,
+                           sampling=self.sampling, num_surface_samples=self.num_surface_samples,
+                           surface_semantics=self.surface_semantics)
         depth = view.depth.float()
         _, rays_d = geometry.generate_rays(K.to(depth.device), c2w.to(depth.device),
                                            geometry.pixel_grid(request.height, request.width, device=depth.device))

@@ -32,6 +32,16 @@ class TrainConfig:
     # model: overrides of SRayConfig fields (num_classes comes from the label set)
     model: dict[str, Any] = field(default_factory=dict)
     chunk: int = 4096
+    # ray sampling of the query rays (see sray_ros.model.samplers): "hierarchical" (the paper's S-Ray), or
+    # "depth_guided" / "auto" (GSNeRF): samples around each query ray's ground-truth depth, its centre perturbed
+    # by a relative N(0, depth_perturb) error and its band width drawn from a random confidence in [0, 1] so
+    # the field learns to localise the surface inside any band the renderer may use. Rays without depth take
+    # the coarse pass's depth. depth_guided_fraction < 1 mixes: each step is depth-guided with that
+    # probability, hierarchical otherwise (GSNeRF App. A.4 mixes guided and uniform samples).
+    sampling: str = "hierarchical"
+    depth_guided_fraction: float = 1.0
+    depth_perturb: float = 0.05
+    depth_loss_weight: float = 0.0  # L1 on rendered vs sensor depth (metres) where valid
     # bookkeeping
     output_dir: str = "runs/sray"
     log_every: int = 10
@@ -39,6 +49,14 @@ class TrainConfig:
     val_batches: int = 8
     checkpoint_every: int = 250
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from sray_ros.model.samplers import SAMPLING_MODES
+
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+        if not 0.0 <= self.depth_guided_fraction <= 1.0 or self.depth_perturb < 0 or self.depth_loss_weight < 0:
+            raise ValueError("need 0 <= depth_guided_fraction <= 1, depth_perturb >= 0, depth_loss_weight >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

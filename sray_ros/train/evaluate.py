@@ -6,9 +6,17 @@ the remaining frames form the *source pool*. A test view is rendered from the ``
 fine-tuning (``sray-finetune``) trains on the pool only, so its scores are on frames it never saw.
 
 Metrics: dataset-level mIoU (from the confusion matrix summed over all test views), per-frame mIoU (mean of
-each view's mIoU), total accuracy, class-average accuracy, PSNR and SSIM of the rendered colour.
+each view's mIoU), total accuracy, class-average accuracy, PSNR and SSIM of the rendered colour, and depth
+errors of the rendered depth against the test view's sensor depth (AbsRel, RMSE, delta < 1.25, coverage;
+:class:`~sray_ros.train.metrics.DepthErrors`). Metrics that cannot be computed (no labels, no depth) are
+``null`` in metrics.json (strict JSON).
 
-    sray-eval --checkpoint models/sray_default.pt --data /path/to/test_scenes --out eval/ [--num-sources 8]
+Keyframes are RGB-D by default (``--keyframe-depth``: the pool views' depth drives depth-guided sampling);
+``--no-keyframe-depth`` evaluates what an RGB-only robot gets. ``--sampling`` picks hierarchical /
+depth-guided / auto sampling (see :mod:`sray_ros.model.samplers`).
+
+    sray-eval --checkpoint models/sray_default.pt --data /path/to/test_scenes --out eval/ [--num-sources 8] \
+        [--sampling auto|hierarchical|depth_guided] [--no-keyframe-depth]
 """
 
 from __future__ import annotations
@@ -26,14 +34,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sray_ros import geometry
 from sray_ros.data.label_sets import LabelSet
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
 from sray_ros.model.render import render_view
+from sray_ros.model.samplers import SAMPLING_MODES
 from sray_ros.model.sray import SRay
-from sray_ros.train.metrics import ConfusionMatrix, psnr, ssim
+from sray_ros.train.metrics import ConfusionMatrix, DepthErrors, psnr, ssim, strict_json
 
 
 def split_frames(num_frames: int, holdout_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -54,16 +64,34 @@ def subset(scene: SceneArrays, indices: np.ndarray) -> SceneArrays:
                        far=scene.far, ignore_index=scene.ignore_index)
 
 
+def color_aligned_depth(scene: SceneArrays, index: int) -> torch.Tensor | None:
+    """Frame ``index``'s depth ``[H, W]`` (metres, 0 = invalid) in the colour camera: as stored when the two
+    cameras share intrinsics, re-projected otherwise (real ScanNet). None without depth."""
+    if scene.depths is None:
+        return None
+    depth = torch.from_numpy(np.ascontiguousarray(scene.depths[index])).float()
+    if np.allclose(scene.intrinsics, scene.intrinsics_depth, atol=1e-3) and depth.shape == (scene.height, scene.width):
+        return depth
+    registered = geometry.register_depth(scene.depths[index], scene.intrinsics_depth, scene.intrinsics,
+                                         (scene.width, scene.height))
+    return torch.from_numpy(registered).float()
+
+
 @torch.no_grad()
-def encode_frames(model: SRay, scene: SceneArrays, indices: np.ndarray, device, batch: int = 8) -> SourceViews:
-    """Encode frames once (their features are reused by every test view that picks them)."""
+def encode_frames(model: SRay, scene: SceneArrays, indices: np.ndarray, device, batch: int = 8,
+                  with_depth: bool = False) -> SourceViews:
+    """Encode frames once (their features are reused by every test view that picks them); with
+    ``with_depth`` (and depth in the scene) the views carry their colour-aligned depth."""
     parts = []
     K = torch.from_numpy(scene.intrinsics).float()
     for start in range(0, len(indices), batch):
         sel = indices[start:start + batch]
         images = torch.from_numpy(scene.colors[sel]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         c2w = torch.from_numpy(scene.poses[sel]).to(device).float()
-        parts.append(model.encode_sources(images, K.expand(len(sel), 3, 3).to(device), c2w))
+        depths = None
+        if with_depth and scene.depths is not None:
+            depths = torch.stack([color_aligned_depth(scene, int(i)) for i in sel]).to(device)
+        parts.append(model.encode_sources(images, K.expand(len(sel), 3, 3).to(device), c2w, depths))
     return SourceViews.cat(parts)
 
 
@@ -74,9 +102,11 @@ class SceneResult:
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     seconds_per_view: list[float] = field(default_factory=list)
+    depth: DepthErrors = field(default_factory=DepthErrors)
 
     def summary(self) -> dict[str, Any]:
-        out = {"scene": self.name, "views": len(self.seconds_per_view), **self.confusion.summary()}
+        out = {"scene": self.name, "views": len(self.seconds_per_view), **self.confusion.summary(),
+               **self.depth.summary()}
         out.update({"psnr": float(np.mean(self.psnr)) if self.psnr else float("nan"),
                     "ssim": float(np.mean(self.ssim)) if self.ssim else float("nan"),
                     "seconds_per_view": float(np.mean(self.seconds_per_view)) if self.seconds_per_view else 0.0})
@@ -98,13 +128,22 @@ def panel(rgb_gt: np.ndarray, labels_gt: np.ndarray | None, labels_pred: np.ndar
 
 def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sources: int = 8,
                    holdout_every: int = 10, max_views: int = 0, chunk: int = 4096, device="cpu",
-                   panel_dir: Path | None = None, num_panels: int = 2, progress: bool = True) -> SceneResult:
+                   panel_dir: Path | None = None, num_panels: int = 2, progress: bool = True,
+                   sampling: str | None = None, keyframe_depth: bool = True, num_surface_samples: int | None = None,
+                   surface_semantics: str | None = None, near_far: str = "scene") -> SceneResult:
+    """Render the held-out views of one scene and score them (see the module docstring).
+
+    ``sampling`` (default: the model config's), ``num_surface_samples``, ``surface_semantics``: see
+    :func:`~sray_ros.model.render.render_view`. ``keyframe_depth``: source views carry their depth.
+    ``near_far``: ``"scene"`` (the scene's bounds) or ``"sources"`` (from the chosen views' depth, as the node
+    does; falls back to the model defaults without depth).
+    """
     pool, test = split_frames(scene.num_frames, holdout_every)
     if max_views:
         test = test[np.linspace(0, len(test) - 1, min(max_views, len(test))).round().astype(int)]
     device = torch.device(device)
     model = model.to(device).eval()
-    pool_views = encode_frames(model, scene, pool, device)
+    pool_views = encode_frames(model, scene, pool, device, with_depth=keyframe_depth)
     result = SceneResult(scene.name, ConfusionMatrix(label_set.num_classes, label_set.ignore_index,
                                                      list(label_set.class_names)))
     K = torch.from_numpy(scene.intrinsics).float()
@@ -112,9 +151,14 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
         chosen = select_source_views(scene.poses[t], scene.poses[pool], num_sources)
         sources = pool_views.select(torch.as_tensor(chosen, dtype=torch.long, device=device))
         start = time.perf_counter()
+        near, far = (scene.near, scene.far) if near_far == "scene" else (None, None)
         view = render_view(model, sources, K, torch.from_numpy(scene.poses[t]).float(), scene.height, scene.width,
-                           near=scene.near, far=scene.far, chunk=chunk)
+                           near=near, far=far, chunk=chunk, sampling=sampling, num_surface_samples=num_surface_samples,
+                           surface_semantics=surface_semantics)
         result.seconds_per_view.append(time.perf_counter() - start)
+        gt_depth = color_aligned_depth(scene, int(t))
+        if gt_depth is not None:
+            result.depth.update(view.depth.float().cpu(), gt_depth)
         pred = view.labels.cpu().numpy().astype(np.uint8)
         gt_rgb = torch.from_numpy(scene.colors[t]).float().div(255.0)
         result.psnr.append(psnr(view.rgb.cpu().clamp(0, 1), gt_rgb))
@@ -134,7 +178,11 @@ def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str
     for r in results:
         total.matrix += r.confusion.matrix
         total.frame_mious.extend(r.confusion.frame_mious)
-    out = {"scenes": len(results), "views": sum(len(r.seconds_per_view) for r in results), **total.summary()}
+    depth = DepthErrors()
+    for r in results:
+        depth.merge(r.depth)
+    out = {"scenes": len(results), "views": sum(len(r.seconds_per_view) for r in results), **total.summary(),
+           **depth.summary()}
     for key in ("psnr", "ssim", "seconds_per_view"):
         values = [v for r in results for v in getattr(r, key)]
         out[key] = float(np.mean(values)) if values else float("nan")
@@ -144,14 +192,16 @@ def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    cols = ["scene", "views", "miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim", "seconds_per_view"]
+    cols = ["scene", "views", "miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim", "depth_abs_rel",
+            "depth_rmse", "depth_delta1", "seconds_per_view"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         cells = []
         for c in cols:
             v = row.get(c, "")
             if isinstance(v, float):
-                v = f"{100 * v:.2f}" if c in ("miou", "frame_miou", "total_acc", "class_acc") else f"{v:.3f}"
+                v = f"{100 * v:.2f}" if c in ("miou", "frame_miou", "total_acc", "class_acc", "depth_delta1") \
+                    else f"{v:.3f}"
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -203,6 +253,14 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="render width (default: the checkpoint's training width, else 320)")
     p.add_argument("--height", type=int)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--sampling", choices=SAMPLING_MODES,
+                   help="ray sampling at evaluation (default: the checkpoint's config, 'auto' = depth-guided where "
+                        "the keyframes carry depth)")
+    p.add_argument("--num-surface-samples", type=int, help="samples per ray around the depth (depth-guided)")
+    p.add_argument("--surface-semantics", choices=("volume", "surface"),
+                   help="depth-guided semantics: weights-rendered logits or the max-weight sample's (GSNeRF)")
+    p.add_argument("--keyframe-depth", action=argparse.BooleanOptionalAction, default=True,
+                   help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,13 +289,18 @@ def main(argv: list[str] | None = None) -> int:
     for folder in tqdm(scene_folders(args.data), desc="scenes", unit="scene"):
         scene = load_scannet_scene(folder, width, height, label_set=label_set).preload()
         results.append(evaluate_scene(ckpt.model, scene, label_set, args.num_sources, args.holdout_every,
-                                      args.max_views, args.chunk, device, out / "panels", args.num_panels))
+                                      args.max_views, args.chunk, device, out / "panels", args.num_panels,
+                                      sampling=args.sampling, keyframe_depth=args.keyframe_depth,
+                                      num_surface_samples=args.num_surface_samples,
+                                      surface_semantics=args.surface_semantics))
     rows = [r.summary() for r in results]
     overall = overall_summary(results, label_set)
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "width": width, "height": height,
               "num_sources": args.num_sources, "holdout_every": args.holdout_every, "max_views": args.max_views,
-              "device": str(device), "scenes": rows, "overall": overall}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+              "device": str(device), "sampling": args.sampling or ckpt.model.cfg.sampling,
+              "keyframe_depth": args.keyframe_depth, "num_surface_samples": args.num_surface_samples,
+              "surface_semantics": args.surface_semantics, "scenes": rows, "overall": overall}
+    (out / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))
     table = markdown_table(rows + [{**overall, "scene": "**overall**"}])
     (out / "metrics.md").write_text(table)
     print(table)

@@ -45,10 +45,13 @@ class FineTuneResult:
 def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_steps: int,
               lr: float = FINE_TUNE_LR, stop: threading.Event | None = None, max_duration_s: float | None = None,
               on_step: Callable[[StepStats], None] | None = None, num_rays: int = 1024, num_sources: int = 8,
-              device: torch.device | str = "cpu", seed: int = 0, chunk: int = 4096) -> FineTuneResult:
+              device: torch.device | str = "cpu", seed: int = 0, chunk: int = 4096, sampling: str = "hierarchical",
+              depth_loss_weight: float = 0.0) -> FineTuneResult:
     """Fine-tune a copy of ``model`` on ``scene`` for up to ``max_steps`` steps / ``max_duration_s`` s.
 
     ``stop`` (checked between steps) ends it early; the weights reached so far are returned.
+    ``sampling`` / ``depth_loss_weight``: query-ray sampling and L1 depth weight, as in
+    :class:`~sray_ros.train.config.TrainConfig` (depth-guided steps need depth in the scene).
     """
     if scene.num_frames < 2:
         raise ValueError(f"fine-tuning needs at least 2 frames (a query and a source), got {scene.num_frames}")
@@ -56,7 +59,7 @@ def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_st
     sampler = RayBatchSampler([scene], num_rays=num_rays, num_sources=min(num_sources, scene.num_frames - 1),
                               seed=seed)
     trainer = Trainer(tuned, label_set, sampler, lr=lr, lr_final=lr * 0.1, max_steps=max(max_steps, 1),
-                      chunk=chunk, device=device)
+                      chunk=chunk, device=device, sampling=sampling, depth_loss_weight=depth_loss_weight)
     losses: list[float] = []
 
     def record(stats: StepStats) -> None:
@@ -74,6 +77,7 @@ def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_st
 def main(argv: list[str] | None = None) -> int:
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
+    from sray_ros.train.metrics import strict_json
     from sray_ros.train.config import resolve_device
     from sray_ros.train.evaluate import (add_view_arguments, evaluate_scene, load_model_for_scenes, split_frames,
                                          subset)
@@ -88,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-rays", type=int, default=1024)
     p.add_argument("--eval-at", default="", help="comma-separated steps at which to evaluate the held-out frames")
     add_view_arguments(p)
+    p.add_argument("--train-sampling", choices=("hierarchical", "depth_guided", "auto"), default="hierarchical",
+                   help="query-ray sampling while fine-tuning (depth_guided / auto: around the rays' sensor depth)")
+    p.add_argument("--depth-loss-weight", type=float, default=0.0, help="L1 depth loss weight while fine-tuning")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate(step: int) -> None:
         result = evaluate_scene(model, scene, label_set, args.num_sources, args.holdout_every, args.max_views,
-                                device=device, progress=False)
+                                device=device, progress=False, sampling=args.sampling,
+                                keyframe_depth=args.keyframe_depth, num_surface_samples=args.num_surface_samples,
+                                surface_semantics=args.surface_semantics)
         curve.append({"step": step, **result.summary()})
         tqdm.write(f"step {step}: mIoU {100 * curve[-1]['miou']:.2f}, acc {100 * curve[-1]['total_acc']:.2f}")
 
@@ -125,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = fine_tune(model, ckpt.label_set, train_scene, target - done, lr=args.lr, stop=stop,
                                    on_step=lambda s: (bar.update(1), bar.set_postfix(loss=f"{s.loss:.4f}")),
                                    num_rays=args.num_rays, num_sources=args.num_sources, device=device,
-                                   seed=args.seed + done)
+                                   seed=args.seed + done, sampling=args.train_sampling,
+                                   depth_loss_weight=args.depth_loss_weight)
                 model, done = result.model, done + result.steps_done
             if target in eval_steps:
                 evaluate(done)
@@ -136,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"fine_tuned_on": scene.name, "steps": done, "train_frames": [int(i) for i in scene.frame_ids[pool]],
                  "test_frames": [int(i) for i in scene.frame_ids[test]], "train_config": trained}
         save_checkpoint(out / "finetuned.pt", model, ckpt.label_set, extra)
-        (out / "curve.json").write_text(json.dumps({"scene": scene.name, "curve": curve}, indent=2))
-    print(json.dumps({"scene": scene.name, "steps": done, "curve": [
-        {"step": c["step"], "miou": c["miou"], "total_acc": c["total_acc"]} for c in curve]}, indent=2))
+        (out / "curve.json").write_text(json.dumps(strict_json({"scene": scene.name, "curve": curve}), indent=2,
+                                                   allow_nan=False))
+    print(json.dumps(strict_json({"scene": scene.name, "steps": done, "curve": [
+        {"step": c["step"], "miou": c["miou"], "total_acc": c["total_acc"]} for c in curve]}), indent=2,
+        allow_nan=False))
     return 0
 
 

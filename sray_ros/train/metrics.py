@@ -145,3 +145,67 @@ def ssim(pred: Tensor, target: Tensor, max_val: float = 1.0, window: int = 11, s
     sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return float(s.mean())
+
+
+class DepthErrors:
+    """Accumulates depth errors over frames, pooled over all pixels with valid ground truth.
+
+    A pixel counts when its ground truth is valid (:func:`sray_ros.geometry.valid_depth`: finite, > 0).
+    A prediction that is not finite or not > 0 there counts as a miss: it is excluded from the errors and
+    reported as ``depth_coverage`` (fraction of valid-GT pixels with a usable prediction) instead.
+    Metrics (Eigen et al. 2014): ``abs_rel = mean |d - d*| / d*``, ``rmse = sqrt(mean (d - d*)^2)`` metres,
+    ``delta1 = fraction with max(d / d*, d* / d) < 1.25``.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.gt_count = 0
+        self.abs_rel_sum = 0.0
+        self.sq_sum = 0.0
+        self.delta1_count = 0
+
+    def update(self, pred: Tensor | np.ndarray, gt: Tensor | np.ndarray) -> None:
+        from sray_ros.geometry import valid_depth
+
+        p = torch.as_tensor(np.asarray(pred) if not isinstance(pred, Tensor) else pred).double().reshape(-1).cpu()
+        g = torch.as_tensor(np.asarray(gt) if not isinstance(gt, Tensor) else gt).double().reshape(-1).cpu()
+        if p.shape != g.shape:
+            raise ValueError(f"predicted and ground-truth depth differ in size: {p.numel()} vs {g.numel()}")
+        has_gt = valid_depth(g)
+        ok = has_gt & valid_depth(p)
+        self.gt_count += int(has_gt.sum())
+        p, g = p[ok], g[ok]
+        self.count += int(p.numel())
+        self.abs_rel_sum += float(((p - g).abs() / g).sum())
+        self.sq_sum += float(((p - g) ** 2).sum())
+        self.delta1_count += int((torch.maximum(p / g, g / p) < 1.25).sum())
+
+    def summary(self) -> dict[str, float]:
+        """abs_rel, rmse (m), delta1, depth_coverage; NaN when no pixel had valid ground truth."""
+        if self.count == 0:
+            nan = float("nan")
+            return {"depth_abs_rel": nan, "depth_rmse": nan, "depth_delta1": nan,
+                    "depth_coverage": 0.0 if self.gt_count else nan}
+        return {"depth_abs_rel": self.abs_rel_sum / self.count, "depth_rmse": math.sqrt(self.sq_sum / self.count),
+                "depth_delta1": self.delta1_count / self.count, "depth_coverage": self.count / max(self.gt_count, 1)}
+
+    def merge(self, other: "DepthErrors") -> None:
+        self.count += other.count
+        self.gt_count += other.gt_count
+        self.abs_rel_sum += other.abs_rel_sum
+        self.sq_sum += other.sq_sum
+        self.delta1_count += other.delta1_count
+
+
+def strict_json(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively through dicts, lists and
+    tuples, so ``json.dumps(..., allow_nan=False)`` writes standard JSON (``null``, never a bare NaN)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

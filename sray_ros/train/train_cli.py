@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (and save last.pt) after this much wall time, e.g. to fit a GPU reservation; "
                         "resume later with the same command")
+    p.add_argument("--sampling", choices=("hierarchical", "depth_guided", "auto"),
+                   help="override sampling: query rays sample hierarchically or around their ground-truth depth")
+    p.add_argument("--depth-loss-weight", type=float, help="override depth_loss_weight (L1 depth term)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                    help="override any config field, e.g. --set num_rays=512 --set model={attention: dense}")
     return p
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    for key, value in (("max_steps", args.max_steps), ("output_dir", args.output_dir), ("device", args.device)):
+    for key, value in (("max_steps", args.max_steps), ("output_dir", args.output_dir), ("device", args.device),
+                       ("sampling", args.sampling), ("depth_loss_weight", args.depth_loss_weight)):
         if value is not None:
             overrides[key] = value
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
@@ -146,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(init.model.state_dict())
     trainer = Trainer(model, label_set.to_dict(), sampler, lr=cfg.lr, lr_final=cfg.lr_final,
                       max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, chunk=cfg.chunk, device=device,
-                      distributed=distributed, train_config=cfg.to_dict())
+                      distributed=distributed, train_config=cfg.to_dict(), sampling=cfg.sampling,
+                      depth_guided_fraction=cfg.depth_guided_fraction, depth_perturb=cfg.depth_perturb,
+                      depth_loss_weight=cfg.depth_loss_weight)
     resume = args.resume or (None if args.fresh or not (out / "last.pt").exists() else out / "last.pt")
     if resume:
         trainer.resume(resume)
@@ -193,12 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             if stats.step % cfg.log_every == 0 or stats.step == cfg.max_steps:
                 mean = lambda attr: sum(getattr(s, attr) for s in window) / len(window)  # noqa: E731
                 record = {"step": stats.step, "loss": mean("loss"), "semantic_loss": mean("semantic_loss"),
-                          "color_loss": mean("color_loss"), "lr": stats.lr, "s_per_step": mean("seconds"),
+                          "color_loss": mean("color_loss"), "depth_loss": mean("depth_loss"),
+                          "depth_guided_steps": sum(s.depth_guided for s in window),
+                          "lr": stats.lr, "s_per_step": mean("seconds"),
                           "elapsed_s": time.monotonic() - started}
                 window.clear()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", sem=f"{record['semantic_loss']:.3f}")
                 if log:
-                    log.write(json.dumps(record) + "\n")
+                    log.write(json.dumps({k: (None if isinstance(v, float) and v != v else v)
+                                          for k, v in record.items()}) + "\n")
                     log.flush()
             if val_batches and (stats.step % cfg.val_every == 0 or stats.step == cfg.max_steps):
                 metrics = trainer.evaluate_batches(val_batches)

@@ -2,8 +2,9 @@
 the ROS node's background fine-tuning.
 
 One optimisation step: encode the batch's source views, cast the query rays, render them (stratified
-coarse samples + importance-sampled fine samples) and minimise ``0.5 CE + 0.5 MSE`` (paper defaults) on
-coarse and fine outputs. Multi-process training (``torchrun``) wraps the step in
+coarse samples + importance-sampled fine samples, or depth-guided samples around the rays' perturbed
+ground-truth depth) and minimise ``0.5 CE + 0.5 MSE`` (paper defaults, plus an optional L1 depth term) on
+the rendered passes. Multi-process training (``torchrun``) wraps the step in
 :class:`~torch.nn.parallel.DistributedDataParallel`, so gradients are all-reduced the standard way; the
 same code runs on CPU with the gloo backend.
 """
@@ -35,22 +36,43 @@ from sray_ros.train.metrics import ConfusionMatrix
 class TrainingStep(nn.Module):
     """One forward = one batch's losses, so DistributedDataParallel can wrap the whole step."""
 
-    def __init__(self, model: SRay, chunk: int = 4096) -> None:
+    def __init__(self, model: SRay, chunk: int = 4096, depth_perturb: float = 0.05,
+                 depth_loss_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.chunk = chunk
+        self.depth_perturb = depth_perturb
+        self.depth_loss_weight = depth_loss_weight
 
-    def forward(self, batch: RayBatch, perturb: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def forward(self, batch: RayBatch, perturb: bool = True, depth_guided: bool = False,
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Losses of one batch: (total, semantic, colour, final-pass logits (detached), depth L1 or None).
+
+        ``depth_guided``: sample around the query rays' ground-truth depth (``batch.depths``); with
+        ``perturb`` the band centre gets a relative N(0, depth_perturb) error and the band width a random
+        confidence in [0, 1]; without it (validation) the exact depth with confidence 1.
+        """
         model = self.model
         sources = model.encode_sources(batch.source_images, batch.source_K, batch.source_c2w)
         rays_o, rays_d = geometry.generate_rays(batch.query_K, batch.query_c2w, batch.uv)
-        result = render_rays(model, sources, rays_o, rays_d, batch.near, batch.far, chunk=self.chunk,
-                             perturb=perturb, coarse_semantics=True)
+        if depth_guided:
+            gt = batch.depths
+            target, confidence = gt, torch.ones_like(gt)
+            if perturb:
+                target = gt * (1.0 + self.depth_perturb * torch.randn_like(gt)).clamp_min(0.5)
+                confidence = torch.rand_like(gt)
+            target = torch.where(geometry.valid_depth(gt), target, torch.zeros_like(gt))
+            result = render_rays(model, sources, rays_o, rays_d, batch.near, batch.far, chunk=self.chunk,
+                                 perturb=perturb, sampling="depth_guided", target_depth=target,
+                                 target_confidence=confidence)
+        else:
+            result = render_rays(model, sources, rays_o, rays_d, batch.near, batch.far, chunk=self.chunk,
+                                 perturb=perturb, coarse_semantics=True, sampling="hierarchical")
         cfg = model.cfg
         loss = sray_loss(result, batch.labels, batch.colors, cfg.semantic_loss_weight, cfg.rgb_loss_weight,
-                         batch.ignore_index)
+                         batch.ignore_index, depth=batch.depths, depth_weight=self.depth_loss_weight)
         logits = result.best.logits
-        return loss.total, loss.semantic, loss.rgb, None if logits is None else logits.detach()
+        return loss.total, loss.semantic, loss.rgb, None if logits is None else logits.detach(), loss.depth
 
 
 def exponential_lr(lr: float, lr_final: float, max_steps: int) -> Callable[[int], float]:
@@ -67,6 +89,8 @@ class StepStats:
     color_loss: float
     lr: float
     seconds: float
+    depth_loss: float = math.nan  # L1 metres (nan when the depth loss is off)
+    depth_guided: bool = False
 
 
 class Trainer:
@@ -80,7 +104,18 @@ class Trainer:
     def __init__(self, model: SRay, label_set: dict[str, Any], batches: Iterator[RayBatch] | Any,
                  lr: float = 1e-3, lr_final: float = 5e-5, max_steps: int = 250_000, grad_clip: float = 1.0,
                  chunk: int = 4096, device: torch.device | str = "cpu", distributed: bool = False,
-                 train_config: dict[str, Any] | None = None) -> None:
+                 train_config: dict[str, Any] | None = None, sampling: str = "hierarchical",
+                 depth_guided_fraction: float = 1.0, depth_perturb: float = 0.05,
+                 depth_loss_weight: float = 0.0) -> None:
+        """``sampling`` / ``depth_guided_fraction`` / ``depth_perturb`` / ``depth_loss_weight``: see
+        :class:`~sray_ros.train.config.TrainConfig` (a step is depth-guided, with probability
+        ``depth_guided_fraction``, when ``sampling`` is not ``"hierarchical"`` and the batch has valid depth)."""
+        from sray_ros.model.samplers import SAMPLING_MODES
+
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        self.sampling = sampling
+        self.depth_guided_fraction = depth_guided_fraction
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.label_set = label_set
@@ -89,7 +124,7 @@ class Trainer:
         self.max_steps = max_steps
         self.grad_clip = grad_clip
         self.train_config = train_config or {}
-        step_module: nn.Module = TrainingStep(self.model, chunk)
+        step_module: nn.Module = TrainingStep(self.model, chunk, depth_perturb, depth_loss_weight)
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -107,11 +142,17 @@ class Trainer:
         batch = self.batches.sample() if self._batch_iter is None else next(self._batch_iter)
         return batch.to(self.device)
 
+    def _use_depth_guidance(self, batch: RayBatch) -> bool:
+        if self.sampling == "hierarchical" or not bool(geometry.valid_depth(batch.depths).any()):
+            return False
+        return self.depth_guided_fraction >= 1.0 or float(torch.rand(())) < self.depth_guided_fraction
+
     def train_step(self) -> StepStats:
         start = time.perf_counter()
         self.model.train()
         batch = self._next_batch()
-        total, semantic, color, _ = self.step_module(batch)
+        guided = self._use_depth_guidance(batch)
+        total, semantic, color, _, depth = self.step_module(batch, depth_guided=guided)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.grad_clip > 0:
@@ -120,7 +161,8 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return StepStats(self.step, float(total.detach()), float(semantic), float(color),
-                         self.optimizer.param_groups[0]["lr"], time.perf_counter() - start)
+                         self.optimizer.param_groups[0]["lr"], time.perf_counter() - start,
+                         math.nan if depth is None else float(depth), guided)
 
     @torch.no_grad()
     def evaluate_batches(self, batches: list[RayBatch]) -> dict[str, float]:
@@ -130,7 +172,10 @@ class Trainer:
         losses = []
         for batch in batches:
             batch = batch.to(self.device)
-            total, _, _, logits = TrainingStep(self.model, self.step_module_chunk)(batch, perturb=False)
+            module = getattr(self.step_module, "module", self.step_module)
+            guided = self.sampling != "hierarchical" and bool(geometry.valid_depth(batch.depths).any())
+            total, _, _, logits, _ = TrainingStep(self.model, self.step_module_chunk, module.depth_perturb,
+                                                  module.depth_loss_weight)(batch, perturb=False, depth_guided=guided)
             losses.append(float(total))
             if logits is not None:
                 cm.update(logits.argmax(-1).cpu(), batch.labels.cpu())
