@@ -432,6 +432,8 @@ def test_surface_semantics_are_the_max_weight_samples_logits():
     assert not torch.allclose(surf.logits, vol.logits, atol=1e-3)  # the option changes the result
     assert torch.equal(surf.rgb, vol.rgb) and torch.equal(surf.depth, vol.depth)
 
+
+@pytest.mark.parametrize("batch", [1, 6, 7])
 def test_paired_short_sequence_attention_equals_per_sequence_attention(batch):
     import sray_ros.model.attention as A
 
