@@ -8,6 +8,7 @@ takes it for Python 2's ``long`` builtin.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,10 @@ SOURCES = ["sray_ros", "launch", "test", "setup.py", "scripts/write_commands.py"
 def _vermin(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
     vermin = shutil.which("vermin")
     if vermin is None:
-        pytest.fail("vermin is missing: it is in requirements/test.txt (run scripts/setup.sh)")
+        message = "vermin is missing: it is in requirements/test.txt (pip install vermin)"
+        if "SRAY_ROOT" in os.environ:  # an environment scripts/setup.sh made (CI): it must be there
+            pytest.fail(message)
+        pytest.skip(message)  # e.g. `colcon test` in a robot's workspace set up with rosdep only
     return subprocess.run([vermin, "--no-tips", "--eval-annotations", "--exclude", "long", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300, check=False)
 
