@@ -29,6 +29,12 @@ def read_commands(path: Path = COMMANDS_FILE) -> dict[str, str]:
 
 CONSOLE_SCRIPTS = read_commands()
 
+
+def read_requirements(path: Path) -> list[str]:
+    """The requirement specifiers of a requirements file (lower bounds; comments and blank lines dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
 if __name__ == "__main__":
     setup(
         name="sray_ros",
@@ -37,8 +43,7 @@ if __name__ == "__main__":
         license="Apache-2.0",
         python_requires=">=3.10",
         packages=find_packages(include=["sray_ros", "sray_ros.*"]),
-        install_requires=["torch>=2.1", "numpy>=1.21", "opencv-python-headless>=4.5.4", "PyYAML>=5.4", "tqdm>=4.57",
-                          "rosbags>=0.11.9"],
-        extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "vermin>=1.6"]},
+        install_requires=read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "python.txt"),
+        extras_require={"test": read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "test.txt")},
         entry_points={"console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()]},
     )
