@@ -26,6 +26,9 @@ MODE=pip
 if [[ -n "${ROS_DISTRO:-}" ]] && "$PYTHON_BIN" -c 'import rclpy' >/dev/null 2>&1; then
   MODE=distro
 fi
+# Pip mode owns its venv: a PYTHONPATH left from elsewhere would let pip "upgrade" (uninstall) packages of
+# another environment and CMake pick up a foreign numpy.
+[[ $MODE == pip ]] && unset PYTHONPATH
 # shellcheck source=scripts/paths.sh
 source "$ROOT/scripts/paths.sh" || exit 1   # SRAY_ROS_DISTRO (checked), VENV, WS
 DISTRO=$SRAY_ROS_DISTRO
