@@ -36,7 +36,7 @@ def _node(context):
     return [
         Node(
             package="sray_ros",
-            executable="sray_node",
+            executable="sray-node",
             name="sray_node",
             namespace=value("namespace"),
             output="screen",

@@ -7,5 +7,5 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
-cd "$ROOT/.ros_ws"   # not the repo root: it would shadow the installed sray_ros package
+cd "$SRAY_WS"   # not the repo root: it would shadow the installed sray_ros package
 exec python -m sray_ros.demo "$@"

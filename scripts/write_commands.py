@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the console commands of setup.py (sray-train, sray-eval, ...) as small launchers into a bin folder.
+"""Write the commands of scripts/commands.txt (sray-train, sray-eval, ...) as small launchers into a bin folder.
 
 Called by scripts/setup.sh with the venv's bin folder, so that after set-up the commands the docs use are
 on the PATH of the environment (`source scripts/env.sh`), exactly as `pip install .` would provide them.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from setup import CONSOLE_SCRIPTS  # noqa: E402  (setup() itself runs only as __main__)
+from setup import CONSOLE_SCRIPTS  # noqa: E402  (setup.py reads scripts/commands.txt; setup() runs only as __main__)
 
 TEMPLATE = """#!/usr/bin/env bash
-# sray_ros command {name}, written by scripts/write_commands.py from setup.py
+# sray_ros command {name}, written by scripts/write_commands.py from scripts/commands.txt
 source "{root}/scripts/env.sh"
 exec python -P -c "import sys; sys.argv[0] = '{name}'; from {module} import {func}; sys.exit({func}())" "$@"
 """

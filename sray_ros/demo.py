@@ -5,7 +5,7 @@
 1. converts the sample sequence (``sample_data/``) to a rosbag2 (every frame but the held-out ones),
 2. starts the node executable with the shipped default model through ``config/sray.yaml`` (the file the
    launch file uses) plus ``use_sim_time`` and the replay's topic names,
-3. plays the bag with ``/clock`` (``sray_play_bag --clock``, what ``ros2 bag play --clock`` does on a robot),
+3. plays the bag with ``/clock`` (``sray-play-bag --clock``, what ``ros2 bag play --clock`` does on a robot),
 4. waits for the keyframes, calls ``~/render_semantic_view`` at the held-out poses,
 5. runs a short ``~/fine_tune`` and renders the same poses again,
 6. writes label PNGs, colourised overlays, a side-by-side panel per view and ``metrics.json`` to the output
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         remaps = []
         for topic in ("color/image", "color/camera_info", "depth/image", "depth/camera_info", "labels/image"):
             remaps += ["-r", f"{topic}:=/camera/{topic.replace('/image', '/image_raw')}"]
-        processes.start(executable("sray_node") + ["--ros-args", "--params-file",
+        processes.start(executable("sray-node") + ["--ros-args", "--params-file",
                         str(REPO / "config" / "sray.yaml"), "--params-file", str(overrides)] + remaps, "sray_node")
         render = node.create_client(RenderSemanticView, "/sray_node/render_semantic_view")
         log("waiting for the node")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         # The node's service is up before DDS has matched its subscriptions with the player's publishers;
         # under load that takes seconds, and a volatile late-joiner would miss the first frames.
         wait_for = ["/camera/color/image_raw", "/camera/color/camera_info", "/camera/depth/image_raw", "/tf"]
-        player = processes.start(executable("sray_play_bag") + [
+        player = processes.start(executable("sray-play-bag") + [
             str(bag), "--clock", "--rate", str(args.rate), "--no-progress", "--wait-for-subscribers", *wait_for], "player")
         deadline = time.monotonic() + args.timeout
         while player.poll() is None:

@@ -20,7 +20,8 @@ from sray_ros.ros.ros_env import ProcessGroup  # noqa: F401 - tests import it fr
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-BUILD_TREE = REPO / ".ros_ws"
+# The colcon workspace of the set-up under test (scripts/env.sh exports it; .ros_ws-jazzy for Jazzy).
+BUILD_TREE = pathlib.Path(os.environ.get("SRAY_WS", REPO / ".ros_ws"))
 
 
 def _domain_id() -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, installed_executable
 
 HOLOLENS = REPO.parent / "shared" / "data" / "hololens_000"
 S = 1_000_000_000
@@ -285,7 +285,7 @@ def test_errors(case, room, tmp_path):
 
 
 def test_cli(room, tmp_path):
-    ok = subprocess.run([sys.executable, str(REPO / "scripts" / "sray_scannet_to_bag"), str(room), str(tmp_path / "bag"),
+    ok = subprocess.run(installed_executable("sray-scannet-to-bag") + [str(room), str(tmp_path / "bag"),
                          "--end", "2", "--no-progress"], capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
     assert _metadata(tmp_path / "bag")["message_count"] == 1 + 2 * 6

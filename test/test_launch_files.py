@@ -7,10 +7,10 @@ import pathlib
 
 import yaml
 
-from conftest import REPO
+from conftest import BUILD_TREE, REPO
 from launch_standins import Node, load_launch_file
 
-SHARE = REPO / ".ros_ws" / "install" / "sray_ros" / "share" / "sray_ros"
+SHARE = BUILD_TREE / "install" / "sray_ros" / "share" / "sray_ros"
 
 
 def _only_node(started) -> Node:
@@ -22,7 +22,7 @@ def _only_node(started) -> Node:
 def test_sray_launch_defaults():
     description = load_launch_file(REPO / "launch" / "sray.launch.py", str(SHARE))
     node = _only_node(description.resolve({}))
-    assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray_node"
+    assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray-node"
     assert (SHARE / "launch" / "sray.launch.py").exists(), "launch file not installed"
     params_file, overrides = node.kwargs["parameters"]
     assert pathlib.Path(params_file) == SHARE / "config" / "sray.yaml"
@@ -67,7 +67,7 @@ def test_replay_launch_defaults():
     assert float(cmd[cmd.index("--rate") + 1]) == 1.0
     # the node is sray.launch.py's (included from the installed share directory), on sim time
     assert pathlib.Path(include.source.path) == SHARE / "launch" / "sray.launch.py"
-    assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray_node"
+    assert node.kwargs["package"] == "sray_ros" and node.kwargs["executable"] == "sray-node"
     params_file, overrides = node.kwargs["parameters"]
     assert pathlib.Path(params_file) == SHARE / "config" / "sray.yaml"
     assert overrides == {"use_sim_time": True, "sensor_data_qos": False}  # replay: reliable subscriptions

@@ -174,7 +174,7 @@ def running(room, tiny_checkpoint, tmp_path_factory):
                           fine_tune_checkpoint=str(tmp / "fine_tuned.pt"), sensor_data_qos=False,
                           confidence_threshold=0.0, opacity_threshold=0.0, tf_timeout_s=5)  # ints for floats
     group = ProcessGroup(tmp)
-    proc = group.start(installed_executable("sray_node") + ["--ros-args", "--params-file", str(params)], "sray_node")
+    proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node")
     context = rclpy.Context()
     rclpy.init(context=context)
     client = Client(context)
@@ -551,7 +551,7 @@ def test_without_a_model_render_fails_with_the_reason(processes, rclpy_context, 
     from sray_ros.srv import RenderSemanticView
 
     params = write_params(tmp_path / "p.yaml", checkpoint=str(tmp_path / "missing.pt"))
-    proc = processes.start(installed_executable("sray_node") + ["--ros-args", "-r", "__node:=sray_no_model",
+    proc = processes.start(installed_executable("sray-node") + ["--ros-args", "-r", "__node:=sray_no_model",
                                                                 "--params-file", str(params)],
                            name="sray_node_no_model")
     node = rclpy.create_node("render_client", context=rclpy_context)

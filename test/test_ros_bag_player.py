@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import installed_executable
+
 REPO = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # bag start: a realistic epoch stamp
@@ -365,7 +367,7 @@ def test_cli_subprocess_clock_loop_and_sigint(ros_context, tmp_path) -> None:
     collector = Collector(ros_context, {"/cli/status": (String, qos), "/cli/color": (Image, qos),
                                         "/clock": (Clock, qos)})
     env = dict(os.environ, PYTHONPATH=str(REPO), ROS_DOMAIN_ID=str(_domain_id()))
-    cmd = [sys.executable, str(REPO / "scripts" / "sray_play_bag"), str(tmp_path / "bag"), "--loop", "--clock", "100",
+    cmd = installed_executable("sray-play-bag") + [str(tmp_path / "bag"), "--loop", "--clock", "100",
            "--topics", "/cli/status", "--no-progress"]
     proc = start_ros_process(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -406,7 +408,7 @@ def test_cli_error_exit_code(tmp_path) -> None:
 def test_cli_plays_once_with_progress(ros_context, tmp_path) -> None:
     _sensor_bag(tmp_path / "bag", "/cli_once", n=5, dt_ms=20)
     env = dict(os.environ, PYTHONPATH=str(REPO), ROS_DOMAIN_ID=str(_domain_id()))
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "sray_play_bag"), str(tmp_path / "bag"),
+    result = subprocess.run(installed_executable("sray-play-bag") + [str(tmp_path / "bag"),
                              "--rate", "5", "--clock", "--topics", "/cli_once/color", "/not_in_bag"],
                             env=env, capture_output=True, text=True, timeout=60, start_new_session=True)
     assert result.returncode == 0, result.stderr
@@ -423,7 +425,7 @@ def test_cli_waits_for_subscribers(ros_context, tmp_path) -> None:
 
     _sensor_bag(tmp_path / "bag", "/wait", n=4, dt_ms=20)
     env = dict(os.environ, PYTHONPATH=str(REPO), ROS_DOMAIN_ID=str(_domain_id()))
-    cmd = [sys.executable, str(REPO / "scripts" / "sray_play_bag"), str(tmp_path / "bag"), "--no-progress"]
+    cmd = installed_executable("sray-play-bag") + [str(tmp_path / "bag"), "--no-progress"]
     bad = subprocess.run(cmd + ["--wait-for-subscribers", "/wait/nope"], env=env, capture_output=True, text=True,
                          timeout=60, start_new_session=True)
     assert bad.returncode == 2 and "not in the bag" in bad.stderr, bad.stderr

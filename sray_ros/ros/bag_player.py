@@ -413,7 +413,7 @@ class BagPlayer:
 # ---------------------------------------------------------------------------------------- CLI
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sray_play_bag",
+        prog="sray-play-bag",
         description="Play a rosbag2 directory (sqlite3 or mcap) with recorded timing and QoS, like "
                     "'ros2 bag play', on machines without ros2cli/rosbag2_py.",
     )
