@@ -265,14 +265,20 @@ class BagPlayer:
     def publisher(self, topic: str):
         return self._publishers[topic]
 
-    def wait_for_subscribers(self, count: int = 1, timeout_s: float = 10.0, topics: Sequence[str] | None = None) -> bool:
-        """Wait (polling the graph) until each publisher (of ``topics``, default all) has ``count`` matches."""
+    def wait_for_subscribers(self, count: int = 1, timeout_s: float = 10.0, topics: Sequence[str] | None = None,
+                             settle_s: float = 0.5) -> bool:
+        """Wait (polling the graph) until each publisher (of ``topics``, default all) has ``count`` matches,
+        then ``settle_s`` more seconds.
+
+        DDS discovery is two-sided: the publisher counting a subscription does not mean the subscriber's
+        reader has matched this writer yet, and a message sent in between is lost to it (seen under load:
+        3 of 4 messages arrived). The settle time covers the other side's match."""
         self.open()
         names = list(self._publishers) if topics is None else list(topics)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if all(self._publishers[t].get_subscription_count() >= count for t in names):
-                return True
+                return not self._stop.wait(settle_s)
             if self._stop.wait(0.01):
                 return False
         return False
