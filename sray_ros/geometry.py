@@ -1,6 +1,6 @@
 """Camera conventions, projection, ray generation and pose math: the one place that owns them.
 
-Conventions (DESIGN.md section 2), decided once for the whole package:
+Conventions, decided once for the whole package:
 
 * Camera frame: OpenCV / REP-103 optical frame, x right, y down, z forward.
 * Poses are camera-to-world 4x4 matrices (``c2w``), as ScanNet ``pose/*.txt`` and Replica

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from sray_ros.ros.ros_env import ProcessGroup  # noqa: F401 - tests import it from here
+from sray_ros.processes import ProcessGroup  # noqa: F401 - tests import it from here
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -228,7 +228,7 @@ def test_round_trip_through_bag_player(room, tmp_path):
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.ros.bag_player import BagPlayer
     from sray_ros.ros.image_conversion import image_to_rgb
-    from sray_ros.ros.ros_env import isolated_ros_env, xdist_domain_id
+    from ros_env import isolated_ros_env, xdist_domain_id
     from sray_ros.ros.scannet_to_bag import convert
 
     convert(room, tmp_path / "bag", fps=50.0, end=5, progress=False)

@@ -370,7 +370,7 @@ from test_renderer import make_renderer, room, tiny_model  # noqa: E402,F401  (f
 
 
 def _fill(renderer, room, with_depth: bool, skip=(8,)):
-    from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+    from sray_ros.online.keyframes import Frame, KeyframeBuffer
 
     buffer = KeyframeBuffer(max_keyframes=32, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=renderer.encode)
     for i in range(room.num_frames):
@@ -384,7 +384,7 @@ def _fill(renderer, room, with_depth: bool, skip=(8,)):
 @pytest.mark.parametrize("sampling", ["auto", "depth_guided", "hierarchical"])
 @pytest.mark.parametrize("with_depth", [True, False])
 def test_renderer_renders_with_and_without_keyframe_depth(room, tiny_model, sampling, with_depth):
-    from sray_ros.ros.renderer import RenderRequest
+    from sray_ros.online.renderer import RenderRequest
 
     renderer = make_renderer(tiny_model, opacity_threshold=0.0, sampling=sampling)
     snapshot = _fill(renderer, room, with_depth).snapshot()
@@ -403,7 +403,7 @@ def test_renderer_renders_with_and_without_keyframe_depth(room, tiny_model, samp
 
 
 def test_renderer_rejects_unknown_sampling():
-    from sray_ros.ros.renderer import Renderer
+    from sray_ros.online.renderer import Renderer
 
     with pytest.raises(ValueError, match="sampling must be"):
         Renderer(device="cpu", sampling="guided")

@@ -194,8 +194,8 @@ def running(room, tiny_checkpoint, tmp_path_factory):
 
 def offline_render(room, checkpoint, source_ids, target, width, height):
     """The same render with the core library: same weights, same source frames (ids = publish order)."""
-    from sray_ros.ros.keyframes import Frame, KeyframeBuffer
-    from sray_ros.ros.renderer import RenderRequest, Renderer
+    from sray_ros.online.keyframes import Frame, KeyframeBuffer
+    from sray_ros.online.renderer import RenderRequest, Renderer
 
     renderer = Renderer(device="cpu", num_source_views=len(source_ids), confidence_threshold=0.0,
                         opacity_threshold=0.0)
@@ -604,7 +604,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
 
     from sray_ros import geometry
     from sray_ros.ros.node import RawImage, SrayNode
-    from sray_ros.ros.sync import MatchedSet
+    from sray_ros.online.sync import MatchedSet
 
     overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
                  Parameter("keyframe_width", value=80), Parameter("keyframe_height", value=60),

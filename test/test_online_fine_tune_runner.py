@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sray_ros.online.fine_tune_runner import IDLE, FineTuneRunner, default_fine_tune_path
-from sray_ros.ros.fine_tuner import CANCELED, FAILED, SUCCEEDED, FineTuneGoal
-from sray_ros.ros.keyframes import Frame, Keyframe
-from sray_ros.ros.renderer import Renderer, StaleModelError
+from sray_ros.online.fine_tuner import CANCELED, FAILED, SUCCEEDED, FineTuneGoal
+from sray_ros.online.keyframes import Frame, Keyframe
+from sray_ros.online.renderer import Renderer, StaleModelError
 
 torch.set_num_threads(1)
 

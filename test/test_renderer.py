@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sray_ros.ros.keyframes import Frame, Keyframe, KeyframeBuffer
-from sray_ros.ros.renderer import RenderError, RenderRequest, Renderer
+from sray_ros.online.keyframes import Frame, Keyframe, KeyframeBuffer
+from sray_ros.online.renderer import RenderError, RenderRequest, Renderer
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_swap_keeps_render_in_flight_consistent(room, tiny_model):
 
 
 def test_fine_tune_job_improves_holdout_accuracy(room, tiny_model):
-    from sray_ros.ros.fine_tuner import FineTuneGoal, FineTuneJob, holdout_miou
+    from sray_ros.online.fine_tuner import FineTuneGoal, FineTuneJob, holdout_miou
 
     renderer = make_renderer(tiny_model)
     snapshot = fill(renderer, room, skip=()).snapshot()
@@ -157,7 +157,7 @@ def test_fine_tune_job_improves_holdout_accuracy(room, tiny_model):
 
 
 def test_fine_tune_job_rejects_bad_goals(room, tiny_model):
-    from sray_ros.ros.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
+    from sray_ros.online.fine_tuner import FineTuneError, FineTuneGoal, FineTuneJob
 
     renderer = make_renderer(tiny_model)
     snapshot = fill(renderer, room).snapshot()

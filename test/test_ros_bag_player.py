@@ -21,14 +21,14 @@ T0 = 1_700_000_000 * S  # bag start: a realistic epoch stamp
 
 
 def _domain_id() -> int:
-    from sray_ros.ros.ros_env import xdist_domain_id
+    from ros_env import xdist_domain_id
 
     return xdist_domain_id()  # 60-89, one per xdist worker, so parallel runs do not cross-talk
 
 
 @pytest.fixture(scope="module")
 def ros_context(tmp_path_factory):
-    from sray_ros.ros.ros_env import isolated_ros_env
+    from ros_env import isolated_ros_env
 
     os.environ.update(isolated_ros_env(_domain_id(), tmp_path_factory.mktemp("ros_log")))  # before rclpy.init
     import rclpy
@@ -359,7 +359,7 @@ def test_cli_subprocess_clock_loop_and_sigint(ros_context, tmp_path) -> None:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from sray_ros.ros.ros_env import start_ros_process, stop_ros_process
+    from sray_ros.processes import start_ros_process, stop_ros_process
 
     raws, _ = _sensor_bag(tmp_path / "bag", "/cli", n=4, dt_ms=20)
     expected = [raw for topic, raw in raws if topic == "/cli/status"]

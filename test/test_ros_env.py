@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from sray_ros.ros.ros_env import isolated_ros_env, start_ros_process, stop_ros_process, xdist_domain_id
+from ros_env import isolated_ros_env, xdist_domain_id
+from sray_ros.processes import start_ros_process, stop_ros_process
 
 
 def test_isolated_env(tmp_path, monkeypatch) -> None:
@@ -45,7 +46,7 @@ def test_unresponsive_child_is_killed() -> None:
 
 
 def test_process_group_logs_and_stops_its_children_by_id(tmp_path) -> None:
-    from sray_ros.ros.ros_env import ProcessGroup
+    from sray_ros.processes import ProcessGroup
 
     group = ProcessGroup(tmp_path)
     code = "import time\nprint('hello', flush=True)\ntime.sleep(30)\n"

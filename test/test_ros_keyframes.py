@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sray_ros.ros.keyframes import Frame, KeyframeBuffer, variance_of_laplacian
+from sray_ros.online.keyframes import Frame, KeyframeBuffer, variance_of_laplacian
 
 S = 1_000_000_000
 K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sray_ros.ros.sync import MatchedSet, StampSynchronizer
+from sray_ros.online.sync import MatchedSet, StampSynchronizer
 
 MS = 1_000_000
 
@@ -198,7 +198,7 @@ def test_callback_may_call_counters_and_add_without_deadlock() -> None:
 # SheddingWorker: the hand-off from the synchroniser to the node's keyframe worker
 # --------------------------------------------------------------------------------------------------
 def test_shedding_worker_keeps_the_freshest_and_counts_what_it_sheds():
-    from sray_ros.ros.sync import SheddingWorker
+    from sray_ros.online.sync import SheddingWorker
 
     release, started = threading.Event(), threading.Event()
     handled, errors = [], []
@@ -229,7 +229,7 @@ def test_shedding_worker_keeps_the_freshest_and_counts_what_it_sheds():
 
 
 def test_shedding_worker_clear_and_capacity_validation():
-    from sray_ros.ros.sync import SheddingWorker
+    from sray_ros.online.sync import SheddingWorker
 
     gate, started = threading.Event(), threading.Event()
     handled = []

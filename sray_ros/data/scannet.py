@@ -1,4 +1,4 @@
-"""Reader for the ScanNet export layout (DESIGN.md section 2); also reads our synthetic scenes.
+"""Reader for the ScanNet export layout; also reads our synthetic scenes.
 
     <scene>/color/<id>.jpg          colour (ScanNet: 1296x968)
     <scene>/depth/<id>.png          uint16 millimetres (ScanNet: 640x480)             optional

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sray_ros.ros.fine_tuner import (CANCELED, FAILED, SUCCEEDED, FineTuneError, FineTuneGoal, FineTuneJob,
+from sray_ros.online.fine_tuner import (CANCELED, FAILED, SUCCEEDED, FineTuneError, FineTuneGoal, FineTuneJob,
                                      FineTuneOutcome)
-from sray_ros.ros.keyframes import Keyframe
-from sray_ros.ros.renderer import Renderer, StaleModelError
+from sray_ros.online.keyframes import Keyframe
+from sray_ros.online.renderer import Renderer, StaleModelError
 from sray_ros.train.checkpoint import non_finite_tensors, save_checkpoint
 from sray_ros.train.trainer import StepStats
 
@@ -51,7 +51,7 @@ class FineTuneState:
 
 
 class FineTuneRunner:
-    """Runs :class:`~sray_ros.ros.fine_tuner.FineTuneJob` s on the node's keyframes and swaps the result into
+    """Runs :class:`~sray_ros.online.fine_tuner.FineTuneJob` s on the node's keyframes and swaps the result into
     ``renderer``.
 
     Args:

@@ -21,7 +21,8 @@ are never deserialised. Behaviour follows ``ros2 bag play``:
 * Message classes are resolved from the connection's type name (``pkg/msg/Type``) by importing
   ``pkg.msg``; a type whose package is not installed is an error before playback starts, or, with
   ``skip_unknown_types`` (``--skip-unknown-types``), a warning and the topic is left out (what
-  ``ros2 bag play`` does). On pip machines tf2_msgs is such a package (PIP_ROS.md: build it locally).
+  ``ros2 bag play`` does). On pip machines tf2_msgs is such a package (no wheel carries it; scripts/setup.sh
+  builds the one-message stand-in in ros_shims/).
 
 :class:`BagPlayer` is the in-process core (tests, demos): ``open()``, blocking ``play()``, or
 ``start()`` / ``stop()`` / ``wait()`` for a background thread. ``main()`` is the CLI

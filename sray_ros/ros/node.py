@@ -1,4 +1,4 @@
-"""The sray_ros node: thin ROS wiring over plain Python objects (DESIGN.md section 4).
+"""The sray_ros node: thin ROS wiring over the plain Python objects of :mod:`sray_ros.online`.
 
 Intake (colour + camera_info, optional depth and labels, paired by stamp) -> pose from the node's own TF
 buffer (or a PoseStamped topic) -> :class:`KeyframeBuffer` (features encoded once by the
@@ -43,15 +43,15 @@ from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
 from sray_ros.online.fine_tune_runner import FineTuneRunner, default_fine_tune_path
 from sray_ros.online.time_jump import TimeJumpDetector
-from sray_ros.ros.fine_tuner import FineTuneGoal
+from sray_ros.online.fine_tuner import FineTuneGoal
 from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info,
                                            float_to_image, image_to_depth, image_to_labels, image_to_numpy,
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
-from sray_ros.ros.keyframes import Frame, KeyframeBuffer
+from sray_ros.online.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
-from sray_ros.ros.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
-from sray_ros.ros.sync import MatchedSet, SheddingWorker, StampSynchronizer
+from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
+from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError

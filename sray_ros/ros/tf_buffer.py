@@ -3,8 +3,7 @@
 Decision: the node ALWAYS uses this buffer, fed from its own /tf and /tf_static subscriptions, and
 never ``tf2_ros.Buffer``, even on a robot where tf2_ros is installed. tf2_ros has no pip wheel, so
 a "tf2_ros when importable" path would be a second code path that no test on our machines runs.
-One implementation, tested here, is what runs on the robot. (DESIGN.md section 4 allowed either;
-this narrows it.)
+One implementation, tested here, is what runs on the robot.
 
 Semantics, following tf2's ``BufferCore``:
 

@@ -3,7 +3,7 @@
 Keyframes with labels supervise semantics and colour; those without contribute colour only. A few
 labelled keyframes are held out (never trained on) to report ``holdout_miou``: each is rendered from the
 training keyframes with the fine-tuned weights and compared with its labels. The fine-tuned model is a
-copy; the caller swaps it into the :class:`~sray_ros.ros.renderer.Renderer` only on success, so renders
+copy; the caller swaps it into the :class:`~sray_ros.online.renderer.Renderer` only on success, so renders
 during fine-tuning keep using the old weights.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from sray_ros import geometry
 from sray_ros.data.scene import SceneArrays
 from sray_ros.model.sray import SRay
-from sray_ros.ros.keyframes import Keyframe
-from sray_ros.ros.renderer import UNKNOWN_LABEL, RenderRequest, Renderer
+from sray_ros.online.keyframes import Keyframe
+from sray_ros.online.renderer import UNKNOWN_LABEL, RenderRequest, Renderer
 from sray_ros.train.finetune import FINE_TUNE_LR, fine_tune
 from sray_ros.train.metrics import ConfusionMatrix
 from sray_ros.train.trainer import StepStats

@@ -26,7 +26,7 @@ from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
 from sray_ros.model.render import near_far_from_sources, render_view
 from sray_ros.model.sray import SRay
-from sray_ros.ros.keyframes import Frame, Keyframe
+from sray_ros.online.keyframes import Frame, Keyframe
 from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from sray_ros.train.config import resolve_device
 
