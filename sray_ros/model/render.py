@@ -14,6 +14,8 @@ from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_with_logits, \
+    label_distribution_maps, transfer_labels
 from sray_ros.model.sray import SRay, contextual_space
 
 
@@ -21,7 +23,8 @@ from sray_ros.model.sray import SRay, contextual_space
 class RenderOutput:
     """Per-ray rendering of one pass. rgb ``[R, 3]``, depth ``[R]`` (expected z-depth, sum_k w_k t_k,
     not divided by opacity), acc ``[R]`` (sum of weights), logits ``[R, K]`` or None (coarse pass at
-    inference), and optionally the per-sample weights/depths ``[R, N]``."""
+    inference), optionally the per-sample weights/depths ``[R, N]``, and with label transfer the rendered
+    label evidence ``[R, K]`` and its mass ``[R]`` (:mod:`sray_ros.model.label_transfer`)."""
 
     rgb: Tensor
     depth: Tensor
@@ -29,6 +32,8 @@ class RenderOutput:
     logits: Tensor | None
     weights: Tensor | None = None
     depths: Tensor | None = None
+    label_evidence: Tensor | None = None
+    label_mass: Tensor | None = None
 
 
 @dataclass
@@ -66,12 +71,21 @@ def volume_render(sigma: Tensor, depths: Tensor, rgb: Tensor, logits: Tensor | N
 
 
 def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, depths: Tensor, fine: bool,
-          semantics: bool) -> RenderOutput:
+          semantics: bool, label_maps: Tensor | None = None,
+          label_transfer: LabelTransferConfig | None = None) -> RenderOutput:
+    """One pass; with ``label_maps`` ``[m, H*W, K]`` also the label evidence rendered with this pass's weights."""
     points = rays_o[:, None, :] + rays_d[:, None, :] * depths[..., None]
     ctx = contextual_space(sources, points, rays_d)
-    out = model.field(fine)(ctx, semantics=semantics)
-    return volume_render(out.sigma.float(), depths, out.rgb.float(), None if out.logits is None else out.logits.float(),
-                         rays_d.norm(dim=-1), model.cfg.last_delta)
+    transfer = label_maps is not None and label_transfer is not None
+    out = model.field(fine)(ctx, semantics=semantics, blend=transfer and label_transfer.uses_blend)
+    result = volume_render(out.sigma.float(), depths, out.rgb.float(),
+                           None if out.logits is None else out.logits.float(), rays_d.norm(dim=-1), model.cfg.last_delta)
+    if transfer:
+        ev = transfer_labels(label_maps, sources.K, sources.c2w, sources.height, sources.width, points,
+                             result.weights, label_transfer, None if out.blend is None else out.blend.float(),
+                             sources.depths)
+        result.label_evidence, result.label_mass = ev.evidence, ev.mass
+    return result
 
 
 def _as_ray_tensor(value: float | Tensor, like: Tensor) -> Tensor:
@@ -90,7 +104,7 @@ def auto_chunk(device: torch.device, num_views: int, num_samples: int) -> int:
 def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, near: float | Tensor,
                 far: float | Tensor, chunk: int | None = None, num_coarse: int | None = None, num_fine: int | None = None,
                 perturb: bool = False, coarse_semantics: bool | None = None, keep_weights: bool = False,
-                ) -> RayRenderResult:
+                label_transfer: LabelTransferConfig | None = None) -> RayRenderResult:
     """Render any number of rays ``[R, 3]`` (origins, directions with camera-z = 1) in chunks of ``chunk``
     rays (default :func:`auto_chunk` for the fine pass size; memory is bounded by the chunk).
 
@@ -99,7 +113,9 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
     ``cfg.fine_includes_coarse``, merged with the coarse ones. ``coarse_semantics`` (default: the model's
     training flag) decides whether the coarse pass also computes semantic logits; at inference it is
     skipped since only its density is needed. Gradients flow when called outside ``no_grad``.
-    Per-sample weights are returned only with ``keep_weights`` (memory).
+    Per-sample weights are returned only with ``keep_weights`` (memory). With ``label_transfer`` and
+    source labels, the last pass (fine, else coarse) also carries label evidence (``label_evidence``,
+    ``label_mass``); source labels are turned into class distributions once per call.
     """
     cfg = model.cfg
     num_coarse = cfg.num_coarse if num_coarse is None else num_coarse
@@ -111,19 +127,24 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
     if chunk is None:
         fine_n = num_fine + (num_coarse if cfg.fine_includes_coarse else 0) if num_fine > 0 else num_coarse
         chunk = auto_chunk(rays_o.device, sources.num_views, fine_n)
+    label_maps = None
+    if label_transfer is not None and sources.labels is not None:
+        label_maps = label_distribution_maps(sources.labels.to(sources.device), cfg.num_classes, label_transfer.window)
     coarse_parts: list[RenderOutput] = []
     fine_parts: list[RenderOutput] = []
     for start in range(0, rays_o.shape[0], chunk):
         sl = slice(start, start + chunk)
         o, d = rays_o[sl], rays_d[sl]
         depths = geometry.sample_inverse_depth(near_t[sl], far_t[sl], num_coarse, perturb=perturb)
-        coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics)
+        coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics,
+                       label_maps=label_maps if num_fine == 0 else None, label_transfer=label_transfer)
         fine = None
         if num_fine > 0:
             fine_depths = geometry.sample_pdf(coarse.depths, coarse.weights, num_fine, deterministic=not perturb)
             if cfg.fine_includes_coarse:
                 fine_depths = torch.cat([depths, fine_depths], -1).sort(-1).values
-            fine = _pass(model, sources, o, d, fine_depths, fine=True, semantics=True)
+            fine = _pass(model, sources, o, d, fine_depths, fine=True, semantics=True, label_maps=label_maps,
+                         label_transfer=label_transfer)
         if not keep_weights:
             coarse.weights = coarse.depths = None
             if fine is not None:
@@ -138,7 +159,8 @@ def _cat(parts: list[RenderOutput]) -> RenderOutput:
     def cat(name: str) -> Tensor | None:
         vals = [getattr(p, name) for p in parts]
         return None if vals[0] is None else torch.cat(vals, 0)
-    return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"))
+    return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"),
+                        cat("label_evidence"), cat("label_mass"))
 
 
 def near_far_from_sources(sources: SourceViews, default_near: float, default_far: float) -> tuple[float, float]:
@@ -162,23 +184,34 @@ def near_far_from_sources(sources: SourceViews, default_near: float, default_far
 @dataclass
 class ViewRender:
     """A rendered view: labels ``[H, W]`` long (argmax), confidence ``[H, W]`` (max softmax probability),
-    rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity)."""
+    rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity).
+
+    With label transfer (sources carry labels), labels / confidence are the fused ones
+    (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
+    ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and ``agreement`` ``[H, W]``
+    are set."""
 
     labels: Tensor
     confidence: Tensor
     rgb: Tensor
     depth: Tensor
     acc: Tensor
+    sray_labels: Tensor | None = None
+    transfer_labels: Tensor | None = None
+    coverage: Tensor | None = None
+    agreement: Tensor | None = None
 
 
 @torch.no_grad()
 def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
                 near: float | None = None, far: float | None = None, chunk: int | None = None,
-                num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False) -> ViewRender:
+                num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False,
+                label_transfer: LabelTransferConfig | None = None) -> ViewRender:
     """Render a full ``height x width`` view at pose ``c2w`` ``[4, 4]`` with intrinsics ``K`` ``[3, 3]``.
 
     Runs on the device of ``sources`` (CPU or CUDA, nothing hard-coded). ``near``/``far`` default to
     :func:`near_far_from_sources`. ``autocast`` enables float16 autocast on CUDA (ignored on CPU).
+    ``label_transfer`` fuses the labels of the sources (when they carry any) into the output.
     """
     device = sources.device
     if near is None or far is None:
@@ -197,11 +230,19 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     try:
         with ctx:  # the coarse pass needs semantics only when there is no fine pass
             best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
-                               num_fine=num_fine, coarse_semantics=num_fine == 0).best
+                               num_fine=num_fine, coarse_semantics=num_fine == 0, label_transfer=label_transfer).best
     finally:
         model.train(was_training)
     probs = torch.softmax(best.logits.float(), -1)
     conf, labels = probs.max(-1)
     depth = best.depth / best.acc.clamp_min(1e-6)
-    return ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
+    view = ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
                       depth.view(height, width), best.acc.view(height, width))
+    if best.label_evidence is not None:
+        evidence = LabelEvidence(best.label_evidence, best.label_mass)
+        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps)
+        view.sray_labels = view.labels
+        view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
+        view.transfer_labels = evidence.labels().view(height, width)
+        view.coverage, view.agreement = fused.coverage.view(height, width), fused.agreement.view(height, width)
+    return view
