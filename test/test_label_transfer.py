@@ -243,6 +243,12 @@ def test_fusion_falls_back_to_sray_without_evidence_and_follows_unanimous_eviden
     assert torch.equal(fused.labels[:3], logits[:3].argmax(-1))
     assert torch.all(fused.labels[3:] == 1) and torch.all(fused.coverage[3:] == 1) and torch.all(fused.coverage[:3] == 0)
     assert torch.allclose(fused.confidence, fused.log_probs.exp().amax(-1))
+    # a share of the rendered weight below full_coverage counts proportionally
+    part = fuse_with_logits(logits, LabelEvidence(evidence * 0.05, mass * 0.05), acc, beta=3.0, full_coverage=0.1)
+    assert torch.allclose(part.coverage[3:], torch.full((3,), 0.5))  # 0.045 / (0.1 * 0.9)
+    expected = torch.log_softmax(torch.log_softmax(logits, -1) + 3.0 * 0.5 * torch.log(
+        torch.nn.functional.one_hot(torch.tensor(1), NUM_CLASSES).float() + 1e-3), -1)
+    assert torch.allclose(part.log_probs[3:], expected[3:], atol=1e-5)
     assert torch.allclose(fused.log_probs.exp().sum(-1), torch.ones(r))
 
 

@@ -240,7 +240,8 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                       depth.view(height, width), best.acc.view(height, width))
     if best.label_evidence is not None:
         evidence = LabelEvidence(best.label_evidence, best.label_mass)
-        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps)
+        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
+                                 label_transfer.full_coverage)
         view.sray_labels = view.labels
         view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
         view.transfer_labels = evidence.labels().view(height, width)
