@@ -289,3 +289,22 @@ def test_source_views_labels_validate_select_cat_to_detach(tiny):
         SourceViews(plain.images, plain.features, plain.K, plain.c2w, labels=torch.zeros(1, H, W + 1, dtype=torch.uint8))
     with pytest.raises(ValueError, match="integer class ids"):
         SourceViews(plain.images, plain.features, plain.K, plain.c2w, labels=torch.zeros(1, H, W))
+
+
+def test_separate_label_sources_supply_the_evidence(tiny):
+    """When few keyframes are labelled, the nearest labelled ones can give the labels while the nearest
+    keyframes give the geometry: here the geometry sources carry no labels at all."""
+    target = toy_camera(0.05)
+    labels = random_labels(4)
+    geometry_sources = _sources(tiny, [-0.3, 0.3], depths=True)
+    label_sources = _sources(tiny, [0.05], labels, depths=True)
+    label_sources.c2w[0] = target
+    view = render_view(tiny, geometry_sources, K_TOY, target, H, W, near=1.0, far=4.0,
+                       label_transfer=LabelTransferConfig("depth", depth_test="unoccluded"), label_sources=label_sources)
+    assert torch.equal(view.transfer_labels, labels[0].long())
+    plain = render_view(tiny, geometry_sources, K_TOY, target, H, W, near=1.0, far=4.0,
+                        label_transfer=LabelTransferConfig("depth"))
+    assert plain.transfer_labels is None  # the geometry sources alone have no labels
+    with pytest.raises(ValueError, match="separate label_sources"):
+        render_view(tiny, geometry_sources, K_TOY, target, H, W, near=1.0, far=4.0,
+                    label_transfer=LabelTransferConfig("blend"), label_sources=label_sources)

@@ -71,9 +71,10 @@ def volume_render(sigma: Tensor, depths: Tensor, rgb: Tensor, logits: Tensor | N
 
 
 def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, depths: Tensor, fine: bool,
-          semantics: bool, label_maps: Tensor | None = None,
-          label_transfer: LabelTransferConfig | None = None) -> RenderOutput:
-    """One pass; with ``label_maps`` ``[m, H*W, K]`` also the label evidence rendered with this pass's weights."""
+          semantics: bool, label_maps: Tensor | None = None, label_transfer: LabelTransferConfig | None = None,
+          label_sources: SourceViews | None = None) -> RenderOutput:
+    """One pass; with ``label_maps`` ``[m', H*W, K]`` of ``label_sources`` (default: ``sources``) also the
+    label evidence rendered with this pass's weights."""
     points = rays_o[:, None, :] + rays_d[:, None, :] * depths[..., None]
     ctx = contextual_space(sources, points, rays_d)
     transfer = label_maps is not None and label_transfer is not None
@@ -81,9 +82,10 @@ def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, dep
     result = volume_render(out.sigma.float(), depths, out.rgb.float(),
                            None if out.logits is None else out.logits.float(), rays_d.norm(dim=-1), model.cfg.last_delta)
     if transfer:
-        ev = transfer_labels(label_maps, sources.K, sources.c2w, sources.height, sources.width, points,
+        lv = sources if label_sources is None else label_sources
+        ev = transfer_labels(label_maps, lv.K, lv.c2w, lv.height, lv.width, points,
                              result.weights, label_transfer, None if out.blend is None else out.blend.float(),
-                             sources.depths)
+                             lv.depths)
         result.label_evidence, result.label_mass = ev.evidence, ev.mass
     return result
 
@@ -104,7 +106,8 @@ def auto_chunk(device: torch.device, num_views: int, num_samples: int) -> int:
 def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, near: float | Tensor,
                 far: float | Tensor, chunk: int | None = None, num_coarse: int | None = None, num_fine: int | None = None,
                 perturb: bool = False, coarse_semantics: bool | None = None, keep_weights: bool = False,
-                label_transfer: LabelTransferConfig | None = None) -> RayRenderResult:
+                label_transfer: LabelTransferConfig | None = None,
+                label_sources: SourceViews | None = None) -> RayRenderResult:
     """Render any number of rays ``[R, 3]`` (origins, directions with camera-z = 1) in chunks of ``chunk``
     rays (default :func:`auto_chunk` for the fine pass size; memory is bounded by the chunk).
 
@@ -115,7 +118,9 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
     skipped since only its density is needed. Gradients flow when called outside ``no_grad``.
     Per-sample weights are returned only with ``keep_weights`` (memory). With ``label_transfer`` and
     source labels, the last pass (fine, else coarse) also carries label evidence (``label_evidence``,
-    ``label_mass``); source labels are turned into class distributions once per call.
+    ``label_mass``); source labels are turned into class distributions once per call. ``label_sources``
+    (e.g. the nearest *labelled* keyframes when few are labelled) supply the labels instead of ``sources``;
+    their views are not the geometry head's, so only the ``depth`` and ``uniform`` weightings apply.
     """
     cfg = model.cfg
     num_coarse = cfg.num_coarse if num_coarse is None else num_coarse
@@ -128,8 +133,13 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
         fine_n = num_fine + (num_coarse if cfg.fine_includes_coarse else 0) if num_fine > 0 else num_coarse
         chunk = auto_chunk(rays_o.device, sources.num_views, fine_n)
     label_maps = None
-    if label_transfer is not None and sources.labels is not None:
-        label_maps = label_distribution_maps(sources.labels.to(sources.device), cfg.num_classes, label_transfer.window)
+    evidence_views = sources if label_sources is None else label_sources
+    if label_sources is not None and label_transfer is not None and label_transfer.uses_blend:
+        raise ValueError(f"weighting {label_transfer.weighting!r} uses the geometry sources' blend weights; "
+                         "separate label_sources need 'depth' or 'uniform'")
+    if label_transfer is not None and evidence_views.labels is not None:
+        label_maps = label_distribution_maps(evidence_views.labels.to(sources.device), cfg.num_classes,
+                                             label_transfer.window)
     coarse_parts: list[RenderOutput] = []
     fine_parts: list[RenderOutput] = []
     for start in range(0, rays_o.shape[0], chunk):
@@ -137,14 +147,15 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
         o, d = rays_o[sl], rays_d[sl]
         depths = geometry.sample_inverse_depth(near_t[sl], far_t[sl], num_coarse, perturb=perturb)
         coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics,
-                       label_maps=label_maps if num_fine == 0 else None, label_transfer=label_transfer)
+                       label_maps=label_maps if num_fine == 0 else None, label_transfer=label_transfer,
+                       label_sources=label_sources)
         fine = None
         if num_fine > 0:
             fine_depths = geometry.sample_pdf(coarse.depths, coarse.weights, num_fine, deterministic=not perturb)
             if cfg.fine_includes_coarse:
                 fine_depths = torch.cat([depths, fine_depths], -1).sort(-1).values
             fine = _pass(model, sources, o, d, fine_depths, fine=True, semantics=True, label_maps=label_maps,
-                         label_transfer=label_transfer)
+                         label_transfer=label_transfer, label_sources=label_sources)
         if not keep_weights:
             coarse.weights = coarse.depths = None
             if fine is not None:
@@ -206,12 +217,14 @@ class ViewRender:
 def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
                 near: float | None = None, far: float | None = None, chunk: int | None = None,
                 num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False,
-                label_transfer: LabelTransferConfig | None = None) -> ViewRender:
+                label_transfer: LabelTransferConfig | None = None,
+                label_sources: SourceViews | None = None) -> ViewRender:
     """Render a full ``height x width`` view at pose ``c2w`` ``[4, 4]`` with intrinsics ``K`` ``[3, 3]``.
 
     Runs on the device of ``sources`` (CPU or CUDA, nothing hard-coded). ``near``/``far`` default to
     :func:`near_far_from_sources`. ``autocast`` enables float16 autocast on CUDA (ignored on CPU).
-    ``label_transfer`` fuses the labels of the sources (when they carry any) into the output.
+    ``label_transfer`` fuses the labels of the sources (or of ``label_sources``, see :func:`render_rays`), when
+    they carry any, into the output.
     """
     device = sources.device
     if near is None or far is None:
@@ -230,7 +243,8 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     try:
         with ctx:  # the coarse pass needs semantics only when there is no fine pass
             best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
-                               num_fine=num_fine, coarse_semantics=num_fine == 0, label_transfer=label_transfer).best
+                               num_fine=num_fine, coarse_semantics=num_fine == 0, label_transfer=label_transfer,
+                               label_sources=label_sources).best
     finally:
         model.train(was_training)
     probs = torch.softmax(best.logits.float(), -1)
