@@ -25,7 +25,7 @@ Shapes: ``R`` rays, ``N`` samples per ray, ``m`` source views, ``K`` classes, so
    views ``i`` that carry a label there, with view weights ``w [R, N, m]`` (the geometry head's colour-blend
    weights, the depth test, their product, or uniform), and ``has [R, N]`` = whether any such view exists.
    Renormalising over *labelled* views is what makes a keyframe without labels add exactly nothing.
-5. :func:`render_evidence` -- ``evidence [R, K] = sum_k W_k q_k`` and ``mass [R] = sum_k W_k has_k`` with the
+5. :func:`render_evidence` -- ``evidence [R, K] = sum_n W_n q_n`` and ``mass [R] = sum_n W_n has_n`` with the
    ray's volume-rendering weights ``W [R, N]`` (the same weights as colour, depth and logits);
    ``evidence / mass`` is the transferred class distribution, ``mass / acc`` the fraction of the rendered
    weight that is covered by label evidence.
@@ -34,9 +34,12 @@ Shapes: ``R`` rays, ``N`` samples per ray, ``m`` source views, ``K`` classes, so
    ``c = clamp(mass / (full_coverage * acc), 0, 1)``: a pixel without evidence (``c = 0``) keeps S-Ray's
    distribution exactly; evidence on at least ``full_coverage`` of the ray's rendered weight counts with
    weight ``beta`` (the depth test leaves evidence on the few samples at a source surface, a small share of
-   an untrained field's smeared weights, yet that evidence is the most reliable). The confidence is the fused probability of the chosen class;
-   ``agreement = max_k evidence_k / mass`` says how far the weighted views agree (1 = unanimous).
+   a weakly trained field's smeared weights, yet that evidence is the most reliable). The confidence is the
+   fused probability of the chosen class; ``agreement = max_c evidence_c / mass`` says how far the weighted
+   views agree (1 = unanimous).
 
+The label views may be other keyframes than the geometry sources (``render_rays(label_sources=...)``, e.g.
+the nearest *labelled* keyframes when few are labelled); then only the depth / uniform weightings apply.
 Works for any label set (``K`` comes from the caller) and any number of views; label ids ``>= K`` other
 than 255 raise ``ValueError``.
 """
@@ -214,7 +217,7 @@ class LabelEvidence:
                                                                                     dtype=torch.long))
 
     def agreement(self) -> Tensor:
-        """``max_k evidence_k / mass`` ``[R]``: 1 when the weighted views agree, ``1/K`` at worst, 0 without evidence."""
+        """``max_c evidence_c / mass`` ``[R]``: 1 when the weighted views agree, ``1/K`` at worst, 0 without evidence."""
         return self.distribution().amax(-1)
 
 
@@ -246,7 +249,8 @@ def transfer_labels(maps: Tensor, K: Tensor, c2w: Tensor, height: int, width: in
 @dataclass
 class FusedLabels:
     """Per-pixel fusion result: log_probs ``[R, K]``, labels ``long [R]``, confidence ``[R]`` (fused probability
-    of the label), coverage ``[R]`` (``mass / (full_coverage * acc)`` clamped to [0, 1]), agreement ``[R]`` (see :class:`LabelEvidence`)."""
+    of the label), coverage ``[R]`` (``mass / (full_coverage * acc)`` clamped to [0, 1]), agreement ``[R]``
+    (see :class:`LabelEvidence`)."""
 
     log_probs: Tensor
     labels: Tensor
