@@ -253,8 +253,8 @@ class ViewRender:
 
     With label transfer (sources carry labels), labels / confidence are the fused ones
     (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
-    ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and ``agreement`` ``[H, W]``
-    are set."""
+    ``sray_confidence``, ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and
+    ``agreement`` ``[H, W]`` are set."""
 
     labels: Tensor
     confidence: Tensor
@@ -264,6 +264,7 @@ class ViewRender:
     sampling: str = "hierarchical"
     target_depth: Tensor | None = None
     sray_labels: Tensor | None = None
+    sray_confidence: Tensor | None = None
     transfer_labels: Tensor | None = None
     coverage: Tensor | None = None
     agreement: Tensor | None = None
@@ -365,7 +366,7 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
         evidence = LabelEvidence(best.label_evidence, best.label_mass)
         fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
                                  label_transfer.full_coverage)
-        view.sray_labels = view.labels
+        view.sray_labels, view.sray_confidence = view.labels, view.confidence
         view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
         view.transfer_labels = evidence.labels().view(height, width)
         view.coverage, view.agreement = fused.coverage.view(height, width), fused.agreement.view(height, width)
