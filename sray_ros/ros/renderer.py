@@ -101,6 +101,7 @@ class RenderResult:
     label_coverage: np.ndarray | None = None  # float32 [H, W]
     label_agreement: np.ndarray | None = None  # float32 [H, W]
     label_source_ids: list[int] = field(default_factory=list)
+    sampling: str = ""  # the ray sampling used: "depth_guided" or "hierarchical"
 
 
 class Renderer:
@@ -348,7 +349,8 @@ class Renderer:
         coverage = self.source_coverage(seen.cpu().numpy(), request.c2w, chosen)
         result = RenderResult(labels.cpu().numpy(), raw_labels.cpu().numpy(), color.cpu().numpy(),
                               depth_out.cpu().numpy(), view.confidence.float().cpu().numpy(), known.cpu().numpy(),
-                              [kf.id for kf in chosen], time.perf_counter() - start, handle.generation, *coverage)
+                              [kf.id for kf in chosen], time.perf_counter() - start, handle.generation, *coverage,
+                              sampling=view.sampling)
         if view.sray_labels is not None:
             sray_known = seen & (view.acc >= self.opacity_threshold) & (view.sray_confidence >= self.confidence_threshold)
             sray = view.sray_labels.to(torch.uint8)
