@@ -6,7 +6,9 @@
 2. starts the node executable with the shipped default model through ``config/sray.yaml`` (the file the
    launch file uses) plus ``use_sim_time`` and the replay's topic names,
 3. plays the bag with ``/clock`` (``sray-play-bag --clock``, what ``ros2 bag play --clock`` does on a robot),
-4. waits for the keyframes, calls ``~/render_semantic_view`` at the held-out poses,
+4. waits for the keyframes, calls ``~/render_semantic_view`` at the held-out poses: with label transfer
+   (the bag's ``labels/image`` keyframes fused into the rendered labels, the node's default) and, with
+   ``use_keyframe_labels`` switched off at runtime, S-Ray alone, side by side in one panel per view,
 5. runs a short ``~/fine_tune`` and renders the same poses again,
 6. writes label PNGs, colourised overlays, a side-by-side panel per view and ``metrics.json`` to the output
    folder, prints a summary table, and stops every process it started (also on failure or Ctrl-C).
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine-tune-steps", type=int, default=10)
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
+    parser.add_argument("--no-sray-alone", dest="sray_alone", action="store_false",
+                        help="skip the S-Ray-alone renders (label transfer off) beside the label-transfer ones")
     args = parser.parse_args(argv)
 
     import rclpy
@@ -204,10 +208,24 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"no keyframes after replay (status: {status}); see {work / 'sray_node.log'}")
         log(f"{status.keyframe_count} keyframes from {status.frames_received} frames "
             f"(rejected {dict(zip(status.reject_reasons, status.reject_counts))})")
+        from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        setter = node.create_client(SetParameters, "/sray_node/set_parameters")
+
+        def use_keyframe_labels(on: bool) -> None:
+            value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=on)
+            request = SetParameters.Request(parameters=[ParameterMsg(name="use_keyframe_labels", value=value)])
+            if not setter.wait_for_service(timeout_sec=30):
+                raise TimeoutError("the node's set_parameters service is not available")
+            results = wait(setter.call_async(request), "set use_keyframe_labels").results
+            if not all(r.successful for r in results):
+                raise RuntimeError(f"use_keyframe_labels := {on} refused: {[r.reason for r in results]}")
+
         colors = np.array([[c.r * 255, c.g * 255, c.b * 255] for c in label_info[-1].class_colors]).round().astype(np.uint8)
         num_classes = len(colors)
 
-        def render_all(tag: str) -> list[dict]:
+        def render_all(tag: str, panel: bool = True) -> list[dict]:
             results = []
             for i in held:
                 c2w = scene.poses[i]
@@ -232,16 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                 factor = -(-PANEL_MIN_WIDTH // args.width)  # integer, so label pixels stay square blocks
                 tw, th = args.width * factor, args.height * factor
                 camera = upscale(scene.load_color(i), tw, th, nearest=False)
-                panel = np.concatenate([
+                panel_image = np.concatenate([
                     caption(camera, "camera (held out)"), caption(upscale(colorize(gt, colors), tw, th), "ground truth"),
                     caption(upscale(colorize(labels, colors), tw, th), f"rendered labels ({tag})"),
                     caption(upscale(image_to_rgb(response.color), tw, th), "rendered colour")], 1)
-                cv2.imwrite(str(out / f"{name}_panel.png"), panel[..., ::-1])
+                if panel:
+                    cv2.imwrite(str(out / f"{name}_panel.png"), panel_image[..., ::-1])
                 log(f"  {tag} frame {scene.frame_ids[i]}: mIoU {100 * metrics['miou']:.1f}, acc "
                     f"{100 * metrics['accuracy']:.1f}, coverage {100 * metrics['coverage']:.0f}%, "
                     f"render {response.render_time_s:.1f} s (round trip {round_trip:.1f} s), "
-                    f"sources {list(response.source_keyframe_ids)}")
+                    f"sources {list(response.source_keyframe_ids)}; {response.message}")
                 results.append({"frame": int(scene.frame_ids[i]), "render_time_s": response.render_time_s,
+                                "labels_fused": "labels fused" in response.message, "_labels": labels,
                                 "round_trip_s": round_trip, **{k: v for k, v in metrics.items() if k != "confusion"},
                                 "_confusion": metrics["confusion"]})
             return results
@@ -249,6 +269,28 @@ def main(argv: list[str] | None = None) -> int:
         # 4. render at the held-out poses
         log(f"rendering {len(held)} held-out views at {args.width}x{args.height}")
         before = render_all("before")
+        alone = []
+        if args.sray_alone:
+            log("the same views by S-Ray alone (use_keyframe_labels off)")
+            use_keyframe_labels(False)
+            try:
+                alone = render_all("sray_alone", panel=False)
+            finally:
+                use_keyframe_labels(True)
+            th = args.height * -(-PANEL_MIN_WIDTH // args.width)
+            tw = args.width * -(-PANEL_MIN_WIDTH // args.width)
+            for with_transfer, by_sray in zip(before, alone):
+                i = scene.index_of(with_transfer["frame"])
+                gt = geometry.resize_nearest(scene.load_labels(i), args.width, args.height)
+                compare = np.concatenate([
+                    caption(upscale(scene.load_color(i), tw, th, nearest=False), "camera (held out)"),
+                    caption(upscale(colorize(gt, colors), tw, th), "ground truth"),
+                    caption(upscale(colorize(with_transfer["_labels"], colors), tw, th),
+                            f"label transfer + S-Ray: acc {100 * with_transfer['accuracy']:.0f}%"),
+                    caption(upscale(colorize(by_sray["_labels"], colors), tw, th),
+                            f"S-Ray alone: acc {100 * by_sray['accuracy']:.0f}%")], 1)
+                cv2.imwrite(str(out / f"frame_{with_transfer['frame']:06d}_transfer_vs_sray_panel.png"),
+                            compare[..., ::-1])
 
         # 5. short fine-tuning in the background, then render again
         log(f"fine-tuning {args.fine_tune_steps} steps on the buffered keyframes")
@@ -274,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             cm = ConfusionMatrix(num_classes)
             for r in results:
                 cm.matrix += r.pop("_confusion")
+                r.pop("_labels")
             return {"miou": cm.miou(), "accuracy": float(np.mean([r["accuracy"] for r in results])),
                     "coverage": float(np.mean([r["coverage"] for r in results])),
                     "render_time_s": float(np.mean([r["render_time_s"] for r in results])),
@@ -284,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                   "frames_received": status.frames_received,
                   "rejected": {r: c for r, c in zip(status.reject_reasons, status.reject_counts) if c},
                   "before_fine_tuning": dataset(before), "after_fine_tuning": dataset(after),
+                  "sray_alone": dataset(alone) if alone else None,
                   "fine_tune": {"steps": result.steps_done, "final_loss": result.final_loss,
                                 "holdout_miou": result.holdout_miou},
                   "wall_time_s": time.monotonic() - started, "device": statuses[-1].device}
@@ -292,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {scene.name} ({len(held)} held-out views, {args.width}x{args.height}) | mIoU | accuracy | "
               "labelled coverage | render s |")
         print("|---|---|---|---|---|")
-        for tag, key in (("before fine-tuning", "before_fine_tuning"), ("after fine-tuning", "after_fine_tuning")):
+        for tag, key in (("S-Ray alone (no keyframe labels)", "sray_alone"), ("before fine-tuning", "before_fine_tuning"),
+                         ("after fine-tuning", "after_fine_tuning")):
             d = report[key]
+            if d is None:
+                continue
             print(f"| {tag} | {100 * d['miou']:.1f} | {100 * d['accuracy']:.1f} | {100 * d['coverage']:.0f}% | "
                   f"{d['render_time_s']:.1f} |")
         print(f"\noutputs: {out} (panels: *_panel.png, metrics.json); wall time {report['wall_time_s']:.0f} s")

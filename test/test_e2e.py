@@ -1,6 +1,8 @@
 """End to end with the shipped default model: the sample sequence is converted to a bag, replayed with /clock
 through DDS into the node executable, and rendered at a held-out pose; the labels are scored against the
-ground truth. This is the main job (scripts/demo.sh) cut down to one view and two fine-tuning steps."""
+ground truth. This is the main job (scripts/demo.sh) cut down to one 80x60 view and two fine-tuning steps.
+The bag carries the converter's labels topic, so the node renders with label transfer (keyframe labels
+fused into the rendered labels); the demo also renders the view by S-Ray alone (use_keyframe_labels off)."""
 
 from __future__ import annotations
 
@@ -15,15 +17,21 @@ from conftest import BUILD_TREE, REPO
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-# Pixel accuracy the default model must reach at the held-out view (frame 7 of the sample room, 80x60;
-# unknown pixels count as wrong). Measured with the shipped model (models/MODEL_CARD.md) in two main-job
-# runs: 0.643 both times, every pixel labelled. (Before keyframes without depth stopped discarding the
+# Pixel accuracy S-Ray alone must reach at the held-out view (frame 7 of the sample room, 80x60; unknown
+# pixels count as wrong). Measured with the shipped model (models/MODEL_CARD.md) in two main-job runs:
+# 0.643 both times, every pixel labelled (hierarchical sampling); with depth-guided sampling 0.631. (Before keyframes without depth stopped discarding the
 # other keyframes' depth, replays of the same bag scored 0.574 or 0.195.) The threshold leaves room for a
 # loaded machine dropping a different set of frames: 0.45 is 9x uniform chance. Labelling the whole view
 # "wall" scores 0.627 here; the model only just beats that (see the card), so the test shows the node
 # labels the view with real information, not that the model is good.
 MIN_ACCURACY = 0.45
 UNIFORM_CHANCE = 1 / 20
+# Pixel accuracy with label transfer at the same view: issue #12's target through the node (>= 85 %).
+# Measured: 0.992 (mIoU 0.986) against 0.631 for S-Ray alone, with 18 keyframes of which 7 of the 8
+# chosen sources carried labels (2-core machine under a load average of ~6). The threshold is the
+# issue's, well below the measurement: a loaded machine that drops frames leaves fewer labelled sources,
+# and pixels no labelled view sees fall back to S-Ray alone (63 %).
+MIN_TRANSFER_ACCURACY = 0.85
 
 
 def test_main_job_on_the_cut_down_sample(tmp_path):
@@ -32,13 +40,16 @@ def test_main_job_on_the_cut_down_sample(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "sray_ros.demo", "--held-out", "7", "--fine-tune-steps", "2", "--rate", "1",
-         "--out", str(out)],
+         "--width", "80", "--height", "60", "--out", str(out)],
         cwd=BUILD_TREE, env=dict(os.environ), capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     before = report["before_fine_tuning"]
+    alone = report["sray_alone"]
     assert report["keyframes"] >= 8
     assert len(before["views"]) == 1 and before["views"][0]["frame"] == 7
+    assert before["views"][0]["labels_fused"] and not alone["views"][0]["labels_fused"]
+    assert (out / "frame_000007_transfer_vs_sray_panel.png").exists()
     for kind in ("labels", "overlay", "panel"):
         assert (out / f"frame_000007_before_{kind}.png").exists()
         assert (out / f"frame_000007_after_{kind}.png").exists()
@@ -54,6 +65,9 @@ def test_main_job_on_the_cut_down_sample(tmp_path):
     gt = cv2.resize(scene.load_labels(scene.index_of(7)), (80, 60), interpolation=cv2.INTER_NEAREST)
     labelled = gt[gt != 255]
     majority_baseline = np.bincount(labelled).max() / labelled.size
-    assert before["accuracy"] >= MIN_ACCURACY, before
-    assert before["accuracy"] >= 3 * UNIFORM_CHANCE
+    assert alone["accuracy"] >= MIN_ACCURACY, alone
+    assert alone["accuracy"] >= 3 * UNIFORM_CHANCE
+    # Label transfer: the keyframes' labels count, far above S-Ray alone.
+    assert before["accuracy"] >= MIN_TRANSFER_ACCURACY, (before, alone)
+    assert before["accuracy"] > alone["accuracy"] + 0.1, (before, alone)
     assert 0.6 < majority_baseline < 0.65, majority_baseline  # the card's baseline for this view

@@ -102,7 +102,7 @@ class Client:
         raise TimeoutError(f"status never matched; last: {self.status[-1] if self.status else None}")
 
     def publish_frame(self, room, i, stamp_s, frame_id="camera", encoding="rgb8", info=True, tf=True,
-                      pose=None, labels=None):
+                      pose=None, labels=None, depth=True):
         from builtin_interfaces.msg import Time
         from geometry_msgs.msg import TransformStamped
         from std_msgs.msg import Header
@@ -123,7 +123,8 @@ class Client:
             time.sleep(0.01)
         # Depth and labels (optional streams) before colour, the synchroniser's pivot: the node pairs a
         # colour frame with what has arrived, and waits only briefly for late optional streams.
-        self.pub["depth"].publish(numpy_to_image((room.depths[i] * 1000).astype(np.uint16), "16UC1", header))
+        if depth:
+            self.pub["depth"].publish(numpy_to_image((room.depths[i] * 1000).astype(np.uint16), "16UC1", header))
         self.pub["labels"].publish(labels_to_image(room.labels[i] if labels is None else labels, header))
         if info:
             self.info_pub.publish(make_camera_info(room.intrinsics, room.width, room.height, header))
@@ -192,7 +193,7 @@ def running(room, tiny_checkpoint, tmp_path_factory):
         group.stop_all()
 
 
-def offline_render(room, checkpoint, source_ids, target, width, height):
+def offline_render(room, checkpoint, source_ids, target, width, height, depth=True):
     """The same render with the core library: same weights, same source frames (ids = publish order)."""
     from sray_ros.online.keyframes import Frame, KeyframeBuffer
     from sray_ros.online.renderer import RenderRequest, Renderer
@@ -205,7 +206,8 @@ def offline_render(room, checkpoint, source_ids, target, width, height):
     for n, i in enumerate(published):
         wire_depth = (room.depths[i] * 1000).astype(np.uint16).astype(np.float32) / 1000  # 16UC1 mm on the wire
         buffer.consider(Frame(int((100.0 + 0.2 * n) * 1e9), room.poses[i].astype(np.float64),
-                              room.intrinsics.astype(np.float64), room.colors[i], wire_depth, room.labels[i]))
+                              room.intrinsics.astype(np.float64), room.colors[i], wire_depth if depth else None,
+                              room.labels[i]))
     snapshot = {kf.id: kf for kf in buffer.snapshot()}
     K = room.intrinsics.astype(np.float64).copy()
     K[:2] *= width / room.width
@@ -225,6 +227,8 @@ def test_render_at_held_out_pose_matches_offline(running, room, tiny_checkpoint)
     assert response.color.encoding == "rgb8" and response.depth.encoding == "32FC1"
     assert response.confidence.encoding == "32FC1" and response.render_time_s > 0
     assert len(response.source_keyframe_ids) == 4
+    # RGB-D keyframes: depth-guided sampling (sampling: auto), labels fused from the labelled keyframes
+    assert "(depth_guided sampling)" in response.message and "labels fused" in response.message, response.message
     offline = offline_render(room, tiny_checkpoint, list(response.source_keyframe_ids), HELD_OUT, 80, 60)
     assert np.array_equal(labels, offline.labels)
     # Same labels; colour equal up to the uint8 rounding of float sums whose order differs between
@@ -361,22 +365,26 @@ def test_writable_parameters_apply_at_runtime(running, room):
         params = []
         for name, value in values.items():
             v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) if isinstance(value, float) \
+                else ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value) if isinstance(value, bool) \
                 else ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
             params.append(ParameterMsg(name=name, value=v))
         results = client.call(setter, SetParameters.Request(parameters=params)).results
         assert all(r.successful for r in results), [r.reason for r in results]
 
-    set_params(confidence_threshold=1.0, num_source_views=2)
+    # S-Ray alone (label transfer off at runtime): where keyframe labels agree the fused probability is
+    # 1.0 in float32, so a threshold of 1.0 would let those pixels through.
+    set_params(confidence_threshold=1.0, num_source_views=2, use_keyframe_labels=False)
     try:
         strict = client.call(client.render, render_request(room, HELD_OUT, num=0))
         assert strict.success, strict.message
+        assert "labels fused" not in strict.message, strict.message
         assert (image_to_labels(strict.labels) == 255).all()  # no pixel is certain
         assert len(strict.source_keyframe_ids) == 2
         set_params(max_render_pixels=100)
         refused = client.call(client.render, render_request(room, HELD_OUT))
         assert not refused.success and "max_render_pixels=100" in refused.message
     finally:
-        set_params(confidence_threshold=0.0, num_source_views=4, max_render_pixels=640 * 480)
+        set_params(confidence_threshold=0.0, num_source_views=4, max_render_pixels=640 * 480, use_keyframe_labels=True)
     again = client.call(client.render, render_request(room, HELD_OUT))
     assert again.success and (image_to_labels(again.labels) != 255).any()
 
@@ -818,3 +826,46 @@ def test_missing_tf2_msgs_is_a_loud_start_error(processes, tmp_path):
                             "-p", f"checkpoint:={tmp_path / 'missing.pt'}"], name="no_tf2", cwd=tmp_path)
     assert proc.wait(timeout=120) == 1, processes.log(proc)
     assert "tf2_msgs is not importable" in processes.log(proc)
+
+
+def test_render_with_keyframes_without_depth(room, tiny_checkpoint, tmp_path):
+    """RGB-only keyframes over DDS: 'auto' falls back to hierarchical sampling and the render equals the
+    core library's on the same depth-less frames (the RGB-D case: test_render_at_held_out_pose_matches_offline)."""
+    import os
+
+    import rclpy
+
+    from conftest import ROS_DOMAIN_ID, ProcessGroup
+    from sray_ros.ros.image_conversion import image_to_labels
+
+    # A domain of its own (215-232: the other range free of port clashes on Linux): the module's `running`
+    # node listens on the same topics and would take these frames (and their reused stamps) too.
+    domain = 215 + ROS_DOMAIN_ID % 18
+    params = write_params(tmp_path / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
+                          keyframe_height=60, min_translation_m=0.0, min_rotation_deg=0.0, sensor_data_qos=False,
+                          confidence_threshold=0.0, opacity_threshold=0.0)
+    group = ProcessGroup(tmp_path)
+    proc = group.start(installed_executable("sray_node") + ["--ros-args", "--params-file", str(params)], "sray_node",
+                       env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    client = Client(context)
+    try:
+        assert client.render.wait_for_service(timeout_sec=60.0), group.log(proc)
+        client.latest_status(timeout=30.0)
+        published = [i for i in range(room.num_frames) if i != HELD_OUT]
+        for n, i in enumerate(published):
+            client.publish_frame(room, i, 100.0 + 0.2 * n, depth=False)
+            time.sleep(0.05)
+        client.latest_status(lambda s: s.keyframe_count == len(published), timeout=60.0)
+        response = client.call(client.render, render_request(room, HELD_OUT, width=40, height=30))
+        assert response.success, response.message
+        assert "(hierarchical sampling)" in response.message, response.message
+        offline = offline_render(room, tiny_checkpoint, list(response.source_keyframe_ids), HELD_OUT, 40, 30,
+                                 depth=False)
+        assert offline.sampling == "hierarchical"
+        assert np.array_equal(image_to_labels(response.labels), offline.labels)
+    finally:
+        client.close()
+        rclpy.shutdown(context=context)
+        group.stop_all()

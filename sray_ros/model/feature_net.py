@@ -75,7 +75,9 @@ class SourceViews:
     by 4, as 320x240 and 640x480 are; otherwise edge features are off by < 0.5 feature pixel), K ``[m, 3, 3]``
     (full-resolution intrinsics, integer pixel centres), c2w ``[m, 4, 4]``; optional depths ``[m, H, W]``
     in metres (0 = unknown), used to derive a default near/far and, for depth-guided sampling, the target
-    view's surface depth (:mod:`sray_ros.model.surface`).
+    view's surface depth (:mod:`sray_ros.model.surface`); optional labels ``[m, H, W]`` integer class ids
+    (uint8 / long, 255 = unknown), the evidence of label transfer (:mod:`sray_ros.model.label_transfer`);
+    a keyframe without labels is all 255.
     """
 
     images: Tensor
@@ -83,6 +85,7 @@ class SourceViews:
     K: Tensor
     c2w: Tensor
     depths: Tensor | None = None
+    labels: Tensor | None = None
 
     def __post_init__(self) -> None:
         m = self.images.shape[0]
@@ -95,6 +98,12 @@ class SourceViews:
                              f"{tuple(self.K.shape)} and {tuple(self.c2w.shape)}")
         if self.depths is not None and tuple(self.depths.shape) != (m, *self.images.shape[-2:]):
             raise ValueError(f"depths must be [m, H, W] = {(m, *self.images.shape[-2:])}, got {tuple(self.depths.shape)}")
+        if self.labels is not None:
+            if tuple(self.labels.shape) != (m, *self.images.shape[-2:]):
+                raise ValueError(f"labels must be [m, H, W] = {(m, *self.images.shape[-2:])}, got "
+                                 f"{tuple(self.labels.shape)}")
+            if self.labels.dtype not in (torch.uint8, torch.int16, torch.int32, torch.int64):
+                raise ValueError(f"labels must be integer class ids (uint8 or long, 255 = unknown), got {self.labels.dtype}")
 
     @property
     def num_views(self) -> int:
@@ -120,12 +129,14 @@ class SourceViews:
         """The subset (or permutation) of views at ``index``."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
         return SourceViews(self.images[idx], self.features[idx], self.K[idx], self.c2w[idx],
-                           None if self.depths is None else self.depths[idx])
+                           None if self.depths is None else self.depths[idx],
+                           None if self.labels is None else self.labels[idx])
 
     def to(self, device=None, dtype=None) -> "SourceViews":
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-        return SourceViews(mv(self.images), mv(self.features), mv(self.K), mv(self.c2w), mv(self.depths))
+        return SourceViews(mv(self.images), mv(self.features), mv(self.K), mv(self.c2w), mv(self.depths),
+                           mv(self.labels))
 
     @staticmethod
     def cat(views: list["SourceViews"]) -> "SourceViews":
@@ -134,7 +145,9 @@ class SourceViews:
         Views without depth get an all-zero depth map (0 = unknown, the ScanNet convention) when any other
         view has depth, so one depth-less keyframe (its optional depth message came too late) does not
         discard the depth of all the others (:func:`~sray_ros.model.render.near_far_from_sources` and the
-        target-depth estimate of :mod:`sray_ros.model.surface` both ignore zeros)."""
+        target-depth estimate of :mod:`sray_ros.model.surface` both ignore zeros). Likewise views without
+        labels get all-255 labels (no evidence) when any other view has labels, in the first labelled
+        view's dtype."""
         if not views:
             raise ValueError("need at least one SourceViews to concatenate")
         depths = None
@@ -142,9 +155,14 @@ class SourceViews:
         if ref is not None:
             depths = torch.cat([v.depths if v.depths is not None else ref.new_zeros((v.num_views, v.height, v.width))
                                 for v in views])
+        labels = None
+        ref = next((v.labels for v in views if v.labels is not None), None)
+        if ref is not None:
+            labels = torch.cat([v.labels.to(ref.dtype) if v.labels is not None
+                                else ref.new_full((v.num_views, v.height, v.width), 255) for v in views])
         return SourceViews(
             torch.cat([v.images for v in views]), torch.cat([v.features for v in views]),
-            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths,
+            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths, labels,
         )
 
     def detach(self) -> "SourceViews":

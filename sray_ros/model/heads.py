@@ -110,9 +110,11 @@ class GeometryHead(nn.Module):
         self.sigma_fc = nn.Sequential(nn.Linear(a, a), act(), nn.Linear(a, 1))
         self.rgb_fc = nn.Sequential(nn.Linear(g + 1 + 4, g), act(), nn.Linear(g, 1))
 
-    def forward(self, x: Tensor, rgb: Tensor, dir_diff: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, rgb: Tensor, dir_diff: Tensor, valid: Tensor,
+                return_blend: bool = False) -> tuple[Tensor, ...]:
         """x ``[R, N, m, D]``, rgb ``[R, N, m, 3]``, dir_diff ``[R, N, m, 4]``, valid ``[R, N, m]``
-        -> sigma ``[R, N]``, colour ``[R, N, 3]``."""
+        -> sigma ``[R, N]``, colour ``[R, N, 3]`` and, with ``return_blend``, the colour-blend weights
+        ``[R, N, m]`` (softmax over valid views, 0 for invalid ones), which label transfer reuses."""
         r, n, m, _ = x.shape
         mask = valid.unsqueeze(-1).to(x.dtype)
         num_valid = mask.sum(-2, keepdim=True)  # [R, N, 1, 1]
@@ -137,4 +139,4 @@ class GeometryHead(nn.Module):
         score = score.masked_fill(~valid, torch.finfo(score.dtype).min)
         blend = torch.softmax(score, dim=-1) * mask.squeeze(-1)  # all-invalid rows -> zeros, no NaN
         colour = (blend.unsqueeze(-1) * rgb).sum(-2)
-        return sigma, colour
+        return (sigma, colour, blend) if return_blend else (sigma, colour)

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_with_logits, \
+    label_distribution_maps, transfer_labels
 from sray_ros.model.sray import SRay, contextual_space
 from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sources
 
@@ -23,7 +25,8 @@ from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sou
 class RenderOutput:
     """Per-ray rendering of one pass. rgb ``[R, 3]``, depth ``[R]`` (expected z-depth, sum_k w_k t_k,
     not divided by opacity), acc ``[R]`` (sum of weights), logits ``[R, K]`` or None (coarse pass at
-    inference), and optionally the per-sample weights/depths ``[R, N]``."""
+    inference), optionally the per-sample weights/depths ``[R, N]``, and with label transfer the rendered
+    label evidence ``[R, K]`` and its mass ``[R]`` (:mod:`sray_ros.model.label_transfer`)."""
 
     rgb: Tensor
     depth: Tensor
@@ -31,6 +34,8 @@ class RenderOutput:
     logits: Tensor | None
     weights: Tensor | None = None
     depths: Tensor | None = None
+    label_evidence: Tensor | None = None
+    label_mass: Tensor | None = None
 
 
 @dataclass
@@ -71,18 +76,27 @@ def volume_render(sigma: Tensor, depths: Tensor, rgb: Tensor, logits: Tensor | N
 
 
 def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, depths: Tensor, fine: bool,
-          semantics: bool, surface_logits: bool = False) -> RenderOutput:
+          semantics: bool, surface_logits: bool = False, label_maps: Tensor | None = None,
+          label_transfer: LabelTransferConfig | None = None, label_sources: SourceViews | None = None) -> RenderOutput:
     """Evaluate the field at ``depths [R, N]`` along the rays and volume-render. With ``surface_logits`` the
     semantic logits are those of each ray's max-weight sample (GSNeRF's semantics at the surface) instead of
-    the weighted sum."""
+    the weighted sum. With ``label_maps`` ``[m', H*W, K]`` of ``label_sources`` (default: ``sources``) also the
+    label evidence rendered with this pass's samples and weights."""
     points = rays_o[:, None, :] + rays_d[:, None, :] * depths[..., None]
     ctx = contextual_space(sources, points, rays_d)
-    out = model.field(fine)(ctx, semantics=semantics)
+    transfer = label_maps is not None and label_transfer is not None
+    out = model.field(fine)(ctx, semantics=semantics, blend=transfer and label_transfer.uses_blend)
     logits = None if out.logits is None else out.logits.float()
     result = volume_render(out.sigma.float(), depths, out.rgb.float(), logits, rays_d.norm(dim=-1), model.cfg.last_delta)
     if surface_logits and logits is not None:
         idx = result.weights.argmax(-1)
         result.logits = logits[torch.arange(idx.shape[0], device=idx.device), idx]
+    if transfer:
+        lv = sources if label_sources is None else label_sources
+        ev = transfer_labels(label_maps, lv.K, lv.c2w, lv.height, lv.width, points,
+                             result.weights, label_transfer, None if out.blend is None else out.blend.float(),
+                             lv.depths)
+        result.label_evidence, result.label_mass = ev.evidence, ev.mass
     return result
 
 
@@ -115,7 +129,8 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
                 perturb: bool = False, coarse_semantics: bool | None = None, keep_weights: bool = False,
                 sampling: str | None = None, target_depth: Tensor | None = None,
                 target_confidence: Tensor | None = None, num_surface_samples: int | None = None,
-                surface_semantics: str | None = None) -> RayRenderResult:
+                surface_semantics: str | None = None, label_transfer: LabelTransferConfig | None = None,
+                label_sources: SourceViews | None = None) -> RayRenderResult:
     """Render any number of rays ``[R, 3]`` (origins, directions with camera-z = 1) in chunks of ``chunk``
     rays (default :func:`auto_chunk` for the fine pass size; memory is bounded by the chunk).
 
@@ -135,6 +150,12 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
     * ``"auto"``: depth-guided when ``target_depth`` is given, else hierarchical.
 
     Gradients flow when called outside ``no_grad``. Per-sample weights are returned only with ``keep_weights``.
+    With ``label_transfer`` and source labels, the pass that produces the output (depth-guided, else fine,
+    else coarse) also carries label evidence (``label_evidence`` ``[R, K]``, ``label_mass`` ``[R]``), rendered
+    with the same samples and weights; source labels are turned into class distributions once per call.
+    ``label_sources`` (e.g. the nearest *labelled* keyframes when the geometry sources have none) supply the
+    labels instead of ``sources``; their views are not the geometry head's, so only the ``depth`` and
+    ``uniform`` weightings apply (ValueError otherwise).
     """
     from sray_ros.model.samplers import resolve_sampling
 
@@ -156,6 +177,15 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
     if chunk is None:
         n = guided.samples_per_ray if mode == "depth_guided" else hier.samples_per_ray
         chunk = auto_chunk(rays_o.device, sources.num_views, n)
+    label_maps = None
+    evidence_views = sources if label_sources is None else label_sources
+    if label_sources is not None and label_transfer is not None and label_transfer.uses_blend:
+        raise ValueError(f"weighting {label_transfer.weighting!r} uses the geometry sources' blend weights; "
+                         "separate label_sources need 'depth' or 'uniform'")
+    if label_transfer is not None and evidence_views.labels is not None:
+        label_maps = label_distribution_maps(evidence_views.labels.to(sources.device), cfg.num_classes,
+                                             label_transfer.window)
+    lt = dict(label_transfer=label_transfer, label_sources=label_sources)
     coarse_parts: list[RenderOutput] = []
     fine_parts: list[RenderOutput] = []
     for start in range(0, rays_o.shape[0], chunk):
@@ -172,13 +202,14 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
                 tc[missing] = cfg.coarse_depth_confidence
             depths = guided(td, tc, near_t[sl], far_t[sl], perturb=perturb)
             fine = _pass(model, sources, o, d, depths, fine=True, semantics=True,
-                         surface_logits=surface_semantics == "surface")
+                         surface_logits=surface_semantics == "surface", label_maps=label_maps, **lt)
         else:
             depths = hier.coarse(near_t[sl], far_t[sl], perturb=perturb)
-            coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics)
+            coarse = _pass(model, sources, o, d, depths, fine=False, semantics=coarse_semantics,
+                           label_maps=label_maps if hier.num_fine == 0 else None, **lt)
             if hier.num_fine > 0:
                 fine = _pass(model, sources, o, d, hier.fine(coarse.depths, coarse.weights, perturb=perturb),
-                             fine=True, semantics=True)
+                             fine=True, semantics=True, label_maps=label_maps, **lt)
         for part, parts in ((coarse, coarse_parts), (fine, fine_parts)):
             if part is not None:
                 if not keep_weights:
@@ -191,7 +222,8 @@ def _cat(parts: list[RenderOutput]) -> RenderOutput:
     def cat(name: str) -> Tensor | None:
         vals = [getattr(p, name) for p in parts]
         return None if vals[0] is None else torch.cat(vals, 0)
-    return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"))
+    return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"),
+                        cat("label_evidence"), cat("label_mass"))
 
 
 def near_far_from_sources(sources: SourceViews, default_near: float, default_far: float) -> tuple[float, float]:
@@ -217,7 +249,12 @@ class ViewRender:
     """A rendered view: labels ``[H, W]`` long (argmax), confidence ``[H, W]`` (max softmax probability),
     rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity);
     ``sampling`` is the mode used and ``target_depth`` ``[H, W]`` the depth depth-guided sampling sampled
-    around (None for hierarchical)."""
+    around (None for hierarchical).
+
+    With label transfer (sources carry labels), labels / confidence are the fused ones
+    (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
+    ``sray_confidence``, ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and
+    ``agreement`` ``[H, W]`` are set."""
 
     labels: Tensor
     confidence: Tensor
@@ -226,6 +263,11 @@ class ViewRender:
     acc: Tensor
     sampling: str = "hierarchical"
     target_depth: Tensor | None = None
+    sray_labels: Tensor | None = None
+    sray_confidence: Tensor | None = None
+    transfer_labels: Tensor | None = None
+    coverage: Tensor | None = None
+    agreement: Tensor | None = None
 
 
 def target_surface(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
@@ -268,7 +310,9 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                 near: float | None = None, far: float | None = None, chunk: int | None = None,
                 num_coarse: int | None = None, num_fine: int | None = None, autocast: bool = False,
                 sampling: str | None = None, num_surface_samples: int | None = None,
-                surface_semantics: str | None = None, surface_cfg: SurfaceConfig | None = None) -> ViewRender:
+                surface_semantics: str | None = None, surface_cfg: SurfaceConfig | None = None,
+                label_transfer: LabelTransferConfig | None = None,
+                label_sources: SourceViews | None = None) -> ViewRender:
     """Render a full ``height x width`` view at pose ``c2w`` ``[4, 4]`` with intrinsics ``K`` ``[3, 3]``.
 
     Runs on the device of ``sources`` (CPU or CUDA, nothing hard-coded). ``near``/``far`` default to
@@ -276,6 +320,8 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     ``sampling`` (default ``cfg.sampling``): ``"auto"`` renders depth-guided when ``sources.depths`` is set,
     hierarchically otherwise; ``"depth_guided"`` without source depth samples around the coarse pass's depth
     (:func:`target_surface`). ``num_surface_samples`` / ``surface_semantics``: see :func:`render_rays`.
+    ``label_transfer`` fuses the labels of the sources (or of ``label_sources``, see :func:`render_rays`), when
+    they carry any, into the output.
     """
     from sray_ros.model.samplers import resolve_sampling
 
@@ -302,15 +348,26 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                 best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
                                    sampling="depth_guided", target_depth=surf.depth.reshape(-1),
                                    target_confidence=surf.confidence.reshape(-1),
-                                   num_surface_samples=num_surface_samples, surface_semantics=surface_semantics).best
+                                   num_surface_samples=num_surface_samples, surface_semantics=surface_semantics,
+                                   label_transfer=label_transfer, label_sources=label_sources).best
             else:
                 best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
-                                   num_fine=num_fine, coarse_semantics=num_fine == 0, sampling="hierarchical").best
+                                   num_fine=num_fine, coarse_semantics=num_fine == 0, sampling="hierarchical",
+                                   label_transfer=label_transfer, label_sources=label_sources).best
     finally:
         model.train(was_training)
     probs = torch.softmax(best.logits.float(), -1)
     conf, labels = probs.max(-1)
     depth = best.depth / best.acc.clamp_min(1e-6)
-    return ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
+    view = ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
                       depth.view(height, width), best.acc.view(height, width), mode,
                       None if surf is None else surf.depth)
+    if best.label_evidence is not None:
+        evidence = LabelEvidence(best.label_evidence, best.label_mass)
+        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
+                                 label_transfer.full_coverage)
+        view.sray_labels, view.sray_confidence = view.labels, view.confidence
+        view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
+        view.transfer_labels = evidence.labels().view(height, width)
+        view.coverage, view.agreement = fused.coverage.view(height, width), fused.agreement.view(height, width)
+    return view

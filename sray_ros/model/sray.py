@@ -62,6 +62,7 @@ class FieldOutput:
     sigma: Tensor  # [R, N] >= 0
     rgb: Tensor  # [R, N, 3]
     logits: Tensor | None  # [R, N, K]
+    blend: Tensor | None = None  # [R, N, m] geometry head's colour-blend weights (only when asked for)
 
 
 class SRayField(nn.Module):
@@ -74,16 +75,18 @@ class SRayField(nn.Module):
         self.semantic_head = SemanticHead(cfg)
         self.geometry_head = GeometryHead(cfg)
 
-    def forward(self, ctx: ContextualSpace, semantics: bool = True) -> FieldOutput:
+    def forward(self, ctx: ContextualSpace, semantics: bool = True, blend: bool = False) -> FieldOutput:
         """With ``semantics=False`` only density/colour are computed (CRA and the semantic head are
-        skipped): what the coarse pass needs at inference to place the fine samples."""
+        skipped): what the coarse pass needs at inference to place the fine samples. ``blend`` also
+        returns the geometry head's colour-blend weights (label transfer's view weights)."""
         x = ctx.features + self.view_embedding(ctx.dir_diff)  # [R, N, m, C]
-        sigma, rgb = self.geometry_head(torch.cat([x, ctx.rgb], -1), ctx.rgb, ctx.dir_diff, ctx.valid)
+        sigma, rgb, *weights = self.geometry_head(torch.cat([x, ctx.rgb], -1), ctx.rgb, ctx.dir_diff, ctx.valid,
+                                                  return_blend=blend)
         logits = None
         if semantics:
             refined = self.cross_reprojection_attention(x, ctx.valid)  # [R, N, m, C]
             logits = self.semantic_head(refined, ctx.dir_diff, ctx.valid)
-        return FieldOutput(sigma, rgb, logits)
+        return FieldOutput(sigma, rgb, logits, weights[0] if weights else None)
 
 
 class SRay(nn.Module):
@@ -102,15 +105,19 @@ class SRay(nn.Module):
         """RGB ``[m, 3, H, W]`` in [0, 1] -> features ``[m, C, H/4, W/4]``."""
         return self.feature_net(images)
 
-    def encode_sources(self, images: Tensor, K: Tensor, c2w: Tensor, depths: Tensor | None = None) -> SourceViews:
-        """Encode posed source images once; the result is reused for any number of queries."""
+    def encode_sources(self, images: Tensor, K: Tensor, c2w: Tensor, depths: Tensor | None = None,
+                       labels: Tensor | None = None) -> SourceViews:
+        """Encode posed source images once; the result is reused for any number of queries. ``labels``
+        ``[m, H, W]`` (255 = unknown) ride along unchanged as label-transfer evidence."""
         if images.dim() == 3:
             images, K, c2w = images[None], K[None], c2w[None]
             depths = None if depths is None else depths[None]
+            labels = None if labels is None else labels[None]
         features = self.encode(images)
         # poses/intrinsics stay float32 even when features come out of fp16 autocast: projection needs it
         return SourceViews(images, features, K.to(images.device, torch.float32), c2w.to(images.device, torch.float32),
-                           None if depths is None else depths.to(images.device, torch.float32))
+                           None if depths is None else depths.to(images.device, torch.float32),
+                           None if labels is None else labels.to(images.device))
 
     def field(self, fine: bool) -> SRayField:
         return self.field_fine if fine and self.field_fine is not None else self.field_coarse

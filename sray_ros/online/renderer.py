@@ -6,14 +6,23 @@ Model swaps are atomic: the current model lives in an immutable :class:`ModelHan
 once at its start, so a render in flight finishes with the weights it started with and never sees
 half-updated ones (fine-tuning trains a copy). Keyframe features are encoded once per keyframe *and
 model generation*: :meth:`Renderer.encode` is the keyframe buffer's ``encode_fn``; after a swap, features
-from the previous generation are re-encoded once, on first use, and cached.
+from the previous generation are re-encoded once, on first use, and cached. A keyframe's label image
+(if any) rides along in its encoded views as label-transfer evidence.
+
+Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): with
+``use_keyframe_labels`` on and labelled keyframes, the nearest labelled keyframes' labels are reprojected
+along each target ray's samples, volume-rendered into per-pixel class evidence and fused log-linearly with
+S-Ray's logits, ``log p = log_softmax(logits) + beta * c * log(evidence / mass + eps)`` (renormalised;
+``c`` = evidence coverage of the ray's rendered weight, so a pixel without evidence keeps S-Ray's labels
+exactly). The geometry sources supply the labels when any of them is labelled; otherwise the nearest
+labelled keyframes (up to the number of sources) do.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ from sray_ros import geometry
 from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_transfer import LabelTransferConfig
 from sray_ros.model.render import near_far_from_sources, render_view
 from sray_ros.model.sray import SRay
 from sray_ros.online.keyframes import Frame, Keyframe
@@ -84,6 +94,14 @@ class RenderResult:
     source_distance_m: float = float("nan")  # target camera centre to the nearest chosen source's
     source_overlap: float = float("nan")  # fraction of target pixels whose surface a chosen source sees
     coverage_warning: str = ""  # non-empty when the sources barely see the target (see source_coverage)
+    # Label transfer (None / empty when no keyframe label was used): S-Ray alone, masked like ``labels`` with
+    # its own confidence; coverage = share of the rendered weight with label evidence in [0, 1]; agreement =
+    # max_c evidence_c / mass in [0, 1] (1 = the weighted label views agree), 0 without evidence.
+    sray_labels: np.ndarray | None = None  # uint8 [H, W], 255 unknown
+    label_coverage: np.ndarray | None = None  # float32 [H, W]
+    label_agreement: np.ndarray | None = None  # float32 [H, W]
+    label_source_ids: list[int] = field(default_factory=list)
+    sampling: str = ""  # the ray sampling used: "depth_guided" or "hierarchical"
 
 
 class Renderer:
@@ -91,7 +109,8 @@ class Renderer:
                  opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
-                 surface_semantics: str | None = None, num_threads: int = 1) -> None:
+                 surface_semantics: str | None = None, num_threads: int = 1, use_keyframe_labels: bool = True,
+                 label_transfer: LabelTransferConfig | None = None) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
@@ -104,7 +123,13 @@ class Renderer:
         average of ~11, one 160x120 depth-guided view (8 keyframes): 1 thread 43-45 s, 2 threads 151-192 s;
         2-thread renders were also measured 10-17x slower under load before. On an idle machine 2 threads were
         measured 1.8x faster than 1 (a hierarchical 320x240 view: 241 s vs 134 s), so a robot whose cores are
-        reserved for the node may raise it."""
+        reserved for the node may raise it.
+
+        ``use_keyframe_labels``: fuse the label images of labelled keyframes into the rendered labels (module
+        docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,
+        which falls back to untested views for keyframes without depth; it also works for label keyframes
+        other than the geometry sources, which the ``"blend"`` weightings cannot: those fall back to
+        ``"depth"`` for such renders)."""
         from sray_ros.model.samplers import SAMPLING_MODES
 
         if sampling not in SAMPLING_MODES:
@@ -128,6 +153,8 @@ class Renderer:
         self.chunk = chunk  # rays per model call; None = the model code's cache-sized automatic chunks
         self.num_coarse, self.num_fine = num_coarse, num_fine
         self.default_near, self.default_far = default_near, default_far
+        self.use_keyframe_labels = bool(use_keyframe_labels)
+        self.label_transfer = LabelTransferConfig(weighting="depth") if label_transfer is None else label_transfer
         self._handle: ModelHandle | None = None
         self._generation = 0
         self._swap_lock = threading.Lock()
@@ -147,7 +174,7 @@ class Renderer:
 
     def configure(self, *, num_source_views: int | None = None, confidence_threshold: float | None = None,
                   opacity_threshold: float | None = None, max_pixels: int | None = None,
-                  chunk: int | None | bool = False) -> None:
+                  chunk: int | None | bool = False, use_keyframe_labels: bool | None = None) -> None:
         """Change render settings at runtime (the node's writable parameters); renders that start later use
         them. ``chunk``: rays per model call, None = automatic; the default False leaves it unchanged."""
         if num_source_views is not None:
@@ -160,6 +187,8 @@ class Renderer:
             self.max_pixels = int(max_pixels)
         if chunk is not False:
             self.chunk = None if chunk is None else int(chunk)
+        if use_keyframe_labels is not None:
+            self.use_keyframe_labels = bool(use_keyframe_labels)
 
     def swap(self, model: SRay, label_set: dict[str, Any], source: str, extra: dict[str, Any] | None = None,
              if_generation: int | None = None) -> ModelHandle:
@@ -198,7 +227,8 @@ class Renderer:
         K = torch.from_numpy(np.asarray(frame.K, np.float32)).to(self.device)
         c2w = torch.from_numpy(np.asarray(frame.c2w, np.float32)).to(self.device)
         depth = None if frame.depth is None else torch.from_numpy(np.array(frame.depth)).to(self.device)
-        views = handle.model.encode_sources(image, K, c2w, depth)
+        labels = None if frame.labels is None else torch.from_numpy(np.array(frame.labels, np.uint8)).to(self.device)
+        views = handle.model.encode_sources(image, K, c2w, depth, labels)
         return EncodedKeyframe(handle.generation, views)
 
     def encode(self, frame: Frame) -> EncodedKeyframe | None:
@@ -282,7 +312,10 @@ class Renderer:
         chosen = self.select_sources(keyframes, request.c2w, max(1, m))
         sources = SourceViews.cat([self._features(handle, kf) for kf in chosen])
         if sources.depths is not None and not bool(geometry.valid_depth(sources.depths).any()):
-            sources = SourceViews(sources.images, sources.features, sources.K, sources.c2w, None)
+            sources = replace(sources, depths=None)
+        label_sources, label_chosen, transfer = self._label_views(handle, keyframes, chosen, sources, request.c2w)
+        if sources.labels is not None and transfer is None:
+            sources = replace(sources, labels=None)
         model = handle.model
         near, far = near_far_from_sources(sources, self.default_near or model.cfg.default_near,
                                           self.default_far or model.cfg.default_far)
@@ -299,7 +332,8 @@ class Renderer:
         view = render_view(model, sources, K, c2w, request.height, request.width, near=near, far=far,
                            chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine,
                            sampling=self.sampling, num_surface_samples=self.num_surface_samples,
-                           surface_semantics=self.surface_semantics)
+                           surface_semantics=self.surface_semantics, label_transfer=transfer,
+                           label_sources=label_sources)
         depth = view.depth.float()
         _, rays_d = geometry.generate_rays(K.to(depth.device), c2w.to(depth.device),
                                            geometry.pixel_grid(request.height, request.width, device=depth.device))
@@ -313,6 +347,42 @@ class Renderer:
         depth_out[~(seen & (view.acc >= self.opacity_threshold))] = float("nan")
         color = (view.rgb.clamp(0, 1) * 255).round().to(torch.uint8)
         coverage = self.source_coverage(seen.cpu().numpy(), request.c2w, chosen)
-        return RenderResult(labels.cpu().numpy(), raw_labels.cpu().numpy(), color.cpu().numpy(), depth_out.cpu().numpy(),
-                            view.confidence.float().cpu().numpy(), known.cpu().numpy(), [kf.id for kf in chosen],
-                            time.perf_counter() - start, handle.generation, *coverage)
+        result = RenderResult(labels.cpu().numpy(), raw_labels.cpu().numpy(), color.cpu().numpy(),
+                              depth_out.cpu().numpy(), view.confidence.float().cpu().numpy(), known.cpu().numpy(),
+                              [kf.id for kf in chosen], time.perf_counter() - start, handle.generation, *coverage,
+                              sampling=view.sampling)
+        if view.sray_labels is not None:
+            sray_known = seen & (view.acc >= self.opacity_threshold) & (view.sray_confidence >= self.confidence_threshold)
+            sray = view.sray_labels.to(torch.uint8)
+            sray[~sray_known] = UNKNOWN_LABEL
+            result.sray_labels = sray.cpu().numpy()
+            result.label_coverage = view.coverage.float().cpu().numpy()
+            result.label_agreement = torch.where(view.coverage > 0, view.agreement.float(),
+                                                 torch.zeros_like(view.agreement.float())).cpu().numpy()
+            result.label_source_ids = [kf.id for kf in label_chosen]
+        return result
+
+    def _label_views(self, handle: ModelHandle, keyframes: tuple[Keyframe, ...], chosen: list[Keyframe],
+                     sources: SourceViews, c2w: np.ndarray
+                     ) -> tuple[SourceViews | None, list[Keyframe], LabelTransferConfig | None]:
+        """Label evidence of a render: ``(label_sources, label keyframes, transfer config)``.
+
+        ``(None, [], None)`` when label transfer is off or no keyframe is labelled; ``(None, labelled chosen
+        sources, cfg)`` when a geometry source is labelled (its views' blend weights can be used); else the
+        nearest labelled keyframes (as many as there are geometry sources) as separate label views, with a
+        ``"blend"`` weighting replaced by ``"depth"`` (blend weights exist only for the geometry sources)."""
+        if not self.use_keyframe_labels:
+            return None, [], None
+        cfg = self.label_transfer
+        if sources.labels is not None:
+            return None, [kf for kf in chosen if kf.frame.labels is not None], cfg
+        labelled = tuple(kf for kf in keyframes if kf.frame.labels is not None)
+        if not labelled:
+            return None, [], None
+        label_chosen = self.select_sources(labelled, c2w, min(len(chosen), len(labelled)))
+        views = SourceViews.cat([self._features(handle, kf) for kf in label_chosen])
+        if views.depths is not None and not bool(geometry.valid_depth(views.depths).any()):
+            views = replace(views, depths=None)
+        if cfg.uses_blend:
+            cfg = replace(cfg, weighting="depth")
+        return views, label_chosen, cfg

@@ -142,6 +142,16 @@ PARAMETERS: dict[str, tuple] = {
                      {"integer_range": (0, 1_048_576)}),
     "render_num_coarse": (0, "Coarse samples per ray (0 = the model's).", {"integer_range": (0, 512), "read_only": True}),
     "render_num_fine": (-1, "Fine samples per ray (-1 = the model's).", {"integer_range": (-1, 512), "read_only": True}),
+    "sampling": ("auto", "Ray sampling: 'auto' (depth-guided around the keyframes' fused depth where the chosen "
+                 "keyframes carry depth, else hierarchical), 'depth_guided' (RGB-only keyframes: around the coarse "
+                 "pass's depth) or 'hierarchical' (coarse + fine, GSNeRF off).", {"read_only": True}),
+    "num_surface_samples": (0, "Depth-guided samples per ray around the depth (0 = the model's; at least 2).",
+                            {"integer_range": (0, 512), "read_only": True}),
+    "surface_semantics": ("", "Depth-guided semantics: 'volume' (weights-rendered logits), 'surface' (the "
+                          "max-weight sample's, GSNeRF) or empty = the model's.", {"read_only": True}),
+    "render_threads": (1, "Torch CPU threads for renders (0 = torch's default). 1: renders are many small ops "
+                       "and slowed 3-17x at 2 threads when other processes loaded the cores; raise it only on "
+                       "cores reserved for the node.", {"integer_range": (0, 256), "read_only": True}),
     "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
     "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
     "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
@@ -216,13 +226,22 @@ class SrayNode(Node):
             self.get_logger().error("tf2_msgs is not importable: no /tf subscription (target poses must be given in "
                                     f"'{self.world_frame}') and rendered images' frame is not broadcast")
         self.use_keyframe_labels = bool(p("use_keyframe_labels"))
+        for name, allowed in (("sampling", ("auto", "hierarchical", "depth_guided")),
+                              ("surface_semantics", ("", "volume", "surface"))):
+            if p(name) not in allowed:
+                raise ParameterError(f"parameter '{name}' = {p(name)!r}: expected one of {allowed}")
+        if p("num_surface_samples") == 1:
+            raise ParameterError("parameter 'num_surface_samples' = 1: expected 0 (the model's) or at least 2")
 
         self.tf = TransformBuffer(cache_time_s=30.0)
         self.renderer = Renderer(device=p("device"), num_source_views=p("num_source_views"),
                                  confidence_threshold=p("confidence_threshold"),
                                  opacity_threshold=p("opacity_threshold"), max_pixels=p("max_render_pixels"),
                                  chunk=p("render_chunk") or None, num_coarse=p("render_num_coarse") or None,
-                                 num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"))
+                                 num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"),
+                                 sampling=p("sampling"), num_surface_samples=p("num_surface_samples") or None,
+                                 surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
+                                 use_keyframe_labels=self.use_keyframe_labels)
         self.keyframes = KeyframeBuffer(
             max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
             min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
@@ -354,6 +373,7 @@ class SrayNode(Node):
                 changes[RENDERER_PARAMETERS[param.name]] = value
             elif param.name == "use_keyframe_labels":
                 self.use_keyframe_labels = bool(param.value)
+                changes["use_keyframe_labels"] = self.use_keyframe_labels
         if changes:
             self.renderer.configure(**changes)
         return SetParametersResult(successful=True)
@@ -589,7 +609,10 @@ class SrayNode(Node):
         header = Header(stamp=request.target_pose.header.stamp, frame_id=self.render_frame)
         self._broadcast_render_frame(render_request.c2w, header)
         response.success = True
-        response.message = f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} keyframes"
+        response.message = (f"rendered {render_request.width}x{render_request.height} from {len(result.source_ids)} "
+                            f"keyframes ({result.sampling} sampling)")
+        if result.label_source_ids:
+            response.message += f"; labels fused with {len(result.label_source_ids)} labelled keyframes' labels"
         for note in (*render_request.notes, result.coverage_warning):
             if note:
                 response.message += f"; {note}"

@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,13 @@ import torch
 from tqdm import tqdm
 
 from sray_ros import geometry
+from sray_ros.data.label_noise import LabelCorruption, add_label_corruption_args
 from sray_ros.data.label_sets import LabelSet
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_transfer import LabelTransferConfig
 from sray_ros.model.render import render_view
 from sray_ros.model.samplers import SAMPLING_MODES
 from sray_ros.model.sray import SRay
@@ -126,17 +128,31 @@ def panel(rgb_gt: np.ndarray, labels_gt: np.ndarray | None, labels_pred: np.ndar
     return np.concatenate([rgb_gt, gt, label_set.colorize(labels_pred), conf, dep], axis=1)
 
 
+def source_labels(scene: SceneArrays, pool: np.ndarray, num_classes: int,
+                  corruption: LabelCorruption | None = None) -> np.ndarray | None:
+    """Labels ``uint8 [len(pool), H, W]`` of the source pool as label transfer sees them: corrupted by
+    ``corruption`` (a copy; the scene's labels, held-out targets included, are never modified), or None
+    when the scene has no labels."""
+    if scene.labels is None:
+        return None
+    labels = scene.labels[pool]
+    return corruption.apply(labels, num_classes) if corruption is not None else labels.copy()
+
+
 def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sources: int = 8,
                    holdout_every: int = 10, max_views: int = 0, chunk: int = 4096, device="cpu",
                    panel_dir: Path | None = None, num_panels: int = 2, progress: bool = True,
                    sampling: str | None = None, keyframe_depth: bool = True, num_surface_samples: int | None = None,
-                   surface_semantics: str | None = None, near_far: str = "scene") -> SceneResult:
+                   surface_semantics: str | None = None, near_far: str = "scene",
+                   label_transfer: LabelTransferConfig | None = None,
+                   label_corruption: LabelCorruption | None = None) -> SceneResult:
     """Render the held-out views of one scene and score them (see the module docstring).
 
     ``sampling`` (default: the model config's), ``num_surface_samples``, ``surface_semantics``: see
     :func:`~sray_ros.model.render.render_view`. ``keyframe_depth``: source views carry their depth.
     ``near_far``: ``"scene"`` (the scene's bounds) or ``"sources"`` (from the chosen views' depth, as the node
-    does; falls back to the model defaults without depth).
+    does; falls back to the model defaults without depth). With ``label_transfer`` the source views carry
+    their (``label_corruption``-corrupted) labels and the scored labels are the fused ones.
     """
     pool, test = split_frames(scene.num_frames, holdout_every)
     if max_views:
@@ -144,6 +160,9 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
     device = torch.device(device)
     model = model.to(device).eval()
     pool_views = encode_frames(model, scene, pool, device, with_depth=keyframe_depth)
+    labels = source_labels(scene, pool, label_set.num_classes, label_corruption) if label_transfer else None
+    if labels is not None:
+        pool_views = replace(pool_views, labels=torch.from_numpy(labels).to(device))
     result = SceneResult(scene.name, ConfusionMatrix(label_set.num_classes, label_set.ignore_index,
                                                      list(label_set.class_names)))
     K = torch.from_numpy(scene.intrinsics).float()
@@ -154,7 +173,7 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
         near, far = (scene.near, scene.far) if near_far == "scene" else (None, None)
         view = render_view(model, sources, K, torch.from_numpy(scene.poses[t]).float(), scene.height, scene.width,
                            near=near, far=far, chunk=chunk, sampling=sampling, num_surface_samples=num_surface_samples,
-                           surface_semantics=surface_semantics)
+                           surface_semantics=surface_semantics, label_transfer=label_transfer)
         result.seconds_per_view.append(time.perf_counter() - start)
         gt_depth = color_aligned_depth(scene, int(t))
         if gt_depth is not None:
@@ -261,6 +280,15 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                    help="depth-guided semantics: weights-rendered logits or the max-weight sample's (GSNeRF)")
     p.add_argument("--keyframe-depth", action=argparse.BooleanOptionalAction, default=True,
                    help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
+    p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
+                   help="fuse the source keyframes' labels into the rendered labels, with these view weights")
+    add_label_corruption_args(p)
+
+
+def label_options(args: argparse.Namespace) -> tuple[LabelTransferConfig | None, LabelCorruption]:
+    """The label transfer config (None when off) and label corruption of :func:`add_view_arguments`' options."""
+    transfer = None if args.label_transfer == "off" else LabelTransferConfig(weighting=args.label_transfer)
+    return transfer, LabelCorruption.from_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
+        label_transfer, label_corruption = label_options(args)
+        if label_transfer is None and not label_corruption.is_identity:
+            raise ValueError("the --label-* corruption options act on source labels, which sray-eval uses only "
+                             "with --label-transfer (blend, depth, blend_depth or uniform)")
     except (CheckpointError, ValueError) as exc:
         print(f"sray-eval: {exc}", file=sys.stderr)
         return 2
@@ -292,14 +324,16 @@ def main(argv: list[str] | None = None) -> int:
                                       args.max_views, args.chunk, device, out / "panels", args.num_panels,
                                       sampling=args.sampling, keyframe_depth=args.keyframe_depth,
                                       num_surface_samples=args.num_surface_samples,
-                                      surface_semantics=args.surface_semantics))
+                                      surface_semantics=args.surface_semantics,
+                                      label_transfer=label_transfer, label_corruption=label_corruption))
     rows = [r.summary() for r in results]
     overall = overall_summary(results, label_set)
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "width": width, "height": height,
               "num_sources": args.num_sources, "holdout_every": args.holdout_every, "max_views": args.max_views,
               "device": str(device), "sampling": args.sampling or ckpt.model.cfg.sampling,
               "keyframe_depth": args.keyframe_depth, "num_surface_samples": args.num_surface_samples,
-              "surface_semantics": args.surface_semantics, "scenes": rows, "overall": overall}
+              "surface_semantics": args.surface_semantics, "label_transfer": args.label_transfer,
+              "label_corruption": label_corruption.describe(), "scenes": rows, "overall": overall}
     (out / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))
     table = markdown_table(rows + [{**overall, "scene": "**overall**"}])
     (out / "metrics.md").write_text(table)

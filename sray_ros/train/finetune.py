@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
     from sray_ros.train.metrics import strict_json
     from sray_ros.train.config import resolve_device
-    from sray_ros.train.evaluate import (add_view_arguments, evaluate_scene, load_model_for_scenes, split_frames,
-                                         subset)
+    from sray_ros.train.evaluate import (add_view_arguments, evaluate_scene, label_options, load_model_for_scenes,
+                                         source_labels, split_frames, subset)
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(prog="sray-finetune", description="Fine-tune a pretrained S-Ray on one scene.")
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
+        label_transfer, label_corruption = label_options(args)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     scene = load_scannet_scene(args.scene, width, height, label_set=label_set).preload()
     pool, test = split_frames(scene.num_frames, args.holdout_every)
     train_scene = subset(scene, pool)
+    # fine-tuning sees the corrupted pool labels, the same ones label transfer gets in evaluate_scene
+    train_scene.labels = source_labels(scene, pool, label_set.num_classes, label_corruption)
     eval_steps = sorted({int(s) for s in args.eval_at.split(",") if s.strip()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_scene(model, scene, label_set, args.num_sources, args.holdout_every, args.max_views,
                                 device=device, progress=False, sampling=args.sampling,
                                 keyframe_depth=args.keyframe_depth, num_surface_samples=args.num_surface_samples,
-                                surface_semantics=args.surface_semantics)
+                                surface_semantics=args.surface_semantics, label_transfer=label_transfer,
+                                label_corruption=label_corruption)
         curve.append({"step": step, **result.summary()})
         tqdm.write(f"step {step}: mIoU {100 * curve[-1]['miou']:.2f}, acc {100 * curve[-1]['total_acc']:.2f}")
 
