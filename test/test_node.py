@@ -845,7 +845,7 @@ def test_render_with_keyframes_without_depth(room, tiny_checkpoint, tmp_path):
                           keyframe_height=60, min_translation_m=0.0, min_rotation_deg=0.0, sensor_data_qos=False,
                           confidence_threshold=0.0, opacity_threshold=0.0)
     group = ProcessGroup(tmp_path)
-    proc = group.start(installed_executable("sray_node") + ["--ros-args", "--params-file", str(params)], "sray_node",
+    proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node",
                        env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
