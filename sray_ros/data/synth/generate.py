@@ -51,7 +51,7 @@ BENCHMARK = {"train": 40, "test": 10, "frames": 100, "width": 320, "height": 240
 # Large training set. Seed 1: rooms other than the benchmark's (whose train rooms use seed 0).
 # Room types cycle with kitchens and bathrooms twice (rare classes live there) and those get more frames.
 LARGE_ROOM_CYCLE = ("bedroom", "kitchen", "living_room", "bathroom", "office", "kitchen", "bathroom")
-LARGE = {"train": 245, "val": 10, "width": 320, "height": 240, "seed": 1, "randomize_appearance": True,
+LARGE = {"train": 210, "val": 10, "width": 320, "height": 240, "seed": 1, "randomize_appearance": True,
          "frames": {"bedroom": 50, "living_room": 50, "office": 50, "kitchen": 70, "bathroom": 70},
          "val_frames": 50}
 HFOV_DEG = 60.0
