@@ -280,8 +280,10 @@ def randomize_mesh_appearance(mesh: pyrender.Mesh, rng: np.random.Generator, cfg
     Geometry (positions, normals, UVs, indices) is shared; every primitive gets a new material whose
     base colour factor, base colour texture and vertex colours are jittered (:class:`AppearanceConfig`).
     Alpha values, alpha mode and texture channel layout are kept, so each primitive stays exactly as
-    transparent as before (pyrender draws transparent primitives after opaque ones: the depth and
-    label passes are unchanged). Materials other than ``MetallicRoughnessMaterial`` are left as they are.
+    transparent as before: pyrender sorts transparent meshes (base-colour-factor or vertex alpha < 1;
+    texture alpha does not count) after opaque ones and writes depth for both, so the depth and label
+    passes are unchanged. The procedural texture swap only replaces textures of parts pyrender draws as
+    opaque. Materials other than ``MetallicRoughnessMaterial`` are left as they are.
     """
     jitter = _ColourJitter.draw(rng, cfg)
     swap = rng.random() < cfg.swap_prob
