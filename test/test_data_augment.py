@@ -71,7 +71,8 @@ def test_sampling_ignore_weight_determinism_and_fallback():
     # an unlabelled view with ignore weight 0: uniform pixels instead of an error
     blank = np.full((10, 10), 255, np.uint8)
     assert only_labelled.sample(blank, 7, np.random.default_rng(0)).shape == (7,)
-    # default ignore weight 1: unlabelled pixels drawn like the most frequent class (share 10 % -> 1000 / (6000 + 3000 sqrt 2 + 1000))
+    # default ignore weight 1: unlabelled pixels (10 %) drawn like the most frequent class,
+    # share 1000 / (6000 + 3000 sqrt 2 + 1000)
     default = ClassBalancedPixelSampler(freq)
     n = 100_000
     got = np.mean(labels.reshape(-1)[default.sample(labels, n, np.random.default_rng(2))] == 255)

@@ -326,7 +326,8 @@ def test_val_split_uses_train_models_and_large_preset(tmp_path):
 
     root = generate_scene(tmp_path, "val", 4, frames=1, width=32, height=24, seed=1, randomize_appearance=True)
     meta = json.loads((root / "meta.json").read_text())
-    assert root.name == "val_0004" and meta["split"] == "val" and meta["room_type"] == "bedroom"  # ROOM_TYPES[(4 + 1) % 5]
+    assert root.name == "val_0004" and meta["split"] == "val"
+    assert meta["room_type"] == "bedroom"  # ROOM_TYPES[(4 + 1) % 5]
     sp = split_catalog(load_catalog())
     assert set(meta["models"]) <= {m.key for m in sp["train"]}
     with pytest.raises(ValueError, match="unknown split"):

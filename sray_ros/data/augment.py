@@ -47,7 +47,8 @@ class ClassBalanceConfig:
         if not (np.isfinite(self.power) and self.power >= 0.0):
             raise ValueError(f"power must be finite and >= 0 (0 = uniform pixels), got {self.power}")
         if not (np.isfinite(self.max_weight) and self.max_weight >= 1.0):
-            raise ValueError(f"max_weight must be finite and >= 1 (the most frequent class has 1), got {self.max_weight}")
+            raise ValueError(f"max_weight must be finite and >= 1 (the most frequent class has 1), "
+                             f"got {self.max_weight}")
         if not (np.isfinite(self.ignore_weight) and self.ignore_weight >= 0.0):
             raise ValueError(f"ignore_weight must be finite and >= 0, got {self.ignore_weight}")
 

@@ -187,8 +187,8 @@ class AppearanceConfig:
     ``tint_strength``; with ``swap_prob`` its opaque textured parts get one procedural texture (wood,
     fabric, stone, paint, carpet, concrete) and its opaque untextured parts one random colour.
     Per room: ambient light, every light's intensity scaled by ``light_scale``, point-light colour
-    temperature, one extra ceiling point light with ``extra_light_prob``, and an exposure
-    (``colour = 255 (gain c / 255) ** gamma`` with ``gain = 2 ** exposure_ev``) on the rendered image.
+    temperature, with ``extra_light_prob`` one extra point light (anywhere, 0.5 m up to the ceiling),
+    and an exposure (``colour = 255 (gain c / 255) ** gamma``, ``gain = 2 ** exposure_ev``) on the image.
     """
 
     hue_shift_deg: float = 30.0
@@ -258,8 +258,8 @@ def _jitter_texture(tex: pyrender.Texture, jitter: _ColourJitter) -> pyrender.Te
     else:
         rgb = jitter.apply(src[..., :3].astype(np.float32) / 255.0)
         out = np.concatenate([np.round(rgb * 255.0).astype(np.uint8), src[..., 3:]], axis=-1)
-    return pyrender.Texture(name=tex.name, sampler=tex.sampler, source=out.squeeze(-1) if out.shape[-1] == 1 else out,
-                            source_channels=tex.source_channels)
+    return pyrender.Texture(name=tex.name, sampler=tex.sampler, source_channels=tex.source_channels,
+                            source=out.squeeze(-1) if out.shape[-1] == 1 else out)
 
 
 def _clone_material(mat: pyrender.MetallicRoughnessMaterial, **changes) -> pyrender.MetallicRoughnessMaterial:
