@@ -14,7 +14,8 @@ Class-balanced ray sampling
     ``ignore_weight`` (default 1, i.e. like the most frequent class; 0 draws labelled pixels only).
     A class's share of the sampled rays becomes ``f_c w_c / sum_k f_k w_k`` (:func:`expected_class_share`);
     its oversampling factor over uniform sampling is ``w_c / sum_k f_k w_k``.
-    Defaults: ``power = 0.5``, ``max_weight = 10``.
+    Defaults: ``power = 0.5``, ``max_weight = 10``. Take ``f_c`` over the whole training set rather than
+    per scene: a class that is rare in the dataset (toilet) is often common in the scenes that hold it.
 
 Photometric augmentation
     Brightness, contrast, saturation and hue jitter (the ColorJitter family), one draw per image and
