@@ -3,6 +3,7 @@
     python -m sray_ros.data.synth.generate --out DIR --scenes N --frames F --split train|test --seed S \\
         [--width 320 --height 240]
     python -m sray_ros.data.synth.generate --out DIR --preset benchmark   # DIR/train (40) + DIR/test (10)
+    python -m sray_ros.data.synth.generate --out DIR --preset large       # DIR/val (10) + DIR/train (LARGE)
 
 Each scene ``<split>_<index>`` gets ``color/<i>.jpg``, ``depth/<i>.png`` (uint16 mm),
 ``label-filt/<i>.png`` (uint16 raw ids), ``pose/<i>.txt`` (camera-to-world, OpenCV frame),
@@ -15,11 +16,22 @@ finished scenes (resumable). Deterministic per ``(seed, split, scene index)``.
 Train and test rooms use disjoint furniture models: a fixed partition of the catalogue
 (:func:`catalog.split_catalog`, seeded by ``--catalog-seed``, default 0). Procedural objects
 (pictures, mirrors, curtains, counter tops) are generated per room and appear in both splits.
+``val`` rooms are rooms of their own (seed stream ``(seed, 3, index)``) furnished from the *train*
+models: a held-out set of training-split rooms for model selection, never the test rooms.
+
+``--randomize-appearance`` (on in the ``large`` preset, off in ``benchmark``) gives every furniture
+instance its own colours / materials and varies lighting and exposure per room
+(:class:`render.AppearanceConfig`); it draws from a separate random stream ``(seed, split code,
+index, 7)``, so a room's layout, camera poses, depth and labels are the same with and without it.
+The ``large`` preset also cycles through room types with kitchens and bathrooms (where toilets,
+sinks, bathtubs, counters, refrigerators and shower curtains live) twice per cycle and renders more
+frames in them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -32,8 +44,16 @@ import numpy as np
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-SPLIT_CODES = {"train": 1, "test": 2}
+SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
+CATALOG_PART = {"train": "train", "val": "train", "test": "test"}  # which furniture partition a split uses
+APPEARANCE_STREAM = 7  # 4th entry of the appearance generator's seed sequence
 BENCHMARK = {"train": 40, "test": 10, "frames": 100, "width": 320, "height": 240, "seed": 0}
+# Large training set. Seed 1: rooms other than the benchmark's (whose train rooms use seed 0).
+# Room types cycle with kitchens and bathrooms twice (rare classes live there) and those get more frames.
+LARGE_ROOM_CYCLE = ("bedroom", "kitchen", "living_room", "bathroom", "office", "kitchen", "bathroom")
+LARGE = {"train": 210, "val": 10, "width": 320, "height": 240, "seed": 1, "randomize_appearance": True,
+         "frames": {"bedroom": 50, "living_room": 50, "office": 50, "kitchen": 70, "bathroom": 70},
+         "val_frames": 50}
 HFOV_DEG = 60.0
 
 
@@ -60,17 +80,36 @@ def write_dataset_files(out: Path) -> None:
         write_nyu40_label_table(tsv)
 
 
+def room_type_of(index: int, seed: int, room_cycle: tuple[str, ...] | None = None) -> str:
+    """Room type of scene ``index``: ``room_cycle[(index + seed) % len(room_cycle)]`` (default: all types once)."""
+    from sray_ros.data.synth.layout import ROOM_TYPES
+
+    cycle = tuple(room_cycle) if room_cycle else ROOM_TYPES
+    unknown = sorted(set(cycle) - set(ROOM_TYPES))
+    if unknown:
+        raise ValueError(f"unknown room type(s) {unknown}; expected some of {list(ROOM_TYPES)}")
+    return cycle[(index + seed) % len(cycle)]
+
+
 def generate_scene(out: Path, split: str, index: int, frames: int, width: int, height: int, seed: int,
                    catalog_seed: int = 0, furniture_dir: str | None = None, cache_dir: str | None = None,
-                   progress=None) -> Path:
-    """Render one room into ``out/<split>_<index>`` (skipped when already complete). Returns its folder."""
+                   progress=None, randomize_appearance: bool = False,
+                   room_cycle: tuple[str, ...] | None = None) -> Path:
+    """Render one room into ``out/<split>_<index>`` (skipped when already complete). Returns its folder.
+
+    ``randomize_appearance`` changes colours, lights and exposure only (see the module docstring);
+    ``room_cycle`` picks the room type (:func:`room_type_of`). Raises ``ValueError`` for an unknown split.
+    """
     import cv2
 
     from sray_ros.data.synth.catalog import SH3D_FURNITURE_DIR, load_catalog, split_catalog
-    from sray_ros.data.synth.layout import ROOM_TYPES, make_layout
-    from sray_ros.data.synth.render import RoomScene
+    from sray_ros.data.synth.layout import make_layout
+    from sray_ros.data.synth.render import AppearanceConfig, RoomScene
     from sray_ros.data.synth.trajectory import handheld_trajectory
 
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
+    room_type = room_type_of(index, seed, room_cycle)
     name = scene_name(split, index)
     final = out / name
     if (final / "meta.json").exists():
@@ -82,12 +121,14 @@ def generate_scene(out: Path, split: str, index: int, frames: int, width: int, h
         (tmp / sub).mkdir(parents=True)
 
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-    models = split_catalog(load_catalog(str(furniture_dir or SH3D_FURNITURE_DIR)), seed=catalog_seed)[split]
-    room_type = ROOM_TYPES[(index + seed) % len(ROOM_TYPES)]
+    models = split_catalog(load_catalog(str(furniture_dir or SH3D_FURNITURE_DIR)),
+                           seed=catalog_seed)[CATALOG_PART[split]]
     layout = make_layout(room_type, models, rng)
     poses = handheld_trajectory(layout, frames, rng)
     K = synth_intrinsics(width, height)
-    room = RoomScene(layout, rng, cache_dir=cache_dir)
+    appearance = AppearanceConfig() if randomize_appearance else None
+    arng = np.random.default_rng([seed, SPLIT_CODES[split], index, APPEARANCE_STREAM]) if appearance else None
+    room = RoomScene(layout, rng, cache_dir=cache_dir, appearance=appearance, appearance_rng=arng)
     K4 = np.eye(4)
     K4[:3, :3] = K
     for f in ("intrinsic_color.txt", "intrinsic_depth.txt"):
@@ -117,6 +158,10 @@ def generate_scene(out: Path, split: str, index: int, frames: int, width: int, h
         "procedural": sorted({it.proc for it in layout.items if it.model is None}),
         "nyu40_pixel_counts": {str(i): int(c) for i, c in enumerate(hist) if c > 0},
     }
+    if room_cycle:  # keys only when used: benchmark rooms' meta.json stays as it was
+        meta["room_cycle"] = list(room_cycle)
+    if appearance is not None:
+        meta["appearance"] = {"config": dataclasses.asdict(appearance), **room.appearance_record}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if final.exists():
         shutil.rmtree(final)
@@ -160,19 +205,24 @@ def summary(roots: list[Path], label_set_name: str = "scannet20") -> str:
     return "\n".join(counts + lines)
 
 
-def _run_split(out: Path, split: str, scenes: int, frames: int, width: int, height: int, seed: int,
-               catalog_seed: int, furniture_dir, cache_dir, start: int = 0) -> None:
+def _run_split(out: Path, split: str, scenes: int, frames: int | dict[str, int], width: int, height: int,
+               seed: int, catalog_seed: int, furniture_dir, cache_dir, start: int = 0,
+               randomize_appearance: bool = False, room_cycle: tuple[str, ...] | None = None) -> None:
+    """Generate scenes ``start .. start + scenes - 1``; ``frames`` may be a dict room type -> frame count."""
     from tqdm import tqdm
+
+    def n_frames(i: int) -> int:
+        return frames[room_type_of(i, seed, room_cycle)] if isinstance(frames, dict) else frames
 
     write_dataset_files(out)
     todo = [i for i in range(start, start + scenes) if not (out / scene_name(split, i) / "meta.json").exists()]
     done = scenes - len(todo)
-    with tqdm(total=len(todo) * frames, desc=f"{split} ({done}/{scenes} scenes already done)", unit="frame",
-              dynamic_ncols=True) as bar:
+    with tqdm(total=sum(n_frames(i) for i in todo), desc=f"{split} ({done}/{scenes} scenes already done)",
+              unit="frame", dynamic_ncols=True) as bar:
         for i in todo:
             bar.set_postfix_str(scene_name(split, i))
-            generate_scene(out, split, i, frames, width, height, seed, catalog_seed, furniture_dir, cache_dir,
-                           progress=bar)
+            generate_scene(out, split, i, n_frames(i), width, height, seed, catalog_seed, furniture_dir, cache_dir,
+                           progress=bar, randomize_appearance=randomize_appearance, room_cycle=room_cycle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,13 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--catalog-seed", type=int, default=0, help="seed of the train/test furniture partition")
     ap.add_argument("--furniture-dir", default=None, help="folder of *.sh3f (default /usr/share/sweethome3d/furniture)")
     ap.add_argument("--cache-dir", default=None, help="where models are extracted (default ~/.cache/sray_ros)")
-    ap.add_argument("--preset", choices=["benchmark"], default=None,
-                    help="benchmark: 40 train + 10 test rooms, 100 frames, 320x240, seed 0")
+    ap.add_argument("--randomize-appearance", action="store_true",
+                    help="per-instance colours/materials, varied lights and exposure (labels, depth, poses unchanged)")
+    ap.add_argument("--preset", choices=["benchmark", "large"], default=None,
+                    help="benchmark: 40 train + 10 test rooms, 100 frames, 320x240, seed 0; "
+                         f"large: {LARGE['val']} val + {LARGE['train']} train rooms (no test rooms), "
+                         "randomised appearance, 50-70 frames per room, 320x240, seed 1")
     ap.add_argument("--summary-only", action="store_true", help="only print counts and the class histogram")
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.summary_only:
-        roots = [args.out / "train", args.out / "test"] if args.preset == "benchmark" else [args.out]
+        roots = {"benchmark": [args.out / "train", args.out / "test"],
+                 "large": [args.out / "train", args.out / "val"]}.get(args.preset, [args.out])
         print(summary([r for r in roots if r.is_dir()]))
         return 0
     if args.preset == "benchmark":
@@ -203,10 +258,20 @@ def main(argv: list[str] | None = None) -> int:
         for split, root in zip(("train", "test"), roots):
             _run_split(root, split, b[split], b["frames"], b["width"], b["height"], b["seed"], args.catalog_seed,
                        args.furniture_dir, args.cache_dir)
+    elif args.preset == "large":
+        b = LARGE
+        roots = [args.out / "train", args.out / "val"]
+        # val first: it is small and model selection needs it early
+        _run_split(args.out / "val", "val", b["val"], b["val_frames"], b["width"], b["height"], b["seed"],
+                   args.catalog_seed, args.furniture_dir, args.cache_dir, randomize_appearance=True)
+        _run_split(args.out / "train", "train", b["train"], b["frames"], b["width"], b["height"], b["seed"],
+                   args.catalog_seed, args.furniture_dir, args.cache_dir, randomize_appearance=True,
+                   room_cycle=LARGE_ROOM_CYCLE)
     else:
         roots = [args.out]
         _run_split(args.out, args.split, args.scenes, args.frames, args.width, args.height, args.seed,
-                   args.catalog_seed, args.furniture_dir, args.cache_dir, start=args.start)
+                   args.catalog_seed, args.furniture_dir, args.cache_dir, start=args.start,
+                   randomize_appearance=args.randomize_appearance)
     print(f"done in {time.time() - t0:.0f} s; ScanNet-20 pixel histogram (ignore = NYU40 classes outside it):")
     print(summary(roots))
     return 0

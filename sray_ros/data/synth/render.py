@@ -10,6 +10,12 @@ Camera conventions: poses are OpenCV camera-to-world (``sray_ros.geometry``); py
 OpenGL camera frame, so its pose is ``c2w @ diag(1, -1, -1, 1)``. pyrender's ``IntrinsicsCamera``
 maps a camera point to window coordinates ``fx X/Z + cx`` where the window's pixel *centres* sit at
 ``j + 0.5``; with our integer-centre convention we therefore hand it ``cx + 0.5`` and ``cy + 0.5``.
+
+Appearance randomisation (:class:`AppearanceConfig`, opt-in; the benchmark rooms are rendered without
+it): every catalogue-model instance gets its own copy of its materials with a hue / saturation / value
+jitter, sometimes a colour tint, sometimes a procedural texture instead of its own; lights and
+exposure vary per room. It draws only from its own random generator and changes colours only: no
+geometry, no alpha (so no draw order), hence depth and labels are those of the unrandomised room.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pyrender  # noqa: E402
 import trimesh  # noqa: E402
@@ -169,6 +177,147 @@ def load_model_mesh(model: FurnitureModel, cache_dir=None) -> pyrender.Mesh:
     return mesh
 
 
+@dataclass(frozen=True)
+class AppearanceConfig:
+    """Per-room appearance randomisation (domain randomisation of colours and lighting).
+
+    Ranges are uniform unless stated; ``*_scale`` ranges are sampled log-uniformly.
+    Per catalogue-model instance: hue shift (degrees) and saturation / value scales shared by all of
+    the instance's materials; with ``tint_prob`` a multiplicative colour tint of strength
+    ``tint_strength``; with ``swap_prob`` its opaque textured parts get one procedural texture (wood,
+    fabric, stone, paint, carpet, concrete) and its opaque untextured parts one random colour.
+    Per room: ambient light, every light's intensity scaled by ``light_scale``, point-light colour
+    temperature, with ``extra_light_prob`` one extra point light (anywhere, 0.5 m up to the ceiling),
+    and an exposure (``colour = 255 (gain c / 255) ** gamma``, ``gain = 2 ** exposure_ev``) on the image.
+    """
+
+    hue_shift_deg: float = 30.0
+    saturation_scale: tuple[float, float] = (0.5, 1.6)
+    value_scale: tuple[float, float] = (0.65, 1.35)
+    tint_prob: float = 0.3
+    tint_strength: tuple[float, float] = (0.3, 0.8)
+    swap_prob: float = 0.25
+    ambient: tuple[float, float] = (0.15, 0.55)
+    light_scale: tuple[float, float] = (0.5, 1.8)
+    light_warmth: tuple[float, float] = (0.7, 1.0)
+    extra_light_prob: float = 0.4
+    exposure_ev: tuple[float, float] = (-0.6, 0.6)
+    gamma: tuple[float, float] = (0.85, 1.15)
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(math.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
+
+
+@dataclass(frozen=True)
+class _ColourJitter:
+    """One instance's colour change: HSV jitter, then an optional tint (RGB multipliers in [0, 1])."""
+
+    hue_deg: float
+    sat: float
+    val: float
+    tint: np.ndarray | None  # [3] or None
+
+    @staticmethod
+    def draw(rng: np.random.Generator, cfg: AppearanceConfig) -> "_ColourJitter":
+        hue = float(rng.uniform(-cfg.hue_shift_deg, cfg.hue_shift_deg))
+        sat, val = _log_uniform(rng, cfg.saturation_scale), _log_uniform(rng, cfg.value_scale)
+        tint = None
+        if rng.random() < cfg.tint_prob:
+            colour = textures.random_color(rng, sat=(0.3, 0.9), val=(0.8, 1.0)) / 255.0
+            a = rng.uniform(*cfg.tint_strength)
+            tint = (1.0 - a) + a * colour / max(float(colour.max()), 1e-6)
+        return _ColourJitter(hue, sat, val, tint)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """Jitter float RGB in [0, 1], shape ``[..., 3]`` (returns float32 in [0, 1], same shape)."""
+        shape = rgb.shape
+        flat = np.ascontiguousarray(rgb, np.float32).reshape(-1, 1, 3)
+        hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV)  # H in [0, 360), S and V in [0, 1]
+        hsv[..., 0] = np.mod(hsv[..., 0] + self.hue_deg, 360.0)
+        hsv[..., 1] = np.clip(hsv[..., 1] * self.sat, 0.0, 1.0)
+        hsv[..., 2] = np.clip(hsv[..., 2] * self.val, 0.0, 1.0)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if self.tint is not None:
+            out = out * self.tint.astype(np.float32)
+        return np.clip(out, 0.0, 1.0).reshape(shape)
+
+
+_SWAP_TEXTURES = (textures.wood_planks, textures.fabric, textures.stone, textures.paint, textures.carpet,
+                  textures.concrete)
+
+
+def _jitter_texture(tex: pyrender.Texture, jitter: _ColourJitter) -> pyrender.Texture:
+    src = np.asarray(tex.source)
+    if src.ndim == 2:
+        src = src[..., None]
+    if src.shape[-1] < 3:  # luminance (+ alpha) texture: jitter its grey as RGB, keep its channel layout
+        rgb = np.repeat(src[..., :1], 3, axis=-1).astype(np.float32) / 255.0
+        grey = cv2.cvtColor(jitter.apply(rgb), cv2.COLOR_RGB2GRAY)[..., None]
+        out = np.concatenate([np.round(grey * 255.0), src[..., 1:]], axis=-1).astype(np.uint8)
+    else:
+        rgb = jitter.apply(src[..., :3].astype(np.float32) / 255.0)
+        out = np.concatenate([np.round(rgb * 255.0).astype(np.uint8), src[..., 3:]], axis=-1)
+    return pyrender.Texture(name=tex.name, sampler=tex.sampler, source_channels=tex.source_channels,
+                            source=out.squeeze(-1) if out.shape[-1] == 1 else out)
+
+
+def _clone_material(mat: pyrender.MetallicRoughnessMaterial, **changes) -> pyrender.MetallicRoughnessMaterial:
+    fields = dict(name=mat.name, normalTexture=mat.normalTexture, occlusionTexture=mat.occlusionTexture,
+                  emissiveTexture=mat.emissiveTexture, emissiveFactor=mat.emissiveFactor, alphaMode=mat.alphaMode,
+                  alphaCutoff=mat.alphaCutoff, doubleSided=mat.doubleSided, smooth=mat.smooth, wireframe=mat.wireframe,
+                  baseColorFactor=mat.baseColorFactor, baseColorTexture=mat.baseColorTexture,
+                  metallicFactor=mat.metallicFactor, roughnessFactor=mat.roughnessFactor,
+                  metallicRoughnessTexture=mat.metallicRoughnessTexture)
+    fields.update(changes)
+    return pyrender.MetallicRoughnessMaterial(**fields)
+
+
+def randomize_mesh_appearance(mesh: pyrender.Mesh, rng: np.random.Generator, cfg: AppearanceConfig
+                              ) -> pyrender.Mesh:
+    """A copy of ``mesh`` (one catalogue-model instance) with randomised colours; ``mesh`` is untouched.
+
+    Geometry (positions, normals, UVs, indices) is shared; every primitive gets a new material whose
+    base colour factor, base colour texture and vertex colours are jittered (:class:`AppearanceConfig`).
+    Alpha values, alpha mode and texture channel layout are kept, so each primitive stays exactly as
+    transparent as before: pyrender sorts transparent meshes (base-colour-factor or vertex alpha < 1;
+    texture alpha does not count) after opaque ones and writes depth for both, so the depth and label
+    passes are unchanged. The procedural texture swap only replaces textures of parts pyrender draws as
+    opaque. Materials other than ``MetallicRoughnessMaterial`` are left as they are.
+    """
+    jitter = _ColourJitter.draw(rng, cfg)
+    swap = rng.random() < cfg.swap_prob
+    swap_img = _SWAP_TEXTURES[int(rng.integers(0, len(_SWAP_TEXTURES)))](rng) if swap else None
+    swap_rgb = textures.random_color(rng, sat=(0.05, 0.8), val=(0.25, 0.95)) / 255.0 if swap else None
+    swap_tex = _texture(swap_img) if swap else None
+    prims = []
+    for p in mesh.primitives:
+        mat = p.material
+        colour = p.color_0
+        if isinstance(mat, pyrender.MetallicRoughnessMaterial):
+            opaque = not p.is_transparent
+            factor = np.asarray(mat.baseColorFactor, np.float32).copy()
+            changes = {}
+            if swap and opaque and mat.baseColorTexture is not None and p.texcoord_0 is not None:
+                changes["baseColorTexture"] = swap_tex
+            elif swap and opaque and mat.baseColorTexture is None and colour is None:
+                factor[:3] = swap_rgb
+            elif mat.baseColorTexture is not None:
+                changes["baseColorTexture"] = _jitter_texture(mat.baseColorTexture, jitter)
+            else:
+                factor[:3] = jitter.apply(factor[:3])
+            changes["baseColorFactor"] = factor
+            mat = _clone_material(mat, **changes)
+            if colour is not None:
+                colour = np.asarray(colour, np.float32).copy()
+                colour[:, :3] = jitter.apply(colour[:, :3])
+        prims.append(pyrender.Primitive(positions=p.positions, normals=p.normals, tangents=p.tangents,
+                                        texcoord_0=p.texcoord_0, texcoord_1=p.texcoord_1, color_0=colour,
+                                        joints_0=p.joints_0, weights_0=p.weights_0, indices=p.indices,
+                                        material=mat, mode=p.mode, targets=p.targets, poses=p.poses))
+    return pyrender.Mesh(primitives=prims, name=mesh.name, is_visible=mesh.is_visible)
+
+
 def _proc_mesh(item: Item) -> pyrender.Mesh:
     rng = np.random.default_rng(item.params.get("seed", 0))
     w, d, h = item.size
@@ -205,12 +354,28 @@ class _OrderedScene(pyrender.Scene):
 
 
 class RoomScene:
-    """A pyrender scene of one room with its label map; render views with :meth:`render`."""
+    """A pyrender scene of one room with its label map; render views with :meth:`render`.
 
-    def __init__(self, layout: RoomLayout, rng: np.random.Generator, cache_dir=None):
+    ``rng`` draws the room's surfaces and lights exactly as without randomisation. With ``appearance``
+    set, ``appearance_rng`` (a generator of its own, so that ``rng`` is consumed identically) draws the
+    per-instance colours, light changes and exposure; :attr:`appearance_record` lists the per-room draws.
+    """
+
+    def __init__(self, layout: RoomLayout, rng: np.random.Generator, cache_dir=None,
+                 appearance: AppearanceConfig | None = None, appearance_rng: np.random.Generator | None = None):
+        if appearance is not None and appearance_rng is None:
+            raise ValueError("appearance randomisation needs its own appearance_rng (None given)")
         self.layout = layout
+        self.appearance = appearance
+        app, arng = appearance, appearance_rng
         sx, sy, h = layout.size
         ambient = rng.uniform(0.25, 0.45)
+        light_scale, self.gain, self.gamma = 1.0, 1.0, 1.0
+        if app is not None:
+            ambient = arng.uniform(*app.ambient)
+            light_scale = _log_uniform(arng, app.light_scale)
+            self.gain = 2.0 ** arng.uniform(*app.exposure_ev)
+            self.gamma = arng.uniform(*app.gamma)
         self.scene = _OrderedScene(ambient_light=np.full(3, ambient), bg_color=np.zeros(4))
         self.labels: dict[pyrender.Node, int] = {}
         room_type = layout.room_type
@@ -237,6 +402,8 @@ class RoomScene:
         for item in layout.items:
             try:
                 mesh = _proc_mesh(item) if item.model is None else load_model_mesh(item.model, cache_dir)
+                if app is not None and item.model is not None:
+                    mesh = randomize_mesh_appearance(mesh, arng, app)
             except Exception as exc:  # noqa: BLE001 - one unreadable catalogue model must not stop a dataset
                 warnings.warn(f"skipping {item.model.key if item.model else item.proc}: {exc}")
                 self.skipped.append(item.model.key if item.model else item.proc)
@@ -247,10 +414,22 @@ class RoomScene:
             self._add(mesh, item.nyu40, pose)
         # lights: ceiling point lights + one soft directional light
         warm = rng.uniform(0.85, 1.0)
-        for _ in range(int(rng.integers(1, 4))):
+        if app is not None:
+            warm = arng.uniform(*app.light_warmth)
+        n_point = int(rng.integers(1, 4))
+        for _ in range(n_point):
             pos = np.eye(4)
             pos[:3, 3] = [rng.uniform(0.25, 0.75) * sx, rng.uniform(0.25, 0.75) * sy, h - 0.3]
-            light = pyrender.PointLight(color=np.array([1.0, warm, warm ** 2]), intensity=rng.uniform(4.0, 12.0))
+            light = pyrender.PointLight(color=np.array([1.0, warm, warm ** 2]),
+                                        intensity=rng.uniform(4.0, 12.0) * light_scale)
+            self.scene.add(light, pose=pos, name=f"light{len(self.scene.light_nodes):02d}")
+        extra = app is not None and arng.random() < app.extra_light_prob
+        if extra:  # pyrender binds at most 4 point lights; the base room has 1-3
+            pos = np.eye(4)
+            pos[:3, 3] = [arng.uniform(0.1, 0.9) * sx, arng.uniform(0.1, 0.9) * sy, arng.uniform(0.5, h - 0.3)]
+            w2 = arng.uniform(*app.light_warmth)
+            light = pyrender.PointLight(color=np.array([1.0, w2, w2 ** 2]),
+                                        intensity=arng.uniform(2.0, 8.0) * light_scale)
             self.scene.add(light, pose=pos, name=f"light{len(self.scene.light_nodes):02d}")
         d = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(1.0, 2.0)])
         d /= np.linalg.norm(d)
@@ -259,8 +438,12 @@ class RoomScene:
         xc = np.cross([0.0, 0.0, 1.0], zc)
         xc = xc / max(np.linalg.norm(xc), 1e-9) if np.linalg.norm(xc) > 1e-6 else np.array([1.0, 0, 0])
         dl[:3, :3] = np.stack([xc, np.cross(zc, xc), zc], 1)
-        self.scene.add(pyrender.DirectionalLight(intensity=rng.uniform(0.8, 2.5)), pose=dl,
+        self.scene.add(pyrender.DirectionalLight(intensity=rng.uniform(0.8, 2.5) * light_scale), pose=dl,
                        name=f"light{len(self.scene.light_nodes):02d}")
+        self.appearance_record = None if app is None else {
+            "ambient": round(float(ambient), 4), "light_scale": round(float(light_scale), 4),
+            "light_warmth": round(float(warm), 4), "extra_light": bool(extra), "exposure_gain": round(self.gain, 4),
+            "gamma": round(float(self.gamma), 4)}
         self.seg_map = {node: _seg_color(lab) for node, lab in self.labels.items()}
         self._renderer: pyrender.OffscreenRenderer | None = None
         self._cam_node: pyrender.Node | None = None
@@ -296,7 +479,11 @@ class RoomScene:
         check = _SEG_CHECK[labels]
         exact = (seg[..., 1] == check[..., 0]) & (seg[..., 2] == check[..., 1])
         labels[~exact | (depth <= 0)] = 0
-        return np.ascontiguousarray(color[..., :3]), depth.astype(np.float32), labels
+        color = np.ascontiguousarray(color[..., :3])
+        if self.appearance is not None:  # exposure: the camera's gain and response curve vary per room
+            lin = (color.astype(np.float32) / 255.0 * self.gain).clip(0.0, 1.0) ** self.gamma
+            color = np.round(lin * 255.0).astype(np.uint8)
+        return color, depth.astype(np.float32), labels
 
     def close(self) -> None:
         if self._renderer is not None:
