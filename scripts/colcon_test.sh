@@ -5,20 +5,8 @@
 #   SRAY_ROS_DISTRO=jazzy PYTEST_ADDOPTS='-m "ros or not slow"' bash scripts/colcon_test.sh
 # Exit status: colcon test-result's (non-zero when a test failed or no result was written).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$ROOT/scripts/setup.sh"
 # shellcheck disable=SC1091
-source "$ROOT/scripts/env.sh"
-if [[ -z "${ROS_DISTRO:-}" ]]; then
-  if [[ $SRAY_ROS_DISTRO == kilted ]]; then
-    export PIP_CONSTRAINT=$ROOT/requirements/constraints.txt
-  else
-    export PIP_CONSTRAINT=$ROOT/requirements/constraints-$SRAY_ROS_DISTRO.txt
-  fi
-fi
-bash "$ROOT/scripts/install_generator_deps.sh" "$VIRTUAL_ENV"
-unset PIP_CONSTRAINT
-export SRAY_REQUIRE_GENERATOR=1 PYOPENGL_PLATFORM=egl
+source "$(dirname "${BASH_SOURCE[0]}")/test_env.sh"
 export PYTEST_ADDOPTS="-n ${SRAY_TEST_WORKERS:-2} --dist loadfile ${PYTEST_ADDOPTS:-}"
 cd "$SRAY_WS"
 rm -rf build/sray_ros/test_results

@@ -32,7 +32,8 @@ def load_avg() -> str:
 def main(argv: list[str] | None = None) -> int:
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.train.config import resolve_device
-    from sray_ros.train.evaluate import load_model_for_scenes, overall_summary, scene_folders, evaluate_scene
+    from sray_ros.train.evaluate import (evaluate_scene, load_model_for_scenes, markdown_table, overall_summary,
+                                         scene_folders)
     from sray_ros.train.metrics import strict_json
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,17 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))
     cols = ["data", "sampling", "keyframes", "views", "miou", "psnr", "depth_abs_rel", "depth_rmse", "depth_delta1",
             "depth_coverage", "seconds_per_view", "load_avg"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        cells = []
-        for c in cols:
-            v = row.get(c)
-            cells.append("n/a" if v is None or (isinstance(v, float) and v != v)
-                         else (f"{100 * v:.2f}" if c in ("miou", "depth_delta1", "depth_coverage")
-                               else f"{v:.3f}" if isinstance(v, float) else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(rows, cols)
+    (out / "results.md").write_text(table)
+    print(table, end="")
     return 0
 
 

@@ -210,18 +210,25 @@ def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str
     return out
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    cols = ["scene", "views", "miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim", "depth_abs_rel",
-            "depth_rmse", "depth_delta1", "seconds_per_view"]
+PERCENT_COLUMNS = ("miou", "frame_miou", "total_acc", "class_acc", "depth_delta1", "depth_coverage")
+SCENE_COLUMNS = ("scene", "views", "miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim", "depth_abs_rel",
+                 "depth_rmse", "depth_delta1", "seconds_per_view")
+
+
+def markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...] | list[str] = SCENE_COLUMNS) -> str:
+    """Rows as a Markdown table: ratios in ``PERCENT_COLUMNS`` as percentages, other floats to 3 decimals,
+    missing or non-finite values as ``n/a``."""
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         cells = []
         for c in cols:
-            v = row.get(c, "")
-            if isinstance(v, float):
-                v = f"{100 * v:.2f}" if c in ("miou", "frame_miou", "total_acc", "class_acc", "depth_delta1") \
-                    else f"{v:.3f}"
-            cells.append(str(v))
+            v = row.get(c)
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                cells.append("n/a")
+            elif isinstance(v, float):
+                cells.append(f"{100 * v:.2f}" if c in PERCENT_COLUMNS else f"{v:.3f}")
+            else:
+                cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
