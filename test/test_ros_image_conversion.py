@@ -313,3 +313,26 @@ def test_pose_message_round_trip_and_errors() -> None:
     bad.orientation.w, bad.position.x = 1.0, float("nan")
     with pytest.raises(ValueError, match="position is not finite"):
         pose_to_matrix(bad)
+
+
+def test_point_cloud_packs_xyz_rgb_label_at_the_declared_offsets() -> None:
+    # The node's ~/semantic/points (what sensor_msgs_py would build): each field read back at its declared
+    # offset and type must give the input; rgb is 0x00RRGGBB in the float32 slot RViz reads.
+    from std_msgs.msg import Header
+
+    from sray_ros.ros.node import point_cloud
+
+    points = np.array([[1.5, -2.0, 3.25], [0.0, 0.5, 7.0]], np.float32)
+    colors = np.array([[255, 128, 1], [0, 0, 0]], np.uint8)
+    labels = np.array([3, 255], np.uint32)
+    msg = point_cloud(points, colors, labels, Header(frame_id="f"))
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 2, 20, 40)
+    raw = bytes(msg.data)
+    fields = {f.name: f for f in msg.fields}
+    for i in range(2):
+        row = raw[i * msg.point_step:(i + 1) * msg.point_step]
+        xyz = [np.frombuffer(row, "<f4", 1, fields[k].offset)[0] for k in "xyz"]
+        np.testing.assert_array_equal(xyz, points[i])
+        rgb = np.frombuffer(row, "<u4", 1, fields["rgb"].offset)[0]
+        assert rgb == (int(colors[i, 0]) << 16 | int(colors[i, 1]) << 8 | int(colors[i, 2]))
+        assert np.frombuffer(row, "<u4", 1, fields["label"].offset)[0] == labels[i]
