@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from sray_ros import geometry
+from sray_ros.online.time_jump import is_backwards_jump
 
 NS_PER_S = 1_000_000_000
 UINT32_MAX = 2**32 - 1
@@ -265,7 +266,7 @@ class KeyframeBuffer:
     def _check_motion(self, stamp: int, c2w) -> str:
         """Time (jump / out of order) and motion policy for a pose at a stamp (no image needed)."""
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
-            if self._last_stamp_ns - stamp <= self.time_jump_ns:
+            if not is_backwards_jump(self._last_stamp_ns, stamp, self.time_jump_ns):
                 return "out_of_order"
             with self._lock:
                 self._ring.clear()
