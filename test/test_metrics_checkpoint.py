@@ -183,3 +183,24 @@ def test_config_dict_round_trip():
         SRayConfig.from_dict({"nope": 1})
     with pytest.raises(ValueError, match="attention"):
         SRayConfig(attention="sparse")
+
+
+def test_save_refuses_non_finite_weights_and_keeps_the_existing_file(tmp_path):
+    # A diverged model must not overwrite a good checkpoint: save raises and the file on disk is unchanged.
+    import torch
+
+    from sray_ros.model import SRay, SRayConfig
+    from sray_ros.data import load_label_set
+    from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = SRay(SRayConfig.tiny())
+    label_set = load_label_set("scannet20").to_dict()
+    path = save_checkpoint(tmp_path / "good.pt", model, label_set)
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN/inf"):
+        save_checkpoint(path, model, label_set)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).model is not None
+    assert not list(tmp_path.glob(".good.pt.*"))  # no temporary file left behind

@@ -69,15 +69,21 @@ def non_finite_tensors(state: dict[str, Any]) -> list[str]:
 
 def save_checkpoint(path: str | Path, model: SRay, label_set: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     """Atomically write ``model`` (its weights and config) with ``label_set`` and ``extra``
-    (e.g. optimizer state, step, metrics: tensors, numbers, strings, lists and dicts only)."""
+    (e.g. optimizer state, step, metrics: tensors, numbers, strings, lists and dicts only).
+
+    Raises :class:`CheckpointError` (and leaves any existing file untouched) when a weight is NaN or inf."""
     path = Path(path)
     label_set = {k: label_set[k] for k in label_set}  # plain dict (LabelSet.to_dict() output)
     label_set["colors"] = [list(map(int, c)) for c in label_set.get("colors", [])]
     _check_label_set(label_set, model.cfg.num_classes, str(path))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = non_finite_tensors(state)
+    if bad:  # a diverged model must never replace a good file (loading rejects it too)
+        raise CheckpointError(f"{path}: not saved, weights hold NaN/inf in {bad[:5]}")
     payload = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         "config": model.cfg.to_dict(),
         "label_set": label_set,
         "extra": extra or {},
