@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import math
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -230,12 +229,18 @@ def intrinsics_problem(K, width: int | None = None, height: int | None = None) -
 def resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """Depth or label image ``[H, W]`` (or ``[H, W, C]``) resized to ``width x height`` by exact nearest
     neighbour: output pixel centre ``u'`` samples the input pixel whose centre is nearest to
-    ``(u' + 0.5) / sx - 0.5`` (``cv2.INTER_NEAREST_EXACT``; the pixel convention of
-    :func:`scale_intrinsics`). Values are never interpolated, so a label map holds only input ids and
-    depth edges never mix depths. Returns the input itself when the size already matches."""
+    ``(u' + 0.5) / sx - 0.5`` (the pixel convention of :func:`scale_intrinsics`), a half-way point going to
+    the higher index: input column ``floor((u' + 0.5) * W / width)``, the same rule as
+    :func:`register_depth`. Values are never interpolated, so a label map holds only input ids and depth
+    edges never mix depths. Computed with numpy index arithmetic rather than ``cv2.INTER_NEAREST_EXACT``,
+    whose fixed-point arithmetic picks other pixels for non-integer ratios and differs between OpenCV 4.6
+    and 5.0. Returns the input itself when the size already matches."""
     if img.shape[1] == width and img.shape[0] == height:
         return img
-    return cv2.resize(img, (int(width), int(height)), interpolation=cv2.INTER_NEAREST_EXACT)
+    h_in, w_in = img.shape[:2]
+    cols = np.minimum(np.floor((np.arange(int(width)) + 0.5) * (w_in / int(width))).astype(np.int64), w_in - 1)
+    rows = np.minimum(np.floor((np.arange(int(height)) + 0.5) * (h_in / int(height))).astype(np.int64), h_in - 1)
+    return np.ascontiguousarray(img[rows[:, None], cols[None, :]])
 
 
 @functools.lru_cache(maxsize=8)

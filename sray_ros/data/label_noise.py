@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sray_ros import geometry
+
 UNKNOWN_LABEL = 255
 _TASK_KEEP, _TASK_PIXEL, _TASK_REGION = 1, 2, 3
 
@@ -128,9 +130,8 @@ class LabelCorruption:
 def downscale_labels(labels: np.ndarray, factor: int) -> np.ndarray:
     """``[H, W]`` labels at ``1/factor`` resolution, nearest neighbour both ways (never mixes ids)."""
     h, w = labels.shape
-    small = cv2.resize(labels, (max(1, round(w / factor)), max(1, round(h / factor))),
-                       interpolation=cv2.INTER_NEAREST_EXACT)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    small = geometry.resize_nearest(labels, max(1, round(w / factor)), max(1, round(h / factor)))
+    return geometry.resize_nearest(small, w, h)
 
 
 def pixel_noise(labels: np.ndarray, fraction: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
