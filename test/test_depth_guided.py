@@ -209,7 +209,7 @@ def test_hierarchical_sampler_matches_the_previous_sampling():
 # --------------------------------------------------------------------------------------------------
 # rendering and training with depth guidance (the toy plane of test_model: z = 2, two classes)
 # --------------------------------------------------------------------------------------------------
-from test_model import K_TOY, H as TH, W as TW, render_plane, toy_camera, toy_images  # noqa: E402
+from test_model import K_TOY, H as TH, W as TW, render_plane, toy_camera, toy_images, toy_two_view_setup  # noqa: E402
 
 
 def test_depth_guided_render_follows_the_target_depth_and_surface_semantics_option():
@@ -241,13 +241,7 @@ def test_depth_guided_render_follows_the_target_depth_and_surface_semantics_opti
 
 
 def _overfit(sampling: str, steps: int = 120) -> tuple[float, float, float]:
-    torch.manual_seed(0)
-    cfg = SRayConfig.tiny(num_classes=2, num_coarse=8, num_fine=8)
-    model = SRay(cfg)
-    poses = [toy_camera(-0.3), toy_camera(0.3)]
-    images = toy_images(poses)
-    Ks, c2ws = K_TOY.expand(2, 3, 3), torch.stack(poses)
-    o_all, d_all, rgb_all, lab_all, t_all = render_plane(toy_camera(0.05, 0.05))
+    _, model, images, Ks, c2ws, (o_all, d_all, rgb_all, lab_all, t_all) = toy_two_view_setup()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     history = []

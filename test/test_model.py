@@ -260,15 +260,20 @@ def test_render_view_shapes_and_ranges():
     assert ((out_d.depth >= 1.6 - 1e-3) & (out_d.depth <= 2.4 + 1e-3)).all()
 
 
-def test_tiny_model_overfits_two_view_toy_scene():
+def toy_two_view_setup():
+    """Seeded tiny model, two source views of the toy plane, and every ray of a novel query view between them:
+    ``(cfg, model, images, Ks, c2ws, (origins, directions, rgb, labels, depth))``."""
     torch.manual_seed(0)
     cfg = SRayConfig.tiny(num_classes=2, num_coarse=8, num_fine=8)
     model = SRay(cfg)
     poses = [toy_camera(-0.3), toy_camera(0.3)]
     images = toy_images(poses)
     Ks, c2ws = K_TOY.expand(2, 3, 3), torch.stack(poses)
-    query = toy_camera(0.05, 0.05)  # a novel view between the two sources
-    o_all, d_all, rgb_all, lab_all, _ = render_plane(query)
+    return cfg, model, images, Ks, c2ws, render_plane(toy_camera(0.05, 0.05))
+
+
+def test_tiny_model_overfits_two_view_toy_scene():
+    cfg, model, images, Ks, c2ws, (o_all, d_all, rgb_all, lab_all, _) = toy_two_view_setup()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     history = []
