@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sray_ros.data.augment import (ClassBalancedPixelSampler, PhotometricConfig, PhotometricParams,
+                                   photometric_jitter)
 from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import sample_source_views
@@ -65,8 +67,12 @@ class RayBatch:
 
 
 def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.ndarray, pixel_index: np.ndarray,
-                    with_source_depth: bool = False) -> RayBatch:
-    """Gather a batch for given query / source views and flat query pixel indices (``row * w + col``)."""
+                    with_source_depth: bool = False, jitter: PhotometricParams | None = None) -> RayBatch:
+    """Gather a batch for given query / source views and flat query pixel indices (``row * w + col``).
+
+    ``jitter``: one photometric draw applied to the query image (before its ray colours are gathered) and
+    to every source image, so the colour targets stay consistent with the sources the colour head blends.
+    """
     w = scene.width
     rows, cols = pixel_index // w, pixel_index % w
     src = np.asarray(source_indices, np.int64)
@@ -74,8 +80,13 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
               else np.full(len(pixel_index), scene.ignore_index, np.int64))
     depths = (scene.depths[query_index][rows, cols] if scene.depths is not None
               else np.zeros(len(pixel_index), np.float32))
+    src_colors = scene.colors[src]
+    query_image = scene.colors[query_index]
+    if jitter is not None:
+        src_colors = np.stack([photometric_jitter(im, jitter) for im in src_colors])
+        query_image = photometric_jitter(query_image, jitter)
     # channel-first while still uint8, then convert in numpy: measured ~5x faster than torch's permute().float()
-    imgs_np = np.ascontiguousarray(scene.colors[src].transpose(0, 3, 1, 2)).astype(np.float32)
+    imgs_np = np.ascontiguousarray(src_colors.transpose(0, 3, 1, 2)).astype(np.float32)
     imgs_np *= np.float32(1.0 / 255.0)
     imgs = torch.from_numpy(imgs_np)
     src_depth = None
@@ -85,7 +96,7 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
     return RayBatch(
         uv=torch.from_numpy(np.stack([cols, rows], -1).astype(np.float32)),
         labels=torch.from_numpy(labels),
-        colors=torch.from_numpy(scene.colors[query_index][rows, cols].astype(np.float32) / 255.0),
+        colors=torch.from_numpy(query_image[rows, cols].astype(np.float32) / 255.0),
         depths=torch.from_numpy(np.ascontiguousarray(depths, np.float32)),
         query_c2w=torch.from_numpy(scene.poses[query_index]),
         query_K=K.clone(),
@@ -104,12 +115,19 @@ class RayBatchSampler:
     drawn with :func:`sample_source_views` (query excluded) and ``B`` uniformly random query pixels.
 
     ``labeled_only``: draw pixels among those with a label (falls back to all pixels if a view has none).
-    Deterministic under ``seed``.
+    ``class_balance``: draw the query pixels with class-balanced probabilities instead of uniformly
+    (:class:`~sray_ros.data.augment.ClassBalancedPixelSampler`, built from the *dataset's* class
+    frequencies by :meth:`with_class_balance`); with ``labeled_only`` unlabelled pixels get weight 0.
+    ``photometric``: jitter ranges; each batch draws one set of factors and applies it to its query and
+    source images (a whole-scene appearance change: the field must label by shape and context rather than
+    by exact colour, while the colour target stays consistent with the sources). Labels and depth are never
+    altered. Deterministic under ``seed``.
     """
 
     def __init__(self, scenes: list[SceneArrays], num_rays: int = 1024, num_sources: int = 8,
                  k_max: int | None = None, seed: int = 0, labeled_only: bool = False,
-                 with_source_depth: bool = False):
+                 with_source_depth: bool = False, class_balance: ClassBalancedPixelSampler | None = None,
+                 photometric: PhotometricConfig | None = None):
         if not scenes:
             raise ValueError("RayBatchSampler needs at least one preloaded scene")
         for s in scenes:
@@ -118,7 +136,24 @@ class RayBatchSampler:
         self.scenes = scenes
         self.num_rays, self.num_sources, self.k_max = num_rays, num_sources, k_max
         self.labeled_only, self.with_source_depth = labeled_only, with_source_depth
+        self.class_balance, self.photometric = class_balance, photometric
         self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def dataset_class_frequencies(scenes: list[SceneArrays], num_classes: int) -> np.ndarray:
+        """``[C]`` share of each class among the labelled pixels of all ``scenes`` (summed counts, so a big
+        scene weighs more; a class rare in the dataset stays rare even in the scenes that hold it)."""
+        counts = np.zeros(num_classes, np.float64)
+        for s in scenes:
+            if s.labels is None:
+                continue
+            ids = s.labels.reshape(-1)
+            ids = ids[ids != s.ignore_index].astype(np.int64)
+            if ids.size and int(ids.max()) >= num_classes:
+                raise ValueError(f"scene {s.name} holds label id {int(ids.max())} >= num_classes={num_classes}")
+            counts += np.bincount(ids, minlength=num_classes)
+        total = counts.sum()
+        return counts / total if total > 0 else counts
 
     def sample(self) -> RayBatch:
         scene = self.scenes[int(self.rng.integers(len(self.scenes)))]
@@ -127,13 +162,16 @@ class RayBatchSampler:
                                   self.rng, exclude=q, k_max=self.k_max)
         npix = scene.height * scene.width
         pix = None
-        if self.labeled_only and scene.labels is not None:
+        jitter = PhotometricParams.draw(self.rng, self.photometric) if self.photometric is not None else None
+        if self.class_balance is not None and scene.labels is not None:
+            pix = self.class_balance.sample(scene.labels[q], self.num_rays, self.rng)
+        elif self.labeled_only and scene.labels is not None:
             valid = np.flatnonzero(scene.labels[q].reshape(-1) != scene.ignore_index)
             if valid.size:
                 pix = valid[self.rng.integers(0, valid.size, self.num_rays)]
         if pix is None:
             pix = self.rng.integers(0, npix, self.num_rays)
-        return build_ray_batch(scene, q, src, pix, self.with_source_depth)
+        return build_ray_batch(scene, q, src, pix, self.with_source_depth, jitter)
 
     def __iter__(self):
         while True:

@@ -28,6 +28,14 @@ class TrainConfig:
     max_steps: int = 250_000
     grad_clip: float = 1.0
     labeled_only: bool = False
+    # class-balanced query rays (0 = uniform pixels): a pixel of class c is drawn with weight
+    # min((f_c / f_max) ** -power, max_weight), f_c the class's share of the whole training set's labelled
+    # pixels (sray_ros.data.augment); 0.5 with cap 10 oversamples e.g. toilets ~5-10x
+    class_balance_power: float = 0.0
+    class_balance_max_weight: float = 10.0
+    # photometric augmentation: each batch draws brightness / contrast / saturation / hue factors (ranges of
+    # sray_ros.data.augment.PhotometricConfig) and applies them to its query and source images
+    photometric_jitter: bool = False
     seed: int = 0
     # model: overrides of SRayConfig fields (num_classes comes from the label set)
     model: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +55,10 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 500
     val_batches: int = 8
+    # best.pt keeps the checkpoint with the highest validation ray mIoU ("val_miou") or lowest loss
+    # ("val_loss"); validation rooms must be held-out *training-split* rooms, never the test rooms
+    select_metric: str = "val_miou"
+    snapshot_every: int = 0  # also keep step_<N>.pt every N steps (learning curves); 0 = off
     checkpoint_every: int = 250
     device: str = "auto"
 
@@ -57,6 +69,12 @@ class TrainConfig:
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
         if not 0.0 <= self.depth_guided_fraction <= 1.0 or self.depth_perturb < 0 or self.depth_loss_weight < 0:
             raise ValueError("need 0 <= depth_guided_fraction <= 1, depth_perturb >= 0, depth_loss_weight >= 0")
+        if not self.class_balance_power >= 0 or not self.class_balance_max_weight >= 1:
+            raise ValueError("need class_balance_power >= 0 (0 = uniform) and class_balance_max_weight >= 1")
+        if self.select_metric not in ("val_miou", "val_loss"):
+            raise ValueError(f"select_metric must be val_miou or val_loss, got {self.select_metric!r}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

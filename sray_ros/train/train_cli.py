@@ -4,8 +4,9 @@
     torchrun --nproc-per-node 4 -m sray_ros.train.train_cli --config ...   # multi-GPU / multi-node (DDP)
 
 Writes into ``output_dir``: ``last.pt`` (every ``checkpoint_every`` steps, on Ctrl-C and at the end; full
-optimiser/RNG state, resumable), ``best.pt`` (lowest validation loss), ``log.jsonl`` (one JSON object per
-logged step / validation) and ``config.yaml``. Checkpoint writes are atomic.
+optimiser/RNG state, resumable), ``best.pt`` (highest validation ray mIoU, or lowest validation loss with
+``select_metric: val_loss``), ``step_<N>.pt`` every ``snapshot_every`` steps, ``log.jsonl`` (one JSON object
+per logged step / validation) and ``config.yaml``. Checkpoint writes are atomic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from sray_ros.data.augment import ClassBalanceConfig, ClassBalancedPixelSampler, PhotometricConfig
 from sray_ros.data.label_sets import load_label_set
 from sray_ros.data.ray_batch import RayBatchSampler
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
@@ -140,8 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     if not train_scenes:
         raise SystemExit(f"sray-train: no training scenes (train_root={cfg.train_root!r})")
     val_scenes = load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes, progress=is_main)
+    class_balance = None
+    if cfg.class_balance_power > 0:
+        freq = RayBatchSampler.dataset_class_frequencies(train_scenes, label_set.num_classes)
+        balance = ClassBalanceConfig(cfg.class_balance_power, cfg.class_balance_max_weight,
+                                     ignore_weight=0.0 if cfg.labeled_only else 1.0)
+        class_balance = ClassBalancedPixelSampler(freq, balance, label_set.ignore_index)
+        if is_main:
+            (out / "class_frequencies.json").write_text(json.dumps(
+                {"class_frequency": freq.tolist(), "sampling_weight": class_balance.class_weights.tolist()}))
     sampler = RayBatchSampler(train_scenes, num_rays=cfg.num_rays, num_sources=cfg.num_sources,
-                              seed=cfg.seed + 1000 * rank, labeled_only=cfg.labeled_only)
+                              seed=cfg.seed + 1000 * rank, labeled_only=cfg.labeled_only,
+                              class_balance=class_balance,
+                              photometric=PhotometricConfig() if cfg.photometric_jitter else None)
     val_batches = validation_batches(val_scenes, cfg)
 
     model = SRay(model_cfg)
@@ -216,11 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                     tqdm.write(f"step {stats.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    if metrics["val_loss"] < trainer.best_val:
-                        trainer.best_val = metrics["val_loss"]
+                    # best_val is minimised: the negated mIoU when selecting on mIoU
+                    score = (-metrics["val_miou"] if cfg.select_metric == "val_miou" and "val_miou" in metrics
+                             else metrics["val_loss"])
+                    if score < trainer.best_val:
+                        trainer.best_val = score
                         checkpoint("best.pt", record)
             if stats.step % cfg.checkpoint_every == 0:
                 checkpoint("last.pt")
+            if cfg.snapshot_every and stats.step % cfg.snapshot_every == 0:
+                checkpoint(f"step_{stats.step:06d}.pt")
     finally:
         bar.close()
         checkpoint("last.pt")
