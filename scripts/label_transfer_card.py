@@ -24,8 +24,8 @@ also scored with *separate label sources* (task name ``+labelled``): the ``--num
 pool frames give the labels (``render_rays(label_sources=...)``), with the depth weighting (the blend weights
 belong to the geometry sources).
 
-Not here yet: (d) fine-tuning 100 / 1000 steps on the corrupted labels and (e) fine-tuned + transfer; they
-are ``sray-finetune --label-* ... --label-transfer blend --eval-at 0,100,1000`` runs per room (GPU time).
+Rows (d) fine-tuned on the corrupted labels and (e) fine-tuned + transfer are ``sray-finetune`` runs:
+``scripts/label_finetune_card.py``.
 
 Writes ``results.json`` (every number, per room and overall) and ``card.md`` (the table for the card).
 """
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from sray_ros import geometry
-from sray_ros.data.label_noise import LabelCorruption
+from sray_ros.data.label_noise import SEMANTIC_NERF_TASKS
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model import render as render_mod
@@ -52,15 +52,7 @@ from sray_ros.model.label_transfer import (LabelEvidence, LabelTransferConfig, f
 from sray_ros.train.evaluate import encode_frames, load_model_for_scenes, source_labels, split_frames
 from sray_ros.train.metrics import iou_per_class
 
-# the issue's tasks (Semantic-NeRF's): name -> corruption of the source keyframes' labels
-TASKS = {
-    "clean": LabelCorruption(),
-    "keep10": LabelCorruption(keep_fraction=0.1),
-    "pixel50": LabelCorruption(pixel_noise=0.5),
-    "pixel90": LabelCorruption(pixel_noise=0.9),
-    "region30": LabelCorruption(region_noise=0.3),
-    "down8": LabelCorruption(downscale=8),
-}
+TASKS = SEMANTIC_NERF_TASKS  # the issue's tasks: name -> corruption of the source keyframes' labels
 TARGETS = {"clean": 90, "pixel50": 85, "pixel90": 60, "keep10": 75, "down8": 80}  # issue 12, transfer alone
 
 

@@ -198,3 +198,27 @@ def test_resolve_device_names_what_is_wrong():
     else:
         with pytest.raises(ValueError, match="CUDA device"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_finetune_cli_records_the_field_with_and_without_label_transfer(synthetic_mini_set, tmp_path):
+    """Rows (d) and (e) of the label card come from one run: each evaluation is scored fused and alone."""
+    from sray_ros.train import finetune
+    from sray_ros.train.trainer import Trainer
+
+    model, label_set, sampler, _ = _tiny_setup(synthetic_mini_set)
+    Trainer(model, label_set.to_dict(), sampler, max_steps=10, train_config={"width": 80, "height": 60}).save(
+        tmp_path / "m.pt")
+    scene = sorted((synthetic_mini_set / "test").iterdir())
+    scene = [s for s in scene if s.is_dir()][0]
+    out = tmp_path / "ft"
+    assert finetune.main(["--checkpoint", str(tmp_path / "m.pt"), "--scene", str(scene), "--out", str(out),
+                          "--steps", "2", "--eval-at", "0,2", "--num-rays", "32", "--num-sources", "4",
+                          "--holdout-every", "8", "--max-views", "1", "--label-transfer", "depth",
+                          "--label-pixel-noise", "0.5"]) == 0
+    curve = json.loads((out / "curve.json").read_text())["curve"]
+    assert [c["step"] for c in curve] == [0, 2]
+    for c in curve:
+        alone = c["without_transfer"]
+        assert 0.0 <= alone["total_acc"] <= 1.0 and alone["views"] == c["views"] == 1
+    # an untrained field is near chance; the (half wrong) keyframe labels it is fused with are not
+    assert curve[0]["total_acc"] > curve[0]["without_transfer"]["total_acc"]

@@ -126,6 +126,12 @@ class LabelCorruption:
         return cls(args.label_keep_fraction, args.label_pixel_noise, args.label_region_noise, args.label_downscale,
                    args.label_noise_seed)
 
+    def to_args(self) -> list[str]:
+        """The command-line options of :func:`add_label_corruption_args` that give this corruption."""
+        return ["--label-keep-fraction", f"{self.keep_fraction:g}", "--label-pixel-noise", f"{self.pixel_noise:g}",
+                "--label-region-noise", f"{self.region_noise:g}", "--label-downscale", str(int(self.downscale)),
+                "--label-noise-seed", str(int(self.seed))]
+
 
 def downscale_labels(labels: np.ndarray, factor: int) -> np.ndarray:
     """``[H, W]`` labels at ``1/factor`` resolution, nearest neighbour both ways (never mixes ids)."""
@@ -188,3 +194,14 @@ def add_label_corruption_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--label-downscale", type=int, default=1, metavar="S",
                    help="labels given at 1/S resolution (nearest down, nearest up)")
     g.add_argument("--label-noise-seed", type=int, default=0, metavar="N", help="seed of every random choice")
+
+
+# The label tasks of Semantic-NeRF (Zhi et al., ICCV 2021, Sec. 5) as the model card scores them, by name.
+SEMANTIC_NERF_TASKS = {
+    "clean": LabelCorruption(),
+    "keep10": LabelCorruption(keep_fraction=0.1),
+    "pixel50": LabelCorruption(pixel_noise=0.5),
+    "pixel90": LabelCorruption(pixel_noise=0.9),
+    "region30": LabelCorruption(region_noise=0.3),
+    "down8": LabelCorruption(downscale=8),
+}

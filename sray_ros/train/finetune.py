@@ -8,6 +8,9 @@ keeps rendering with the old weights and swaps the returned model in atomically.
         --eval-at 0,100,300,1000 --out runs/ft_room_0003
 trains on the scene's source pool (every frame but the held-out test frames of
 :func:`~sray_ros.train.evaluate.split_frames`) and evaluates on the held-out frames at the given steps.
+With ``--label-*`` corruption options the pool's labels are corrupted for training and for label transfer
+alike; with ``--label-transfer`` each evaluation is recorded fused (the curve's metrics) and, under
+``without_transfer``, from the fine-tuned field alone.
 """
 
 from __future__ import annotations
@@ -123,13 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=args.steps, desc=f"fine-tune {scene.name}", unit="step")
 
     def evaluate(step: int) -> None:
-        result = evaluate_scene(model, scene, label_set, args.num_sources, args.holdout_every, args.max_views,
-                                device=device, progress=False, sampling=args.sampling,
-                                keyframe_depth=args.keyframe_depth, num_surface_samples=args.num_surface_samples,
-                                surface_semantics=args.surface_semantics, label_transfer=label_transfer,
-                                label_corruption=label_corruption)
-        curve.append({"step": step, **result.summary()})
-        tqdm.write(f"step {step}: mIoU {100 * curve[-1]['miou']:.2f}, acc {100 * curve[-1]['total_acc']:.2f}")
+        def run(transfer):
+            return evaluate_scene(model, scene, label_set, args.num_sources, args.holdout_every, args.max_views,
+                                  device=device, progress=False, sampling=args.sampling,
+                                  keyframe_depth=args.keyframe_depth, num_surface_samples=args.num_surface_samples,
+                                  surface_semantics=args.surface_semantics, label_transfer=transfer,
+                                  label_corruption=label_corruption).summary()
+
+        curve.append({"step": step, **run(label_transfer)})
+        message = f"step {step}: mIoU {100 * curve[-1]['miou']:.2f}, acc {100 * curve[-1]['total_acc']:.2f}"
+        if label_transfer is not None:  # also the fine-tuned field alone, so both rows come from one run
+            alone = run(None)
+            curve[-1]["without_transfer"] = alone
+            message += f" (without transfer: mIoU {100 * alone['miou']:.2f}, acc {100 * alone['total_acc']:.2f})"
+        tqdm.write(message)
 
     targets = sorted(set(eval_steps + [args.steps]))
     try:
