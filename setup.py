@@ -44,6 +44,7 @@ if __name__ == "__main__":
         python_requires=">=3.10",
         packages=find_packages(include=["sray_ros", "sray_ros.*"]),
         install_requires=read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "python.txt"),
-        extras_require={"test": read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "test.txt")},
+        extras_require={"test": read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "test.txt"),
+                        "plots": read_requirements(COMMANDS_FILE.parents[1] / "requirements" / "plots.txt")},
         entry_points={"console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()]},
     )

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Learning curve of a ``sray-train`` run: validation ray mIoU (and test-room scores) against training rays.
+
+    pip install -e '.[plots]'    # matplotlib
+    python scripts/learning_curve.py --run runs/generalize_cpu --baseline models/sray_default.pt \
+        --test-eval 0=runs/lc_eval_0/results.json --test-eval 5000=runs/lc_eval_5000/results.json \
+        --png models/learning_curve.png --md runs/generalize_cpu/learning_curve.md
+
+* Validation: the run's ``log.jsonl`` records (ray mIoU / accuracy on the fixed rays of its ``val_root``),
+  plotted against training rays (step x ``num_rays``). ``--baseline`` scores the run's initial weights on the
+  very same validation rays (the run's ``config.yaml`` rebuilds them) as the step-0 point.
+* ``--test-eval STEP=results.json``: whole-view scores of a snapshot on the unseen test rooms, from
+  ``scripts/eval_depth_guided.py`` (its depth-guided RGB-D row: mIoU and depth AbsRel).
+Writes the PNG (two panels, large fonts) and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def baseline_validation(run: Path, checkpoint: str) -> dict:
+    """Validation metrics of ``checkpoint`` on the run's own validation rays."""
+    import torch
+
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.train.checkpoint import load_checkpoint
+    from sray_ros.train.config import TrainConfig
+    from sray_ros.train.train_cli import load_scene_arrays, validation_batches
+    from sray_ros.train.trainer import Trainer
+
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    batches = validation_batches(load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes), cfg)
+    model = load_checkpoint(checkpoint, map_location="cpu").model
+    trainer = Trainer(model, load_label_set(cfg.label_set).to_dict(), iter(batches), chunk=cfg.chunk,
+                      sampling=cfg.sampling, depth_perturb=cfg.depth_perturb, depth_loss_weight=cfg.depth_loss_weight)
+    with torch.no_grad():
+        return trainer.evaluate_batches(batches)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="sray-train output_dir (log.jsonl, config.yaml)")
+    p.add_argument("--baseline", help="the run's initial checkpoint, scored as step 0 on the same validation rays")
+    p.add_argument("--test-eval", action="append", default=[], metavar="STEP=RESULTS_JSON")
+    p.add_argument("--png", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+
+    import yaml
+
+    run = Path(args.run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    rays = int(cfg["num_rays"])
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    val = {r["step"]: r for r in rows if "val_miou" in r}
+    if args.baseline:
+        val[0] = {"step": 0, **baseline_validation(run, args.baseline)}
+    test = {}
+    for item in args.test_eval:
+        step, _, path = item.partition("=")
+        data = json.loads(Path(path).read_text())
+        row = next(r for r in data["rows"] if r["sampling"] == "depth_guided" and r["keyframes"] == "rgbd")
+        test[int(step)] = row
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 15})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(16, 6.5))
+    steps = sorted(val)
+    a.plot([s * rays / 1e6 for s in steps], [100 * val[s]["val_miou"] for s in steps], "o-", label="val rooms (ray mIoU)")
+    if test:
+        ts = sorted(test)
+        a.plot([s * rays / 1e6 for s in ts], [100 * test[s]["miou"] for s in ts], "s--", ms=9,
+               label="test rooms (whole views, mIoU)")
+        b.plot([s * rays / 1e6 for s in ts], [test[s]["depth_abs_rel"] for s in ts], "s--", ms=9,
+               label="test rooms, RGB-D keyframes")
+    a.set_xlabel("training rays of this run (millions)")
+    a.set_ylabel("mIoU (%)")
+    a.grid(alpha=0.3)
+    a.legend()
+    b.set_xlabel("training rays of this run (millions)")
+    b.set_ylabel("depth AbsRel")
+    b.grid(alpha=0.3)
+    b.legend()
+    fig.suptitle(args.title or f"Learning curve: {run.name}")
+    fig.tight_layout()
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=100)
+
+    lines = ["| step | training rays (M) | val ray mIoU | val ray accuracy | test mIoU | test depth AbsRel |",
+             "|---|---|---|---|---|---|"]
+    for s in sorted(set(val) | set(test)):
+        v, t = val.get(s), test.get(s)
+        lines.append(f"| {s} | {s * rays / 1e6:.2f} | "
+                     + (f"{100 * v['val_miou']:.2f} | {100 * v['val_acc']:.2f}" if v else " | ")
+                     + (f" | {100 * t['miou']:.2f} | {t['depth_abs_rel']:.3f} |" if t else " |  |  |"))
+    Path(args.md).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
