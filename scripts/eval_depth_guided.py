@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                                           num_surface_samples=args.num_surface_samples,
                                           surface_semantics=semantics or None)
                            for s in scenes]
-                summary = overall_summary(results, label_set)
-                summary.pop("iou_per_class", None)
+                summary = overall_summary(results, label_set)  # with per-class IoU (JSON only)
                 row = {"data": name, "sampling": mode_spec, "keyframes": keyframes, **summary,
                        "wall_s": time.perf_counter() - start, "load_avg": load_avg()}
                 rows.append(row)
