@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     max_steps = int(cfg["max_steps"])
-    out = Path(args.out)
+    out = Path(args.out).resolve()
+    args.config = str(Path(args.config).resolve())
     out.mkdir(parents=True, exist_ok=True)
     model = dict(cfg.get("model") or {})
     results = []
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     lines = [f"Attention ablation: {max_steps} steps each from scratch ({args.config}); final validation on fixed "
              "rays of the held-out rooms.", "",
-             "| attention | seed | val ray mIoU | val ray accuracy | val loss | train minutes |", "|---|---|---|---|---|---|"]
+             "| attention | seed | val ray mIoU | val ray accuracy | val loss | minutes (last segment) |", "|---|---|---|---|---|---|"]
     for r in results:
         minutes = "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}"
         lines.append(f"| {r['variant']} | {r['seed']} | {100 * r['val_miou']:.2f} | {100 * r['val_acc']:.2f} | "

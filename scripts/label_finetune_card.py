@@ -38,19 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-at", default="0,100,1000")
     p.add_argument("--num-rays", type=int, default=512)
     p.add_argument("--max-views", type=int, default=2)
-    p.add_argument("--label-transfer", default="depth")
+    p.add_argument("--label-transfer", default="depth", choices=["blend", "depth", "blend_depth", "uniform"])
     args = p.parse_args(argv)
     steps = sorted(int(s) for s in args.eval_at.split(","))
-    out = Path(args.out)
+    out, data, checkpoint = Path(args.out).resolve(), Path(args.data).resolve(), str(Path(args.checkpoint).resolve())
     results = []
     for room in args.rooms:
         for task in args.tasks:
             run = out / f"{room}_{task}"
             curve_file = run / "curve.json"
-            done = curve_file.exists() and [c["step"] for c in json.loads(curve_file.read_text())["curve"]] == steps
+            curve = json.loads(curve_file.read_text())["curve"] if curve_file.exists() else []
+            done = [c["step"] for c in curve] == steps and all("without_transfer" in c for c in curve)
             if not done:
-                cmd = [sys.executable, "-m", "sray_ros.train.finetune", "--checkpoint", args.checkpoint,
-                       "--scene", str(Path(args.data) / room), "--out", str(run), "--steps", str(steps[-1]),
+                cmd = [sys.executable, "-m", "sray_ros.train.finetune", "--checkpoint", checkpoint,
+                       "--scene", str(data / room), "--out", str(run), "--steps", str(steps[-1]),
                        "--eval-at", args.eval_at, "--num-rays", str(args.num_rays), "--max-views",
                        str(args.max_views), "--train-sampling", "depth_guided", "--depth-loss-weight", "0.1",
                        "--label-transfer", args.label_transfer, *SEMANTIC_NERF_TASKS[task].to_args()]
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[label-ft] {room} {task}: {time.monotonic() - start:.0f} s", flush=True)
             for c in json.loads(curve_file.read_text())["curve"]:
                 alone = c["without_transfer"]
+                if None in (c["miou"], alone["miou"]):
+                    raise SystemExit(f"label-ft: {curve_file} step {c['step']} has no mIoU (no labelled held-out pixel)")
                 results.append({"room": room, "task": task, "step": c["step"], "fused_miou": c["miou"],
                                 "fused_acc": c["total_acc"], "alone_miou": alone["miou"],
                                 "alone_acc": alone["total_acc"]})

@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.test_eval:
         step, _, path = item.partition("=")
         data = json.loads(Path(path).read_text())
-        row = next(r for r in data["rows"] if r["sampling"] == "depth_guided" and r["keyframes"] == "rgbd")
+        row = next((r for r in data["rows"] if r["data"] == "test_rooms" and r["sampling"] == "depth_guided"
+                    and r["keyframes"] == "rgbd"), None)
+        if row is None:
+            raise SystemExit(f"learning_curve: {path} has no test_rooms / depth_guided / rgbd row")
         test[int(step)] = row
 
     import matplotlib

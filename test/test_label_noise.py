@@ -101,7 +101,7 @@ def test_cli_options_round_trip():
                          "--label-downscale", "8", "--label-noise-seed", "4"])
     assert LabelCorruption.from_args(args) == LabelCorruption(0.1, 0.5, 0.3, 8, 4)
     assert LabelCorruption.from_args(p.parse_args([])).is_identity
-    for corruption in (LabelCorruption(0.1, 0.5, 0.3, 8, 4), LabelCorruption(pixel_noise=0.9), LabelCorruption()):
+    for corruption in (LabelCorruption(0.1, 0.5, 0.3, 8, 4), LabelCorruption(pixel_noise=0.1234567), LabelCorruption()):
         assert LabelCorruption.from_args(p.parse_args(corruption.to_args())) == corruption
 
 

@@ -55,6 +55,9 @@ def test_class_balanced_rays_oversample_the_rare_class_as_promised():
     assert share == pytest.approx(40 / 212)
     assert abs((b == 3).mean() - share) < 0.02  # 20000 draws: sampling sd ~ 0.003
     assert (u == 3).mean() < 0.04
+    with pytest.raises(ValueError, match="ignore_weight=0"):  # labeled_only would be silently ignored
+        RayBatchSampler([scene], num_rays=8, num_sources=3, labeled_only=True,
+                        class_balance=ClassBalancedPixelSampler(freq, ClassBalanceConfig(ignore_weight=1.0), 255))
 
 
 def test_photometric_jitter_changes_colours_consistently_and_nothing_else(monkeypatch):
@@ -116,3 +119,20 @@ def test_sray_train_with_balance_jitter_snapshots_and_miou_selection(synthetic_m
     assert [r["step"] for r in vals] == [4, 8]
     best = load_checkpoint(out / "best.pt").extra
     assert best["metrics"]["val_miou"] == max(r["val_miou"] for r in vals)
+
+
+@pytest.mark.slow
+def test_resuming_with_the_other_select_metric_restarts_selection(synthetic_mini_set, tmp_path):
+    """best_val stores -mIoU (<= 0) or a loss (> 0); without a reset a loss never beats a stored -mIoU."""
+    from conftest import REPO
+    from sray_ros.train import train_cli
+    from sray_ros.train.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    common = ["--config", str(REPO / "config/train/smoke.yaml"), "--set", f"train_root={synthetic_mini_set / 'train'}",
+              "--set", f"val_root={synthetic_mini_set / 'test'}", "--set", "val_every=4", "--output-dir", str(out)]
+    assert train_cli.main(common + ["--max-steps", "4", "--set", "select_metric=val_miou"]) == 0
+    assert load_checkpoint(out / "best.pt").extra["best_val"] <= 0
+    assert train_cli.main(common + ["--max-steps", "8", "--set", "select_metric=val_loss"]) == 0
+    best = load_checkpoint(out / "best.pt").extra
+    assert best["metrics"]["step"] == 8 and best["best_val"] == pytest.approx(best["metrics"]["val_loss"])

@@ -128,8 +128,9 @@ class LabelCorruption:
 
     def to_args(self) -> list[str]:
         """The command-line options of :func:`add_label_corruption_args` that give this corruption."""
-        return ["--label-keep-fraction", f"{self.keep_fraction:g}", "--label-pixel-noise", f"{self.pixel_noise:g}",
-                "--label-region-noise", f"{self.region_noise:g}", "--label-downscale", str(int(self.downscale)),
+        return ["--label-keep-fraction", repr(float(self.keep_fraction)), "--label-pixel-noise",
+                repr(float(self.pixel_noise)), "--label-region-noise", repr(float(self.region_noise)),
+                "--label-downscale", str(int(self.downscale)),
                 "--label-noise-seed", str(int(self.seed))]
 
 

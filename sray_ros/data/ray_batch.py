@@ -71,7 +71,9 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
     """Gather a batch for given query / source views and flat query pixel indices (``row * w + col``).
 
     ``jitter``: one photometric draw applied to the query image (before its ray colours are gathered) and
-    to every source image, so the colour targets stay consistent with the sources the colour head blends.
+    to every source image. Brightness, saturation and hue act per pixel, so a surface point changes alike
+    in every view; contrast is taken about each image's own mean grey, so views may differ slightly (by up
+    to about ``contrast`` x the difference of their mean greys), as with a camera's auto-exposure.
     """
     w = scene.width
     rows, cols = pixel_index // w, pixel_index % w
@@ -112,12 +114,13 @@ def build_ray_batch(scene: SceneArrays, query_index: int, source_indices: np.nda
 
 class RayBatchSampler:
     """Random training batches over preloaded scenes: a random scene, a random query view, ``m`` sources
-    drawn with :func:`sample_source_views` (query excluded) and ``B`` uniformly random query pixels.
+    drawn with :func:`sample_source_views` (query excluded) and ``B`` random query pixels (uniform unless
+    class-balanced).
 
     ``labeled_only``: draw pixels among those with a label (falls back to all pixels if a view has none).
     ``class_balance``: draw the query pixels with class-balanced probabilities instead of uniformly
     (:class:`~sray_ros.data.augment.ClassBalancedPixelSampler`, built from the *dataset's* class
-    frequencies by :meth:`with_class_balance`); with ``labeled_only`` unlabelled pixels get weight 0.
+    frequencies, :meth:`dataset_class_frequencies`); with ``labeled_only`` its ``ignore_weight`` must be 0.
     ``photometric``: jitter ranges; each batch draws one set of factors and applies it to its query and
     source images (a whole-scene appearance change: the field must label by shape and context rather than
     by exact colour, while the colour target stays consistent with the sources). Labels and depth are never
@@ -136,6 +139,8 @@ class RayBatchSampler:
         self.scenes = scenes
         self.num_rays, self.num_sources, self.k_max = num_rays, num_sources, k_max
         self.labeled_only, self.with_source_depth = labeled_only, with_source_depth
+        if labeled_only and class_balance is not None and class_balance.config.ignore_weight != 0:
+            raise ValueError("labeled_only needs a class-balanced sampler with ignore_weight=0 (no unlabelled rays)")
         self.class_balance, self.photometric = class_balance, photometric
         self.rng = np.random.default_rng(seed)
 

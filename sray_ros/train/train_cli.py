@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
@@ -169,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.resume or (None if args.fresh or not (out / "last.pt").exists() else out / "last.pt")
     if resume:
         trainer.resume(resume)
+        # best_val holds a loss (> 0) or a negated mIoU (<= 0): a run resumed with the other select_metric
+        # starts its selection afresh rather than comparing the two
+        if (cfg.select_metric == "val_miou") != (trainer.best_val <= 0):
+            trainer.best_val = math.inf
+        if rank:  # each rank resumed rank 0's batch stream: give it its own again
+            sampler.rng = np.random.default_rng([cfg.seed, rank, trainer.step])
+            torch.manual_seed(cfg.seed + rank + 7919 * trainer.step)
         if is_main:
             print(f"sray-train: resumed from {resume} at step {trainer.step}", flush=True)
     if is_main:
