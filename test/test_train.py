@@ -54,6 +54,20 @@ def test_smoke_training_improves_validation_loss(synthetic_mini_set, tmp_path):
     assert load_checkpoint(out / "last.pt").extra["step"] == 30
 
 
+def test_validation_sampling_can_differ_from_training(synthetic_mini_set):
+    """Runs trained hierarchically and depth-guided are compared on the same (depth-guided) validation."""
+    from sray_ros.train.trainer import Trainer
+
+    model, label_set, sampler, _ = _tiny_setup(synthetic_mini_set, num_rays=32)
+    trainer = Trainer(model, label_set.to_dict(), sampler, sampling="hierarchical")
+    batches = [sampler.sample()]
+    hier, guided = trainer.evaluate_batches(batches), trainer.evaluate_batches(batches, "depth_guided")
+    assert hier["val_loss"] != guided["val_loss"]  # different samples along the rays
+    assert trainer.evaluate_batches(batches) == hier  # deterministic
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        trainer.evaluate_batches(batches, "uniform")
+
+
 def test_resume_restores_step_optimizer_and_batches(synthetic_mini_set, tmp_path):
     from sray_ros.train.trainer import Trainer
 

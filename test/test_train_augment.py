@@ -89,6 +89,7 @@ def test_photometric_jitter_changes_colours_consistently_and_nothing_else(monkey
     ({"class_balance_max_weight": 0.5}, "class_balance_max_weight"),
     ({"select_metric": "val_psnr"}, "select_metric"),
     ({"snapshot_every": -1}, "snapshot_every"),
+    ({"val_sampling": "uniform"}, "val_sampling"),
 ])
 def test_train_config_rejects_unusable_augmentation_settings(changes, message):
     from sray_ros.train.config import TrainConfig

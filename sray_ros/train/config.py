@@ -58,6 +58,9 @@ class TrainConfig:
     # best.pt keeps the checkpoint with the highest validation ray mIoU ("val_miou") or lowest loss
     # ("val_loss"); validation rooms must be held-out *training-split* rooms, never the test rooms
     select_metric: str = "val_miou"
+    # how validation renders its rays ("" = as training; "depth_guided": at the rays' depth, as the node does
+    # with RGB-D keyframes): set it when comparing runs trained with different samplings
+    val_sampling: str = ""
     snapshot_every: int = 0  # also keep step_<N>.pt every N steps (learning curves); 0 = off
     checkpoint_every: int = 250
     device: str = "auto"
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ValueError("need 0 <= depth_guided_fraction <= 1, depth_perturb >= 0, depth_loss_weight >= 0")
         if not self.class_balance_power >= 0 or not self.class_balance_max_weight >= 1:
             raise ValueError("need class_balance_power >= 0 (0 = uniform) and class_balance_max_weight >= 1")
+        if self.val_sampling and self.val_sampling not in SAMPLING_MODES:
+            raise ValueError(f"val_sampling must be empty or one of {SAMPLING_MODES}, got {self.val_sampling!r}")
         if self.select_metric not in ("val_miou", "val_loss"):
             raise ValueError(f"select_metric must be val_miou or val_loss, got {self.select_metric!r}")
         if self.snapshot_every < 0:

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                                           for k, v in record.items()}) + "\n")
                     log.flush()
             if val_batches and (stats.step % cfg.val_every == 0 or stats.step == cfg.max_steps):
-                metrics = trainer.evaluate_batches(val_batches)
+                metrics = trainer.evaluate_batches(val_batches, cfg.val_sampling or None)
                 record = {"step": stats.step, **metrics}
                 if is_main:
                     tqdm.write(f"step {stats.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -165,15 +165,25 @@ class Trainer:
                          math.nan if depth is None else float(depth), guided)
 
     @torch.no_grad()
-    def evaluate_batches(self, batches: list[RayBatch]) -> dict[str, float]:
-        """Mean loss and ray-level semantic metrics on fixed batches (deterministic sampling)."""
+    def evaluate_batches(self, batches: list[RayBatch], sampling: str | None = None) -> dict[str, float]:
+        """Mean loss and ray-level semantic metrics on fixed batches (deterministic sampling).
+
+        ``sampling``: how the query rays are rendered, ``"hierarchical"`` or depth-guided at the rays' exact
+        depth (``"depth_guided"`` / ``"auto"``, where the batch has depth); default: the training sampling.
+        Runs trained with different samplings are comparable only when validated with the same one.
+        """
+        from sray_ros.model.samplers import SAMPLING_MODES
+
+        sampling = sampling or self.sampling
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
         self.model.eval()
         cm = ConfusionMatrix(self.model.cfg.num_classes, ignore_index=batches[0].ignore_index if batches else IGNORE_INDEX)
         losses = []
         for batch in batches:
             batch = batch.to(self.device)
             module = getattr(self.step_module, "module", self.step_module)
-            guided = self.sampling != "hierarchical" and bool(geometry.valid_depth(batch.depths).any())
+            guided = sampling != "hierarchical" and bool(geometry.valid_depth(batch.depths).any())
             total, _, _, logits, _ = TrainingStep(self.model, self.step_module_chunk, module.depth_perturb,
                                                   module.depth_loss_weight)(batch, perturb=False, depth_guided=guided)
             losses.append(float(total))
