@@ -137,3 +137,31 @@ def test_resuming_with_the_other_select_metric_restarts_selection(synthetic_mini
     assert train_cli.main(common + ["--max-steps", "8", "--set", "select_metric=val_loss"]) == 0
     best = load_checkpoint(out / "best.pt").extra
     assert best["metrics"]["step"] == 8 and best["best_val"] == pytest.approx(best["metrics"]["val_loss"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "class_balance_power=-1"], "class_balance_power >= 0"),
+    (["--set", "select_metric=psnr"], "select_metric must be val_miou or val_loss, got 'psnr'"),
+    (["--set", "val_sampling"], "--set expects KEY=YAML_VALUE"),
+    (["--set", "no_such_key=1"], "unknown training config key"),
+    (["--config", "/nonexistent/train.yaml"], "No such file"),
+])
+def test_sray_train_reports_a_bad_configuration_in_one_line(extra, message, capsys, tmp_path):
+    """Exit 2 with what was wrong, before any data is loaded or any output written."""
+    from conftest import REPO
+    from sray_ros.train import train_cli
+
+    args = ["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run")]
+    assert train_cli.main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sray-train: bad configuration") and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_sray_train_names_a_missing_data_folder(tmp_path):
+    from conftest import REPO
+    from sray_ros.train import train_cli
+
+    with pytest.raises(SystemExit, match="sray-train: cannot load the data: .*no-rooms"):
+        train_cli.main(["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run"),
+                        "--set", f"train_root={tmp_path / 'no-rooms'}"])

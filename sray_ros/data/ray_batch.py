@@ -123,7 +123,7 @@ class RayBatchSampler:
     frequencies, :meth:`dataset_class_frequencies`); with ``labeled_only`` its ``ignore_weight`` must be 0.
     ``photometric``: jitter ranges; each batch draws one set of factors and applies it to its query and
     source images (a whole-scene appearance change: the field must label by shape and context rather than
-    by exact colour, while the colour target stays consistent with the sources). Labels and depth are never
+    by exact colour; see :func:`build_ray_batch` for how far views can differ). Labels and depth are never
     altered. Deterministic under ``seed``.
     """
 

@@ -107,18 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: the YAML file, then ``--set KEY=YAML`` items, then the dedicated options.
+
+    Raises OSError (unreadable file), yaml.YAMLError, or ValueError / TypeError naming the bad key or value.
+    """
     cfg = TrainConfig.from_yaml(args.config)
     overrides = {}
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=YAML_VALUE (e.g. --set num_rays=512), got {item!r}")
         overrides[key] = yaml.safe_load(value)
     for key, value in (("max_steps", args.max_steps), ("output_dir", args.output_dir), ("device", args.device),
                        ("sampling", args.sampling), ("depth_loss_weight", args.depth_loss_weight)):
         if value is not None:
             overrides[key] = value
-    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+    return TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+        print(f"sray-train: bad configuration ({args.config}, --set): {exc}", file=sys.stderr)
+        return 2
 
     distributed, rank, world, local_rank = _distributed_setup()
     try:
@@ -136,17 +150,26 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    label_set = load_label_set(cfg.label_set)
-    model_cfg = SRayConfig.from_dict({**SRayConfig().to_dict(), **cfg.model, "num_classes": label_set.num_classes,
-                                      "ignore_index": label_set.ignore_index})
+    try:
+        label_set = load_label_set(cfg.label_set)
+        model_cfg = SRayConfig.from_dict({**SRayConfig().to_dict(), **cfg.model, "num_classes": label_set.num_classes,
+                                          "ignore_index": label_set.ignore_index})
+    except (OSError, ValueError, TypeError) as exc:
+        raise SystemExit(f"sray-train: bad label_set / model settings: {exc}") from None
 
-    train_scenes = load_scene_arrays(cfg.train_root, cfg, cfg.max_train_scenes, progress=is_main)
+    try:
+        train_scenes = load_scene_arrays(cfg.train_root, cfg, cfg.max_train_scenes, progress=is_main)
+        val_scenes = load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes, progress=is_main)
+    except (OSError, ValueError) as exc:  # missing folders, unreadable or malformed scenes
+        raise SystemExit(f"sray-train: cannot load the data: {exc}") from None
     if not train_scenes:
         raise SystemExit(f"sray-train: no training scenes (train_root={cfg.train_root!r})")
-    val_scenes = load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes, progress=is_main)
     class_balance = None
     if cfg.class_balance_power > 0:
-        freq = RayBatchSampler.dataset_class_frequencies(train_scenes, label_set.num_classes)
+        try:
+            freq = RayBatchSampler.dataset_class_frequencies(train_scenes, label_set.num_classes)
+        except ValueError as exc:
+            raise SystemExit(f"sray-train: class balancing: {exc}") from None
         balance = ClassBalanceConfig(cfg.class_balance_power, cfg.class_balance_max_weight,
                                      ignore_weight=0.0 if cfg.labeled_only else 1.0)
         class_balance = ClassBalancedPixelSampler(freq, balance, label_set.ignore_index)
