@@ -236,3 +236,25 @@ def test_finetune_cli_records_the_field_with_and_without_label_transfer(syntheti
         assert 0.0 <= alone["total_acc"] <= 1.0 and alone["views"] == c["views"] == 1
     # an untrained field is near chance; the (half wrong) keyframe labels it is fused with are not
     assert curve[0]["total_acc"] > curve[0]["without_transfer"]["total_acc"]
+
+
+def test_finetune_cli_names_a_missing_scene(tmp_path, capsys):
+    from sray_ros.train import finetune
+
+    ckpt = REPO / "models" / "sray_default.pt"
+    assert finetune.main(["--checkpoint", str(ckpt), "--scene", str(tmp_path / "nowhere"), "--out",
+                          str(tmp_path / "ft"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sray-finetune: scene folder") and "nowhere" in err and "does not exist" in err
+
+
+def test_eval_cli_names_a_missing_or_empty_data_folder(tmp_path, capsys):
+    from sray_ros.train import evaluate
+
+    ckpt = REPO / "models" / "sray_default.pt"
+    (tmp_path / "empty").mkdir()
+    for data, message in ((tmp_path / "nowhere", "nowhere"), (tmp_path / "empty", "neither a ScanNet-layout scene")):
+        assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sray-eval: ") and message in err
+    assert not (tmp_path / "ev").exists()  # nothing written before the input was checked

@@ -318,15 +318,20 @@ def main(argv: list[str] | None = None) -> int:
         if label_transfer is None and not label_corruption.is_identity:
             raise ValueError("the --label-* corruption options act on source labels, which sray-eval uses only "
                              "with --label-transfer (blend, depth, blend_depth or uniform)")
-    except (CheckpointError, ValueError) as exc:
+        folders = scene_folders(args.data)
+    except (CheckpointError, ValueError, OSError) as exc:
         print(f"sray-eval: {exc}", file=sys.stderr)
         return 2
     ckpt, label_set, width, height = loaded.checkpoint, loaded.label_set, loaded.width, loaded.height
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for folder in tqdm(scene_folders(args.data), desc="scenes", unit="scene"):
-        scene = load_scannet_scene(folder, width, height, label_set=label_set).preload()
+    for folder in tqdm(folders, desc="scenes", unit="scene"):
+        try:
+            scene = load_scannet_scene(folder, width, height, label_set=label_set).preload()
+        except (OSError, ValueError) as exc:  # SceneFormatError: unreadable or malformed frames
+            print(f"sray-eval: {exc}", file=sys.stderr)
+            return 2
         results.append(evaluate_scene(ckpt.model, scene, label_set, args.num_sources, args.holdout_every,
                                       args.max_views, args.chunk, device, out / "panels", args.num_panels,
                                       sampling=args.sampling, keyframe_depth=args.keyframe_depth,

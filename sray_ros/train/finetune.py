@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ckpt, label_set, width, height, trained = (loaded.checkpoint, loaded.label_set, loaded.width, loaded.height,
                                                loaded.train_config)
-    scene = load_scannet_scene(args.scene, width, height, label_set=label_set).preload()
+    try:
+        scene = load_scannet_scene(args.scene, width, height, label_set=label_set).preload()
+    except (OSError, ValueError) as exc:  # SceneFormatError: missing folder, unreadable or malformed frames
+        print(f"sray-finetune: {exc}", file=sys.stderr)
+        return 2
     pool, test = split_frames(scene.num_frames, args.holdout_every)
     train_scene = subset(scene, pool)
     # fine-tuning sees the corrupted pool labels, the same ones label transfer gets in evaluate_scene
