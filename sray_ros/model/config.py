@@ -10,6 +10,7 @@ from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.model.samplers import SAMPLING_MODES, SURFACE_DISTRIBUTIONS, DepthGuidedSampler, HierarchicalSampler
 
 ATTENTION_VARIANTS = ("cra", "dense", "none", "radial", "cross")
+PRIOR_ENCODERS = ("none", "resunet", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass
@@ -26,6 +27,19 @@ class SRayConfig:
     stem_channels: int = 32
     encoder_channels: tuple[int, int, int] = (32, 64, 128)
     feature_channels: int = 32  # C of the 3D contextual space (output at 1/4 resolution)
+    # per-view semantic priors (S-Ray Sec. 3.2; :mod:`sray_ros.model.semantic_prior`): a 2D segmentation net on
+    # each source view whose class probabilities are fused along the ray. "none" (no priors: the models trained
+    # before priors existed), "efficientnet_lite0" / "_lite1" / "_lite2" (ImageNet-pretrained encoder from the
+    # installed wheel) or "resunet" (encoder trained from scratch)
+    semantic_prior: str = "none"
+    prior_channels: int = 64  # decoder width
+    prior_geometry_cues: bool = True  # upward normal + height from keyframe depth (sray_ros.model.geometry_cues)
+    prior_frozen_encoder: bool = True
+    # rendering: weight of log(fused prior) added to a sample's semantic logits (0 = S-Ray alone) and the
+    # world's gravity-up direction for the height cue (+z in REP-103 frames and the synthetic rooms)
+    prior_weight: float = 1.0
+    prior_input_height: int = 240  # source images are resized to this height for the prior net (its training size)
+    prior_up: tuple[float, float, float] = (0.0, 0.0, 1.0)
     # view-direction difference embedding (4 -> 16 -> 32, ELU)
     view_embed_hidden: int = 16
     # hidden activation of the per-entry MLPs (FFN, weight nets, geometry net). "elu" is the paper's
@@ -88,11 +102,22 @@ class SRayConfig:
         "num_classes", "stem_channels", "encoder_channels", "feature_channels", "view_embed_hidden",
         "activation", "attention", "num_heads", "attention_dim", "ffn_hidden", "semantic_weight_hidden",
         "geometry_hidden", "geometry_feature", "ray_attention_dim", "ray_attention_heads",
-        "separate_fine_field",
+        "separate_fine_field", "semantic_prior", "prior_channels", "prior_geometry_cues", "prior_frozen_encoder",
     )
 
     def __post_init__(self) -> None:
         self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        self.prior_up = tuple(float(c) for c in self.prior_up)
+        if self.semantic_prior not in PRIOR_ENCODERS:
+            raise ValueError(f"semantic_prior must be one of {PRIOR_ENCODERS}, got {self.semantic_prior!r}")
+        if self.prior_channels < 8 or self.prior_channels % 8:
+            raise ValueError(f"prior_channels must be a multiple of 8 (GroupNorm groups), got {self.prior_channels}")
+        if not (self.prior_weight >= 0.0 and self.prior_weight < float("inf")):
+            raise ValueError(f"prior_weight must be finite and >= 0, got {self.prior_weight}")
+        if not 16 <= self.prior_input_height <= 4096:
+            raise ValueError(f"prior_input_height must be in [16, 4096], got {self.prior_input_height}")
+        if len(self.prior_up) != 3 or sum(c * c for c in self.prior_up) < 1e-12:
+            raise ValueError(f"prior_up must be a non-zero 3-vector, got {self.prior_up}")
         if self.attention not in ATTENTION_VARIANTS:
             raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
         if self.activation not in ("elu", "silu"):
@@ -122,6 +147,7 @@ class SRayConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["encoder_channels"] = list(self.encoder_channels)
+        out["prior_up"] = list(self.prior_up)
         return out
 
     @classmethod

@@ -77,7 +77,8 @@ class SourceViews:
     in metres (0 = unknown), used to derive a default near/far and, for depth-guided sampling, the target
     view's surface depth (:mod:`sray_ros.model.surface`); optional labels ``[m, H, W]`` integer class ids
     (uint8 / long, 255 = unknown), the evidence of label transfer (:mod:`sray_ros.model.label_transfer`);
-    a keyframe without labels is all 255.
+    a keyframe without labels is all 255; optional priors ``[m, K, h, w]`` per-view class probabilities of the
+    semantic prior net (:mod:`sray_ros.model.semantic_prior`) on the features' grid.
     """
 
     images: Tensor
@@ -86,6 +87,7 @@ class SourceViews:
     c2w: Tensor
     depths: Tensor | None = None
     labels: Tensor | None = None
+    priors: Tensor | None = None
 
     def __post_init__(self) -> None:
         m = self.images.shape[0]
@@ -104,6 +106,8 @@ class SourceViews:
                                  f"{tuple(self.labels.shape)}")
             if self.labels.dtype not in (torch.uint8, torch.int16, torch.int32, torch.int64):
                 raise ValueError(f"labels must be integer class ids (uint8 or long, 255 = unknown), got {self.labels.dtype}")
+        if self.priors is not None and (self.priors.dim() != 4 or self.priors.shape[0] != m):
+            raise ValueError(f"priors must be [m, K, h, w] with m={m}, got {tuple(self.priors.shape)}")
 
     @property
     def num_views(self) -> int:
@@ -130,13 +134,14 @@ class SourceViews:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
         return SourceViews(self.images[idx], self.features[idx], self.K[idx], self.c2w[idx],
                            None if self.depths is None else self.depths[idx],
-                           None if self.labels is None else self.labels[idx])
+                           None if self.labels is None else self.labels[idx],
+                           None if self.priors is None else self.priors[idx])
 
     def to(self, device=None, dtype=None) -> "SourceViews":
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         return SourceViews(mv(self.images), mv(self.features), mv(self.K), mv(self.c2w), mv(self.depths),
-                           mv(self.labels))
+                           mv(self.labels), mv(self.priors))
 
     @staticmethod
     def cat(views: list["SourceViews"]) -> "SourceViews":
@@ -160,10 +165,16 @@ class SourceViews:
         if ref is not None:
             labels = torch.cat([v.labels.to(ref.dtype) if v.labels is not None
                                 else ref.new_full((v.num_views, v.height, v.width), 255) for v in views])
+        priors = None
+        if any(v.priors is not None for v in views):
+            if not all(v.priors is not None for v in views):
+                raise ValueError("either every view or none carries semantic priors (one model encoded them all)")
+            priors = torch.cat([v.priors for v in views])
         return SourceViews(
             torch.cat([v.images for v in views]), torch.cat([v.features for v in views]),
-            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths, labels,
+            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths, labels, priors,
         )
 
     def detach(self) -> "SourceViews":
-        return replace(self, features=self.features.detach())
+        return replace(self, features=self.features.detach(),
+                       priors=None if self.priors is None else self.priors.detach())

@@ -85,7 +85,8 @@ def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, dep
     points = rays_o[:, None, :] + rays_d[:, None, :] * depths[..., None]
     ctx = contextual_space(sources, points, rays_d)
     transfer = label_maps is not None and label_transfer is not None
-    out = model.field(fine)(ctx, semantics=semantics, blend=transfer and label_transfer.uses_blend)
+    out = model.field(fine)(ctx, semantics=semantics, blend=transfer and label_transfer.uses_blend,
+                            prior_weight=model.cfg.prior_weight)
     logits = None if out.logits is None else out.logits.float()
     result = volume_render(out.sigma.float(), depths, out.rgb.float(), logits, rays_d.norm(dim=-1), model.cfg.last_delta)
     if surface_logits and logits is not None:

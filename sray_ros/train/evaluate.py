@@ -105,10 +105,13 @@ class SceneResult:
     ssim: list[float] = field(default_factory=list)
     seconds_per_view: list[float] = field(default_factory=list)
     depth: DepthErrors = field(default_factory=DepthErrors)
+    prior_2d: ConfusionMatrix | None = None  # the semantic prior net alone on the target image (2D baseline)
 
     def summary(self) -> dict[str, Any]:
         out = {"scene": self.name, "views": len(self.seconds_per_view), **self.confusion.summary(),
                **self.depth.summary()}
+        if self.prior_2d is not None:
+            out.update(prior2d_miou=self.prior_2d.miou(), prior2d_acc=self.prior_2d.total_accuracy())
         out.update({"psnr": float(np.mean(self.psnr)) if self.psnr else float("nan"),
                     "ssim": float(np.mean(self.ssim)) if self.ssim else float("nan"),
                     "seconds_per_view": float(np.mean(self.seconds_per_view)) if self.seconds_per_view else 0.0})
@@ -165,6 +168,8 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
         pool_views = replace(pool_views, labels=torch.from_numpy(labels).to(device))
     result = SceneResult(scene.name, ConfusionMatrix(label_set.num_classes, label_set.ignore_index,
                                                      list(label_set.class_names)))
+    if model.semantic_prior is not None:
+        result.prior_2d = ConfusionMatrix(label_set.num_classes, label_set.ignore_index, list(label_set.class_names))
     K = torch.from_numpy(scene.intrinsics).float()
     for n, t in enumerate(tqdm(test, desc=f"eval {scene.name}", unit="view", disable=not progress, leave=False)):
         chosen = select_source_views(scene.poses[t], scene.poses[pool], num_sources)
@@ -184,12 +189,28 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
         result.ssim.append(ssim(view.rgb.cpu().clamp(0, 1), gt_rgb))
         if scene.labels is not None:
             result.confusion.update(pred, scene.labels[t])
+            if result.prior_2d is not None:
+                result.prior_2d.update(prior_2d_labels(model, scene, int(t), K, device, keyframe_depth),
+                                       scene.labels[t])
         if panel_dir is not None and n < num_panels:
             panel_dir.mkdir(parents=True, exist_ok=True)
             image = panel(scene.colors[t], None if scene.labels is None else scene.labels[t], pred,
                           view.confidence.cpu().numpy(), view.depth.cpu().numpy(), label_set)
             cv2.imwrite(str(panel_dir / f"{scene.name}_{int(scene.frame_ids[t]):06d}.png"), image[..., ::-1])
     return result
+
+
+def prior_2d_labels(model: SRay, scene: SceneArrays, t: int, K: torch.Tensor, device, with_depth: bool) -> np.ndarray:
+    """The semantic prior net's own labels ``uint8 [H, W]`` on frame ``t``'s image (and depth, for the geometry
+    cues): what a single-view 2D segmenter on the target view would say."""
+    image = torch.from_numpy(scene.colors[t]).to(device).permute(2, 0, 1).float().div_(255.0)[None]
+    depth = color_aligned_depth(scene, t) if with_depth else None
+    with torch.no_grad():
+        logits = model.view_priors(image, K[None].to(device), torch.from_numpy(scene.poses[t]).float()[None].to(device),
+                                   None if depth is None else depth[None].to(device))
+        logits = torch.nn.functional.interpolate(logits, size=(scene.height, scene.width), mode="bilinear",
+                                                 align_corners=False)
+    return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str, Any]:
@@ -207,6 +228,14 @@ def overall_summary(results: list[SceneResult], label_set: LabelSet) -> dict[str
         out[key] = float(np.mean(values)) if values else float("nan")
     out["iou_per_class"] = {name: (None if not np.isfinite(v) else float(v))
                             for name, v in zip(label_set.class_names, total.iou())}
+    priors = [r.prior_2d for r in results if r.prior_2d is not None]
+    if priors:
+        p2d = ConfusionMatrix(label_set.num_classes, label_set.ignore_index, list(label_set.class_names))
+        for cm in priors:
+            p2d.matrix += cm.matrix
+        out.update(prior2d_miou=p2d.miou(), prior2d_acc=p2d.total_accuracy(),
+                   prior2d_iou_per_class={name: (None if not np.isfinite(v) else float(v))
+                                          for name, v in zip(label_set.class_names, p2d.iou())})
     return out
 
 
@@ -287,6 +316,8 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                    help="depth-guided semantics: weights-rendered logits or the max-weight sample's (GSNeRF)")
     p.add_argument("--keyframe-depth", action=argparse.BooleanOptionalAction, default=True,
                    help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="weight of the fused per-view semantic priors (models with a prior net; 0 = S-Ray alone)")
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
     add_label_corruption_args(p)
@@ -323,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sray-eval: {exc}", file=sys.stderr)
         return 2
     ckpt, label_set, width, height = loaded.checkpoint, loaded.label_set, loaded.width, loaded.height
+    if args.prior_weight is not None:
+        if not args.prior_weight >= 0:
+            print(f"sray-eval: --prior-weight must be >= 0, got {args.prior_weight}", file=sys.stderr)
+            return 2
+        ckpt.model.cfg.prior_weight = args.prior_weight
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -345,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
               "device": str(device), "sampling": args.sampling or ckpt.model.cfg.sampling,
               "keyframe_depth": args.keyframe_depth, "num_surface_samples": args.num_surface_samples,
               "surface_semantics": args.surface_semantics, "label_transfer": args.label_transfer,
+              "semantic_prior": ckpt.model.cfg.semantic_prior, "prior_weight": ckpt.model.cfg.prior_weight,
               "label_corruption": label_corruption.describe(), "scenes": rows, "overall": overall}
     (out / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))
     table = markdown_table(rows + [{**overall, "scene": "**overall**"}])
