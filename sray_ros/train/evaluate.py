@@ -200,6 +200,19 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
     return result
 
 
+def scene_up(scene: SceneArrays, frames: int = 8) -> tuple[float, float, float]:
+    """The scene's world up direction (:func:`~sray_ros.model.geometry_cues.estimate_up` on ``frames`` evenly
+    spread frames, with their depth when the scene has depth)."""
+    from sray_ros.model.geometry_cues import estimate_up
+    idx = np.linspace(0, scene.num_frames - 1, min(frames, scene.num_frames)).round().astype(int)
+    c2w = torch.from_numpy(scene.poses[idx]).float()
+    depth = None
+    if scene.depths is not None:
+        depth = torch.stack([color_aligned_depth(scene, int(i)) for i in idx])
+    K = torch.from_numpy(scene.intrinsics).float().expand(len(idx), 3, 3)
+    return tuple(float(v) for v in estimate_up(c2w, depth, K if depth is not None else None))
+
+
 def prior_2d_labels(model: SRay, scene: SceneArrays, t: int, K: torch.Tensor, device, with_depth: bool) -> np.ndarray:
     """The semantic prior net's own labels ``uint8 [H, W]`` on frame ``t``'s image (and depth, for the geometry
     cues): what a single-view 2D segmenter on the target view would say."""
@@ -318,6 +331,9 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                    help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="weight of the fused per-view semantic priors (models with a prior net; 0 = S-Ray alone)")
+    p.add_argument("--prior-up", default=None,
+                   help="world up direction for the prior's height cue: 'x,y,z', or 'auto' to estimate it per scene "
+                        "from the cameras and depth (datasets whose world is not z-up); default: the model's (+z)")
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
     add_label_corruption_args(p)
@@ -359,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sray-eval: --prior-weight must be >= 0, got {args.prior_weight}", file=sys.stderr)
             return 2
         ckpt.model.cfg.prior_weight = args.prior_weight
+    if args.prior_up not in (None, "auto"):
+        try:
+            ckpt.model.cfg.prior_up = tuple(float(v) for v in args.prior_up.split(","))
+            ckpt.model.cfg.__post_init__()
+        except ValueError as exc:
+            print(f"sray-eval: --prior-up must be 'auto' or three numbers x,y,z: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -368,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:  # SceneFormatError: unreadable or malformed frames
             print(f"sray-eval: {exc}", file=sys.stderr)
             return 2
+        if args.prior_up == "auto":
+            ckpt.model.cfg.prior_up = scene_up(scene)
         results.append(evaluate_scene(ckpt.model, scene, label_set, args.num_sources, args.holdout_every,
                                       args.max_views, args.chunk, device, out / "panels", args.num_panels,
                                       sampling=args.sampling, keyframe_depth=args.keyframe_depth,

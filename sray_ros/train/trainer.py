@@ -53,7 +53,11 @@ class TrainingStep(nn.Module):
         confidence in [0, 1]; without it (validation) the exact depth with confidence 1.
         """
         model = self.model
-        sources = model.encode_sources(batch.source_images, batch.source_K, batch.source_c2w)
+        # source depth feeds only the semantic prior's geometry cues (models with a prior net)
+        depths = batch.source_depths if model.semantic_prior is not None else None
+        if depths is not None and tuple(depths.shape[-2:]) != tuple(batch.source_images.shape[-2:]):
+            depths = None  # depth of another resolution/camera: no cues rather than misaligned ones
+        sources = model.encode_sources(batch.source_images, batch.source_K, batch.source_c2w, depths)
         rays_o, rays_d = geometry.generate_rays(batch.query_K, batch.query_c2w, batch.uv)
         if depth_guided:
             gt = batch.depths
