@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Equal-budget ablation of the semantic prior's encoder and geometry cues (the model card's table).
 
-Each variant trains ``python -m sray_ros.train.prior`` for the same wall-clock minutes on the same rooms, then
+Each variant trains ``python -m sray_ros.train.prior`` for the same CPU minutes (one thread) on the same rooms, then
 its best checkpoint (selected on the validation rooms) is scored on the unseen test rooms, single view (the
 2D prior alone, every ``--test-stride``-th frame at half resolution). Resumable: a variant whose run folder
 holds ``done.json`` is not run again.
 
-    python scripts/prior_ablation.py --train DIR --val DIR --test DIR --out runs/prior_ablation --minutes 8
+    python scripts/prior_ablation.py --train DIR --val DIR --test DIR --out runs/prior_ablation --cpu-minutes 6
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def main() -> int:
     ap.add_argument("--val", type=Path, required=True)
     ap.add_argument("--test", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--minutes", type=float, default=8.0)
+    ap.add_argument("--cpu-minutes", type=float, default=6.0,
+                    help="training budget of each run in CPU minutes of its process (robust to other load)")
+    ap.add_argument("--max-scenes", type=int, default=0, help="first N training scenes only (0 = all)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--test-stride", type=int, default=10)
@@ -68,12 +70,13 @@ def main() -> int:
             done = run / "done.json"
             if not done.is_file():
                 cmd = [sys.executable, "-m", "sray_ros.train.prior", "--train", str(args.train), "--val", str(args.val),
-                       "--out", str(run), "--cache", str(cache), "--minutes", str(args.minutes), "--steps", "100000",
+                       "--out", str(run), "--cache", str(cache), "--cpu-minutes", str(args.cpu_minutes),
+                       "--steps", "100000", "--max-scenes", str(args.max_scenes),
                        "--val-every", "100", "--seed", str(seed), "--threads", str(args.threads), *VARIANTS[name]]
                 print("[ablation]", " ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True, cwd=REPO)
                 steps = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"]
-                result = {"variant": name, "seed": seed, "minutes": args.minutes, "steps": int(steps),
+                result = {"variant": name, "seed": seed, "cpu_minutes": args.cpu_minutes, "steps": int(steps),
                           **score_on_test(run, args.test, cache, args.test_stride)}
                 done.write_text(json.dumps(result, indent=1))
             rows.append(json.loads(done.read_text()))

@@ -98,9 +98,13 @@ def net_encoder_name(net: SemanticPriorNet) -> str:
 
 
 def load_frames(roots: list[Path], cache: Path, net: SemanticPriorNet, use_taps: bool, width: int, height: int,
-                stride: int, up: tuple[float, float, float], label_set: str, desc: str) -> FrameSet:
-    """Cache (once, resumably) and load every ``stride``-th frame of every scene under ``roots``."""
+                stride: int, up: tuple[float, float, float], label_set: str, desc: str,
+                max_scenes: int = 0) -> FrameSet:
+    """Cache (once, resumably) and load every ``stride``-th frame of every scene under ``roots`` (the first
+    ``max_scenes`` scenes in sorted order when it is > 0)."""
     scenes = [s for r in roots for s in list_scannet_scenes(r)]
+    if max_scenes > 0:
+        scenes = scenes[:max_scenes]
     if not scenes:
         raise FileNotFoundError(f"no ScanNet-layout scenes under {[str(r) for r in roots]}")
     parts = []
@@ -155,7 +159,8 @@ def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5, max_
     """``min((f_c / f_max) ** -power, max_weight)`` from the label histogram (the ray sampler's rule)."""
     counts = np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=256)[:num_classes].astype(np.float64)
     f = counts / max(counts.sum(), 1)
-    w = np.where(f > 0, np.minimum((f / f.max()) ** -power, max_weight), 0.0)
+    with np.errstate(divide="ignore"):  # absent classes (f = 0) get weight 0
+        w = np.where(f > 0, np.minimum((f / f.max()) ** -power, max_weight), 0.0)
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -193,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-end", type=float, default=5e-5)
     ap.add_argument("--minutes", type=float, default=0.0, help="stop after this wall-clock budget (0 = steps only)")
+    ap.add_argument("--cpu-minutes", type=float, default=0.0,
+                    help="stop after this much CPU time of this process, all threads (0 = no limit): an equal "
+                         "budget for runs that share a machine with other work")
     ap.add_argument("--train-stride", type=int, default=4, help="every k-th frame of each training scene")
+    ap.add_argument("--max-scenes", type=int, default=0,
+                    help="train on the first N scenes (sorted by name) of --train only (0 = all)")
     ap.add_argument("--val-stride", type=int, default=5)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--save-every", type=int, default=100)
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     up = (0.0, 0.0, 1.0)
     net.eval()
     train = load_frames(args.train, cache, net, use_taps, args.width, args.height, args.train_stride, up,
-                        args.label_set, "train")
+                        args.label_set, "train", args.max_scenes)
     val = load_frames(args.val, cache, net, use_taps, args.width, args.height, args.val_stride, up,
                       args.label_set, "val")
     print(f"[prior] {len(train)} training frames, {len(val)} validation frames, encoder {args.encoder} "
@@ -229,13 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(params, lr=args.lr)
     prior_cfg = dict(semantic_prior=args.encoder, prior_channels=args.channels, prior_geometry_cues=cues,
                      prior_frozen_encoder=frozen)
-    step, best, elapsed = 0, -1.0, 0.0
+    step, best, elapsed, cpu_used = 0, -1.0, 0.0, 0.0
     last = args.out / "last.pt"
     if last.is_file():
         st = torch.load(last, map_location="cpu", weights_only=True)
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))
+        cpu_used = float(st.get("cpu_seconds", 0.0))
         rng = np.random.default_rng([args.seed, step])
         print(f"[prior] resumed at step {step} (best val mIoU {best:.4f})", flush=True)
     stop = {"flag": False}
@@ -244,15 +255,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def save_state() -> None:
         _atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                      "elapsed": elapsed, "config": prior_cfg, "args": {k_: str(v) for k_, v in vars(args).items()}},
+                      "elapsed": elapsed, "cpu_seconds": cpu_used, "config": prior_cfg, "args": {k_: str(v) for k_, v in vars(args).items()}},
                      last)
 
     log = (args.out / "log.jsonl").open("a")
     net.train()
     bar = tqdm(total=args.steps, initial=step, desc="prior", unit="step")
     t_start = time.time() - elapsed
+    cpu_start = time.process_time() - cpu_used
     while step < args.steps and not stop["flag"]:
         if args.minutes and (time.time() - t_start) / 60.0 >= args.minutes:
+            break
+        if args.cpu_minutes and (time.process_time() - cpu_start) / 60.0 >= args.cpu_minutes:
             break
         lr = args.lr_end + 0.5 * (args.lr - args.lr_end) * (1 + math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:
@@ -270,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         step += 1
         elapsed = time.time() - t_start
+        cpu_used = time.process_time() - cpu_start
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
         if step % args.val_every == 0 or step == args.steps:
             res = evaluate(val, net, use_taps, k)
-            res.update(step=step, minutes=elapsed / 60.0, loss=float(loss.detach()))
+            res.update(step=step, minutes=elapsed / 60.0, cpu_minutes=cpu_used / 60.0, loss=float(loss.detach()))
             log.write(json.dumps(res) + "\n")
             log.flush()
             tqdm.write(f"[prior] step {step}: val mIoU {res['miou']:.4f} acc {res['total_acc']:.4f}")
