@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
-from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_with_logits, \
+from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_reliable, fuse_with_logits, \
     label_distribution_maps, transfer_labels
 from sray_ros.model.sray import SRay, contextual_space
 from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sources
@@ -26,7 +26,8 @@ class RenderOutput:
     """Per-ray rendering of one pass. rgb ``[R, 3]``, depth ``[R]`` (expected z-depth, sum_k w_k t_k,
     not divided by opacity), acc ``[R]`` (sum of weights), logits ``[R, K]`` or None (coarse pass at
     inference), optionally the per-sample weights/depths ``[R, N]``, and with label transfer the rendered
-    label evidence ``[R, K]`` and its mass ``[R]`` (:mod:`sray_ros.model.label_transfer`)."""
+    label evidence ``[R, K]`` and its mass ``[R]``, and for reliability fusion each label view's votes
+    ``[R, m, K]`` and mass ``[R, m]`` (:mod:`sray_ros.model.label_transfer`)."""
 
     rgb: Tensor
     depth: Tensor
@@ -36,6 +37,8 @@ class RenderOutput:
     depths: Tensor | None = None
     label_evidence: Tensor | None = None
     label_mass: Tensor | None = None
+    label_view_votes: Tensor | None = None
+    label_view_mass: Tensor | None = None
 
 
 @dataclass
@@ -98,6 +101,7 @@ def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, dep
                              result.weights, label_transfer, None if out.blend is None else out.blend.float(),
                              lv.depths)
         result.label_evidence, result.label_mass = ev.evidence, ev.mass
+        result.label_view_votes, result.label_view_mass = ev.view_votes, ev.view_mass
     return result
 
 
@@ -224,7 +228,7 @@ def _cat(parts: list[RenderOutput]) -> RenderOutput:
         vals = [getattr(p, name) for p in parts]
         return None if vals[0] is None else torch.cat(vals, 0)
     return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"),
-                        cat("label_evidence"), cat("label_mass"))
+                        cat("label_evidence"), cat("label_mass"), cat("label_view_votes"), cat("label_view_mass"))
 
 
 def near_far_from_sources(sources: SourceViews, default_near: float, default_far: float) -> tuple[float, float]:
@@ -253,7 +257,8 @@ class ViewRender:
     around (None for hierarchical).
 
     With label transfer (sources carry labels), labels / confidence are the fused ones
-    (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
+    (``label_transfer.fusion``: :func:`~sray_ros.model.label_transfer.fuse_reliable` by default, or
+    :func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
     ``sray_confidence``, ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and
     ``agreement`` ``[H, W]`` are set."""
 
@@ -364,9 +369,13 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                       depth.view(height, width), best.acc.view(height, width), mode,
                       None if surf is None else surf.depth)
     if best.label_evidence is not None:
-        evidence = LabelEvidence(best.label_evidence, best.label_mass)
-        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
-                                 label_transfer.full_coverage)
+        evidence = LabelEvidence(best.label_evidence, best.label_mass, best.label_view_votes, best.label_view_mass)
+        if label_transfer.fusion == "reliability":
+            fused = fuse_reliable(best.logits, evidence, best.acc, label_transfer.full_coverage,
+                                  label_transfer.em_iterations)
+        else:
+            fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
+                                     label_transfer.full_coverage)
         view.sray_labels, view.sray_confidence = view.labels, view.confidence
         view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
         view.transfer_labels = evidence.labels().view(height, width)
