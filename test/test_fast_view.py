@@ -157,3 +157,26 @@ def test_render_view_exact_settings_reproduce_the_per_pixel_render():
     for bad in (dict(view_scale=0), dict(upsample_refine="edges"), dict(confident_surface_samples=1)):
         with pytest.raises(ValueError):
             SRayConfig(**bad)
+
+
+def test_eval_cli_sets_the_fast_view_options_and_rejects_bad_ones(synthetic_mini_set, tmp_path, capsys):
+    import json
+
+    from test_train import _tiny_setup
+
+    from sray_ros.train import evaluate
+    from sray_ros.train.trainer import Trainer
+
+    model, label_set, sampler, _ = _tiny_setup(synthetic_mini_set)
+    Trainer(model, label_set.to_dict(), sampler, max_steps=1,
+            train_config={"width": 40, "height": 30}).save(tmp_path / "m.pt")
+    base = ["--checkpoint", str(tmp_path / "m.pt"), "--data", str(synthetic_mini_set / "test"), "--num-sources", "4",
+            "--holdout-every", "8", "--max-views", "1", "--num-panels", "0", "--sampling", "depth_guided"]
+    for bad in (["--view-scale", "0"], ["--confident-surface-samples", "1"]):
+        assert evaluate.main(base + ["--out", str(tmp_path / "bad")] + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sray-eval: ") and ("view_scale" in err or "confident_surface_samples" in err)
+    assert evaluate.main(base + ["--out", str(tmp_path / "ok"), "--view-scale", "3", "--upsample-refine", "depth"]) == 0
+    report = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert report["view_scale"] == 3 and report["upsample_refine"] == "depth"
+    assert report["confident_surface_samples"] == 0
