@@ -537,7 +537,7 @@ def test_fine_tune_action_feedback_cancel_success(running, room):
 def test_parameters_from_the_params_file_are_in_effect(running):
     from rcl_interfaces.srv import GetParameters
 
-    from sray_ros.ros.node import PARAMETERS
+    from sray_ros.ros.parameters import PARAMETERS
 
     client = running["client"]
     getter = client.node.create_client(GetParameters, f"{NODE}/get_parameters")
