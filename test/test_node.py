@@ -585,8 +585,9 @@ K_COLOR = np.array([[60.0, 0, 39.5], [0, 62.0, 30.2], [0, 0, 1]])  # 80x60 colou
 K_DEPTH = np.array([[70.0, 0, 52.5], [0, 70.0, 29.5], [0, 0, 1]])  # 106x60 depth camera, other intrinsics
 
 
-def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
-    """Colour 80x60 + camera_info, 16UC1 depth 106x60 of a tilted plane (+ its camera_info) at one stamp."""
+def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True, depth_size=(106, 60)):
+    """Colour 80x60 + camera_info, 16UC1 depth 106x60 (``depth_size``) of a tilted plane (+ its camera_info) at one
+    stamp."""
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
@@ -595,11 +596,11 @@ def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
     stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)))
     color_header, depth_header = Header(stamp=stamp, frame_id="camera"), Header(stamp=stamp, frame_id=depth_frame)
     rgb = np.random.default_rng(int(stamp_s * 10)).integers(0, 256, (60, 80, 3), np.uint8)
-    depth_mm = np.rint(_plane_depth(K_DEPTH, 106, 60) * 1000).astype(np.uint16)
+    depth_mm = np.rint(_plane_depth(K_DEPTH, *depth_size) * 1000).astype(np.uint16)
     return {"color": numpy_to_image(rgb, "rgb8", color_header),
             "camera_info": make_camera_info(K_COLOR, 80, 60, color_header),
             "depth": numpy_to_image(depth_mm, "16UC1", depth_header),
-            "depth_info": make_camera_info(K_DEPTH, 106, 60, depth_header) if with_depth_info else None}, depth_mm
+            "depth_info": make_camera_info(K_DEPTH, *depth_size, depth_header) if with_depth_info else None}, depth_mm
 
 
 def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_checkpoint, rclpy_context):
@@ -657,7 +658,10 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
         # no depth camera_info and another size: rejected with the reason, the keyframes unchanged
         ids = [k.id for k in node.keyframes.snapshot()]
         feed(3.0, with_depth_info=False)
-        assert node.rejected["bad_depth"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        assert node.rejected["depth_not_registered"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        # no depth camera_info, the colour size, but another optical frame: not stored as aligned
+        feed(3.5, with_depth_info=False, depth_frame="depth_camera", depth_size=(80, 60))
+        assert node.rejected["depth_not_registered"] == 2 and [k.id for k in node.keyframes.snapshot()] == ids
 
         # a distorted colour camera: not silently used as pinhole K; the rectified P is, with a warning once
         from sray_ros.ros.image_conversion import make_camera_info
@@ -674,7 +678,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
 
 
 def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(running):
-    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as bad_depth
+    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as depth_not_registered
     (before: stretched and accepted); with its camera_info the same frame becomes a keyframe."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo
@@ -709,12 +713,12 @@ def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(runn
 
     before = client.latest_status()
     publish(600.0, with_depth_info=False)
-    status = client.latest_status(lambda s: counts(s).get("bad_depth", 0) > counts(before).get("bad_depth", 0),
-                                  timeout=30.0)
+    reason = "depth_not_registered"
+    status = client.latest_status(lambda s: counts(s).get(reason, 0) > counts(before).get(reason, 0), timeout=30.0)
     assert status.frames_accepted == before.frames_accepted
     publish(602.0, with_depth_info=True)
     status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 1, timeout=30.0)
-    assert counts(status)["bad_depth"] == counts(before).get("bad_depth", 0) + 1
+    assert counts(status)[reason] == counts(before).get(reason, 0) + 1
     client.node.destroy_publisher(depth_info_pub)
 
 
@@ -869,3 +873,56 @@ def test_render_with_keyframes_without_depth(room, tiny_checkpoint, tmp_path):
         client.close()
         rclpy.shutdown(context=context)
         group.stop_all()
+
+
+def test_label_images_that_do_not_match_the_colour_camera_are_rejected_over_dds(running, room):
+    """Over DDS, without labels/camera_info: half-resolution labels, a 16:9 crop, a wider view and a rotated label
+    image (before: stretched into labelled keyframes) are each counted as labels_not_registered and add no
+    keyframe; half-resolution labels with their labels/camera_info become a labelled keyframe (the registered
+    values are checked exactly in test_online_intake)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+
+    from sray_ros import geometry
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    client = running["client"]
+    labels_info_pub = client.node.create_publisher(CameraInfo, "/labels/camera_info",
+                                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def flush(stamp_s):
+        """A later stamp on a synchronised stream ends the wait for optional streams (seen in earlier tests)."""
+        time.sleep(0.05)
+        info = make_camera_info(room.intrinsics, room.width, room.height)
+        info.header.stamp.sec = int(stamp_s)
+        client.info_pub.publish(info)
+
+    before = client.latest_status()
+    truth = room.labels[0]  # 80x60
+    cases = [truth[::2, ::2], truth[7:52], np.pad(truth, ((6, 6), (8, 8))), np.rot90(truth)]
+    for n, labels in enumerate(cases):
+        client.publish_frame(room, n, 700.0 + 0.2 * n, labels=np.ascontiguousarray(labels))
+        time.sleep(0.05)
+    client.publish_frame(room, 4, 701.0)  # a matching frame: accepted
+    flush(703.0)
+    status = client.latest_status(lambda s: s.frames_accepted > before.frames_accepted, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    assert status.frames_accepted == before.frames_accepted + 1
+    assert running["proc"].poll() is None
+
+    time.sleep(1.0)  # discovery of the labels/camera_info publisher
+    half_K = geometry.scale_intrinsics(room.intrinsics.astype(np.float64), 0.5, 0.5)
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    header = Header(stamp=Time(sec=704, nanosec=0), frame_id="camera")
+    labels_info_pub.publish(make_camera_info(half_K, 40, 30, header))
+    time.sleep(0.05)
+    client.publish_frame(room, 5, 704.0, labels=np.ascontiguousarray(truth[::2, ::2]))
+    client.publish_frame(room, 6, 704.2)
+    flush(706.0)
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    client.node.destroy_publisher(labels_info_pub)

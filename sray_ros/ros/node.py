@@ -44,9 +44,11 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_fr
                                            float_to_image, image_to_depth, image_to_labels, image_to_numpy,
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
-from sray_ros.online.keyframes import Frame, KeyframeBuffer
+from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, IntakeRejection
+from sray_ros.online.keyframes import KeyframeBuffer
 from sray_ros.ros.parameters import (check_choices, declare_parameters, default_checkpoint,
                                      renderer_changes)
+from sray_ros.ros.intake_edge import OPTIONAL_STREAMS, RawImage, frame_from_matched
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
 from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
@@ -65,19 +67,10 @@ POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's pose
 # subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
 KEYFRAME_QUEUE_LIVE = 4
 KEYFRAME_QUEUE_RELIABLE = 64
-INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "bad_encoding", "bad_camera_info", "camera_info_mismatch",
-                         "missing_tf", "missing_camera_info", "bad_depth", "bad_labels", "labels_out_of_set")
+INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "missing_tf", "missing_camera_info") + INTAKE_POLICY_REASONS
 # Child frame (under the node's name) of the rendered images' optical frame; broadcast on /tf_static at each
 # render so RViz can place the images.
 RENDER_FRAME_SUFFIX = "render_optical_frame"
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """A serialized sensor_msgs/Image with its header's frame_id (decoded only when needed)."""
-
-    data: bytes
-    frame_id: str
 
 
 def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, header: Header) -> PointCloud2:
@@ -141,7 +134,7 @@ class SrayNode(Node):
             on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
                                                          throttle_duration_sec=5.0),
             name="sray_keyframes")
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "depth_info", "labels"],
+        self.sync = StampSynchronizer(["color", "camera_info"], OPTIONAL_STREAMS,
                                       self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
         self._stats_lock = threading.Lock()
@@ -178,8 +171,9 @@ class SrayNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
-        self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
-                                 callback_group=self._intake_group)
+        for topic, stream in (("depth/camera_info", "depth_info"), ("labels/camera_info", "labels_info")):
+            self.create_subscription(CameraInfo, topic, self._make_intake(stream), sensor_qos,
+                                     callback_group=self._intake_group)
         self._warned: set[str] = set()  # camera_info notes already logged (each once)
         # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
@@ -305,8 +299,7 @@ class SrayNode(Node):
     def _on_matched(self, matched: MatchedSet) -> None:
         with self._clear_lock:
             epoch = self._clear_epoch
-        color_raw, info = matched["color"], matched["camera_info"]
-        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_raw.frame_id
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else matched["color"].frame_id
         try:
             c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
                                            timeout=self.get_parameter("tf_timeout_s").value)
@@ -317,46 +310,19 @@ class SrayNode(Node):
         candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
         if not candidate:
             return None
-        color_msg = deserialize_message(color_raw.data, Image)
         try:
-            rgb = image_to_rgb(color_msg)
-        except ImageConversionError as exc:
-            return self._reject("bad_encoding", str(exc))
-        try:
-            camera = camera_model_from_info(info)
-        except (ImageConversionError, ValueError) as exc:
-            return self._reject("bad_camera_info", str(exc))
-        self._warn_once(camera.notes)
-        K = camera.K
-        if (camera.width, camera.height) != (color_msg.width, color_msg.height):
-            return self._reject("camera_info_mismatch", f"camera_info describes a {camera.width}x{camera.height} "
-                                f"image, the colour image is {color_msg.width}x{color_msg.height}")
-        depth = labels = None
-        if matched.get("depth") is not None:
-            try:
-                depth = self._registered_depth(matched, camera, color_msg.header.frame_id)
-            except (ImageConversionError, TransformError) as exc:
-                return self._reject("bad_depth", str(exc))
-        if matched.get("labels") is not None:
-            try:
-                labels_msg = deserialize_message(matched["labels"].data, Image)
-                labels = image_to_labels(labels_msg)
-            except ImageConversionError as exc:
-                return self._reject("bad_labels", str(exc))
-            outside = self._labels_outside_set(image_to_numpy(labels_msg))
-            if outside:
-                return self._reject("labels_out_of_set", f"label image has class ids {outside} outside the label "
-                                    f"set (0..{self._num_classes() - 1}, {UNKNOWN_LABEL} = unknown)")
-            labels = self._fit(labels, rgb.shape)
+            frame = frame_from_matched(matched, c2w, self._num_classes(), self._stream_lookup(matched.stamp_ns),
+                                       self._warn_once)
+        except IntakeRejection as exc:
+            return self._reject(exc.reason, exc.detail)
         with self._clear_lock:  # ~/clear_keyframes waits for this frame, or this frame sees the clear
             if epoch != self._clear_epoch:
                 return None
-            accepted, reason = self.keyframes.consider(
-                Frame(matched.stamp_ns, c2w, K, rgb, depth, labels, color_msg.header.frame_id))
+            accepted, reason = self.keyframes.consider(frame)
         if not accepted and reason == "encode_failed":
             self.get_logger().error(f"keyframe encoding failed: {self.keyframes.last_encode_error}",
                                     throttle_duration_sec=5.0)
-        if accepted and labels is not None:
+        if accepted and frame.labels is not None:
             self.fine_tuner.labelled_keyframe_added(self.get_parameter("auto_fine_tune_every").value,
                                                     self._fine_tune_goal)
 
@@ -364,58 +330,16 @@ class SrayNode(Node):
         handle = self.renderer.handle
         return None if handle is None else len(handle.label_set["class_names"])
 
-    def _labels_outside_set(self, ids: np.ndarray) -> list[int]:
-        """Class ids (at most 5) that are neither in the model's label set nor 255 (unknown); [] without a model
-        (fine-tuning checks again before it trains)."""
-        num_classes = self._num_classes()
-        if num_classes is None:
-            return []
-        bad = (ids >= num_classes) & (ids != UNKNOWN_LABEL)
-        return [int(v) for v in np.unique(ids[bad])[:5]] if bad.any() else []
-
-    @staticmethod
-    def _fit(image: np.ndarray, shape) -> np.ndarray:
-        """Labels annotated on the colour image, possibly at another resolution: exact nearest resize."""
-        return geometry.resize_nearest(image, shape[1], shape[0])
-
     def _warn_once(self, notes) -> None:
         for note in notes:
             if note not in self._warned:
                 self._warned.add(note)
                 self.get_logger().warning(note)
 
-    def _registered_depth(self, matched: MatchedSet, color, color_frame: str) -> np.ndarray:
-        """The depth image in the colour camera (``geometry.register_depth``), from the depth camera_info.
-
-        The depth and colour optical frames are taken as identical when their frame ids are (or the depth
-        one is empty); otherwise TF gives the transform between them at the frame's stamp. Without a depth
-        camera_info, depth of the colour image's size is taken as registered (warned once) and depth of
-        another size is rejected: stretching it would put depths at the wrong pixels.
-        """
-        raw = matched["depth"]
-        depth_msg = deserialize_message(raw.data, Image)
-        depth = image_to_depth(depth_msg)
-        size = (int(depth_msg.width), int(depth_msg.height))
-        info = matched.get("depth_info")
-        if info is None:
-            if size != (color.width, color.height):
-                raise ImageConversionError(
-                    f"depth image is {size[0]}x{size[1]}, the colour image {color.width}x{color.height}, and no "
-                    "depth/camera_info arrived to register it into the colour camera")
-            self._warn_once(["no depth/camera_info received: depth of the colour image's size is taken as "
-                             "registered to the colour camera"])
-            return depth
-        depth_camera = camera_model_from_info(info)
-        self._warn_once(depth_camera.notes)
-        if (depth_camera.width, depth_camera.height) != size:
-            raise ImageConversionError(f"depth camera_info describes a {depth_camera.width}x{depth_camera.height} "
-                                       f"image, the depth image is {size[0]}x{size[1]}")
-        depth_frame = raw.frame_id or color_frame
-        color_from_depth = None
-        if depth_frame.lstrip("/") != color_frame.lstrip("/"):
-            color_from_depth = self.tf.lookup_transform(color_frame, depth_frame, matched.stamp_ns,
-                                                        timeout=self.get_parameter("tf_timeout_s").value)
-        return geometry.register_depth(depth, depth_camera.K, color.K, (color.width, color.height), color_from_depth)
+    def _stream_lookup(self, stamp_ns: int):
+        """T_target_source at a frame's stamp, for per-pixel streams in another optical frame (no wait: the
+        frame's own pose resolved at this stamp)."""
+        return lambda target, source: self.tf.lookup_transform(target, source, stamp_ns)
 
     # ------------------------------------------------------------------------------------------ render
     def _target_request(self, request: RenderSemanticView.Request) -> RenderRequest:
