@@ -420,7 +420,7 @@ def test_clear_keyframes_drops_a_frame_being_handled(running, room):
 
     client = running["client"]
     clear = client.node.create_client(Trigger, f"{NODE}/clear_keyframes")
-    # The worker waits (tf_timeout_s) for this frame's transform, i.e. it is being handled during the clear.
+    # This frame waits (up to tf_timeout_s) for its transform, i.e. it is being handled during the clear.
     client.publish_frame(room, 0, 350.0, frame_id="late_camera", tf=False)
     time.sleep(1.0)
     assert client.call(clear, Trigger.Request()).success
@@ -637,6 +637,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
             raw = {k: RawImage(serialize_message(messages[k]), messages[k].header.frame_id) for k in ("color", "depth")}
             node._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
                                         {k: stamp_ns for k in messages}))
+            node._resolve_waiting()  # what the keyframe worker runs after each matched set
             return depth_mm.astype(np.float32) / 1000.0
 
         depth_m = feed(1.0)
@@ -926,3 +927,74 @@ def test_label_images_that_do_not_match_the_colour_camera_are_rejected_over_dds(
     status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
     assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
     client.node.destroy_publisher(labels_info_pub)
+
+
+def test_tf_trees_of_real_robots_over_dds(running, room):
+    """Over DDS, with tf_timeout_s 5: (a) a camera frame with two parents (SLAM's map -> cam, odometry's
+    odom -> cam, interleaved one message per stamp): every frame becomes a keyframe (before: none, "extrapolation
+    into the past"); (b) two frames whose transform never comes hold up none of the 3 frames behind them: those
+    are keyframes within 3 s (before: 2 x 5 s), the two are counted missing_tf after their own 5 s; (c) a frame in
+    a TF loop is counted missing_tf at once (before: after a 5 s wait)."""
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    client = running["client"]
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def tf(parent, child, stamp_s, x=0.0):
+        t = TransformStamped(header=Header(frame_id=parent), child_frame_id=child)
+        t.header.stamp.sec, t.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+        t.transform.translation.x = x
+        t.transform.rotation.w = 1.0
+        return t
+
+    # (a) two parents
+    before = client.latest_status()
+    for n in range(4):
+        stamp = 800.0 + 0.2 * n
+        client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", stamp - 0.1, 0.5 * n)]))
+        client.publish_frame(room, n, stamp, frame_id="robot_camera")  # map -> robot_camera at the stamp
+        time.sleep(0.05)
+    client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", 801.0)]))
+    client.info_pub.publish(_flush_info(room, 802.0))
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 4, timeout=30.0)
+    assert counts(status)["missing_tf"] == counts(before)["missing_tf"]
+
+    # (b) unresolvable frames do not hold up the frames behind them
+    before = client.latest_status()
+    start = time.monotonic()
+    client.publish_frame(room, 0, 803.0, frame_id="ghost_a", tf=False)
+    client.publish_frame(room, 1, 803.2, frame_id="ghost_b", tf=False)
+    for n in range(3):
+        client.publish_frame(room, 2 + n, 803.4 + 0.2 * n)
+    client.info_pub.publish(_flush_info(room, 805.0))
+    client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    status = client.latest_status(lambda s: counts(s)["missing_tf"] >= counts(before)["missing_tf"] + 2, timeout=30.0)
+    assert time.monotonic() - start >= 4.5  # each waited its own tf_timeout_s
+    assert status.frames_accepted == before.frames_accepted + 3
+
+    # (c) a loop is named at once
+    before = client.latest_status()
+    client.tf_pub.publish(TFMessage(transforms=[tf("loop_a", "loop_cam", 806.0), tf("loop_cam", "loop_b", 806.0),
+                                                tf("loop_b", "loop_a", 806.0)]))
+    time.sleep(0.05)
+    start = time.monotonic()
+    client.publish_frame(room, 0, 806.0, frame_id="loop_cam", tf=False)
+    client.info_pub.publish(_flush_info(room, 807.5))
+    client.latest_status(lambda s: counts(s)["missing_tf"] == counts(before)["missing_tf"] + 1, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    assert running["proc"].poll() is None
+
+
+def _flush_info(room, stamp_s):
+    """A colour camera_info at a later stamp: ends the synchroniser's wait for optional streams of earlier frames."""
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    info = make_camera_info(room.intrinsics, room.width, room.height)
+    info.header.stamp.sec, info.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+    info.header.frame_id = "camera"
+    return info

@@ -130,3 +130,31 @@ def test_build_frame_checks_the_colour_camera_and_the_label_set():
     assert error.reason == "labels_out_of_set" and "[10, 11, 12, 13, 14]" in error.detail
     assert labels_outside_set(np.array([3, 255, 300]), 10) == [300]
     assert labels_outside_set(np.array([3, 255, 300]), None) == []
+
+
+def test_a_frame_waiting_for_its_transform_holds_up_none_behind_it():
+    from sray_ros.online.intake import TransformWait
+
+    poses = {"b": "pose_b", "c": "pose_c"}  # "a" never gets one, "loop" can never get one
+
+    def lookup(name):
+        if name == "loop":
+            raise RecursionError("loop")
+        return poses[name]
+
+    wait = TransformWait(capacity=3, permanent=lambda exc: isinstance(exc, RecursionError))
+    for name, deadline in (("a", 5.0), ("loop", 5.0), ("b", 5.1)):
+        wait.add(name, deadline)
+    resolved, given_up, next_wait = wait.resolve(lookup, now=0.0)
+    assert resolved == [("b", "pose_b")]  # handled at once, behind an unresolvable frame
+    assert [(item, type(exc)) for item, exc in given_up] == [("loop", RecursionError)]  # permanent: at once
+    assert next_wait == 5.0 and len(wait) == 1
+    poses["a"] = "pose_a"  # its transform arrives before the deadline: handled in arrival order
+    wait.add("c", 9.0)
+    assert wait.resolve(lookup, now=1.0)[0] == [("a", "pose_a"), ("c", "pose_c")]
+    wait.add("z", 2.0)
+    resolved, given_up, next_wait = wait.resolve(lookup, now=2.0)  # deadline passed: given up with the error
+    assert resolved == [] and [item for item, _ in given_up] == ["z"] and next_wait is None
+    for name in "abcd":
+        wait.add(name, 10.0)
+    assert len(wait) == 3 and wait.shed == 1  # the oldest is shed beyond capacity

@@ -23,8 +23,11 @@ the colour image's size (``camera_info_mismatch``).
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -153,5 +156,65 @@ def build_frame(stamp_ns: int, c2w: np.ndarray, rgb: np.ndarray, color: Camera, 
     return Frame(int(stamp_ns), c2w, color.K, rgb, registered.get("depth"), registered.get("labels"), color_frame)
 
 
-__all__ = ["IntakeRejection", "PER_PIXEL_STREAMS", "PerPixelImage", "REJECT_REASONS", "build_frame",
+class TransformWait:
+    """Frames waiting for their pose, each until its own deadline, without holding up the frames behind it.
+
+    tf2's message filter makes each frame wait for its transform; waiting in line (as this node did) let one
+    frame whose transform never comes (an unknown frame, a loop, a TF publisher that stopped) delay every
+    frame behind it by the whole timeout. Here a frame whose pose cannot be looked up yet stays in this list
+    and is tried again whenever transforms arrive (:meth:`resolve`); a later frame whose pose is there is
+    handled at once. A frame is given up at its deadline (or at once for an error that waiting cannot fix,
+    ``permanent(exc)``). At most ``capacity`` frames wait: the oldest is shed beyond that (counted in ``shed``).
+    Thread-safe.
+    """
+
+    def __init__(self, capacity: int, permanent: Callable[[BaseException], bool] = lambda exc: False) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.permanent = permanent
+        self.shed = 0
+        self._waiting: deque[tuple[float, Any]] = deque()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def add(self, item: Any, deadline: float) -> None:
+        """Queue ``item`` until ``deadline`` (any monotonic clock, the one given to :meth:`resolve`)."""
+        with self._lock:
+            self._waiting.append((deadline, item))
+            if len(self._waiting) > self.capacity:
+                self._waiting.popleft()
+                self.shed += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._waiting.clear()
+
+    def resolve(self, lookup: Callable[[Any], Any], now: float
+                ) -> tuple[list[tuple[Any, Any]], list[tuple[Any, BaseException]], float | None]:
+        """Try every waiting item in arrival order: ``(resolved [(item, lookup(item))], given_up [(item, error)],
+        seconds until the next deadline or None)``. An item whose lookup raises waits on unless its deadline
+        has passed or the error is permanent."""
+        with self._lock:
+            waiting = list(self._waiting)
+        resolved, given_up, done = [], [], set()
+        for deadline, item in waiting:
+            try:
+                resolved.append((item, lookup(item)))
+            except Exception as exc:  # noqa: BLE001 - the lookup's error is the reason given
+                if now >= deadline or self.permanent(exc):
+                    given_up.append((item, exc))
+                else:
+                    continue
+            done.add(id(item))
+        with self._lock:
+            self._waiting = deque(entry for entry in self._waiting if id(entry[1]) not in done)
+            next_deadline = min((d for d, _ in self._waiting), default=None)
+        return resolved, given_up, None if next_deadline is None else max(0.0, next_deadline - now)
+
+
+__all__ = ["IntakeRejection", "PER_PIXEL_STREAMS", "PerPixelImage", "REJECT_REASONS", "TransformWait", "build_frame",
            "labels_outside_set", "register"]

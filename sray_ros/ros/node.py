@@ -44,7 +44,7 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_fr
                                            float_to_image, image_to_depth, image_to_labels, image_to_numpy,
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
-from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, IntakeRejection
+from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, IntakeRejection, TransformWait
 from sray_ros.online.keyframes import KeyframeBuffer
 from sray_ros.ros.parameters import (check_choices, declare_parameters, default_checkpoint,
                                      renderer_changes)
@@ -52,7 +52,7 @@ from sray_ros.ros.intake_edge import OPTIONAL_STREAMS, RawImage, frame_from_matc
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
 from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
-from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
+from sray_ros.ros.tf_buffer import LoopError, TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
 
@@ -129,11 +129,15 @@ class SrayNode(Node):
         # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
         # camera_info / colour callbacks (whose DDS queues would otherwise overwrite their partners). When
         # the worker falls behind, the oldest waiting set is shed (counted as intake_overflow: overload).
+        # Frames whose transform is not there yet wait in a TransformWait (retried as /tf arrives, each until
+        # its own tf_timeout_s), so one unresolvable frame never holds up the frames behind it.
+        capacity = KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE
+        self._tf_wait = TransformWait(capacity, permanent=lambda exc: isinstance(exc, LoopError))
         self._keyframe_worker = SheddingWorker(
-            self._on_matched, KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE,
+            self._on_matched, capacity,
             on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
                                                          throttle_duration_sec=5.0),
-            name="sray_keyframes")
+            name="sray_keyframes", on_wake=self._resolve_waiting)
         self.sync = StampSynchronizer(["color", "camera_info"], OPTIONAL_STREAMS,
                                       self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
@@ -282,11 +286,17 @@ class SrayNode(Node):
     def _on_tf(self, msg, is_static: bool) -> None:
         for error in self.tf.set_transforms(msg.transforms, authority="tf", is_static=is_static):
             self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
+        for conflict in self.tf.take_conflicts():
+            self.get_logger().warning(conflict)
+        if len(self._tf_wait):
+            self._keyframe_worker.poke()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         t = pose_stamped_to_transform(msg.header, msg.pose, POSE_TOPIC_FRAME)
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
+        if len(self._tf_wait):
+            self._keyframe_worker.poke()
 
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
@@ -297,14 +307,26 @@ class SrayNode(Node):
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
+        """Keyframe worker: a new matched set waits for its pose with the others (handled in _resolve_waiting)."""
+        self._tf_wait.add(matched, time.monotonic() + self.get_parameter("tf_timeout_s").value)
+
+    def _pose_of(self, matched: MatchedSet) -> np.ndarray:
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else matched["color"].frame_id
+        return self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns)
+
+    def _resolve_waiting(self) -> float | None:
+        """Handle every waiting frame whose pose is there, give up those past their deadline; returns the
+        seconds until the next deadline (the worker wakes then, or when a transform arrives)."""
         with self._clear_lock:
             epoch = self._clear_epoch
-        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else matched["color"].frame_id
-        try:
-            c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
-                                           timeout=self.get_parameter("tf_timeout_s").value)
-        except TransformError as exc:
-            return self._reject("missing_tf", str(exc))
+        resolved, given_up, wait = self._tf_wait.resolve(self._pose_of, time.monotonic())
+        for _, exc in given_up:
+            self._reject("missing_tf", str(exc))
+        for matched, c2w in resolved:
+            self._on_posed(matched, c2w, epoch)
+        return wait
+
+    def _on_posed(self, matched: MatchedSet, c2w: np.ndarray, epoch: int) -> None:
         # Pose, time and motion first: most frames of a slow camera are not keyframe candidates, and
         # decoding a full image for them would dominate intake.
         candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
@@ -521,6 +543,7 @@ class SrayNode(Node):
         with self._clear_lock:  # frames received before the request must not refill the buffer
             self._clear_epoch += 1
             self._keyframe_worker.clear()
+            self._tf_wait.clear()
             count = len(self.keyframes)
             self.keyframes.clear()
         self.renderer.forget(set())
@@ -552,7 +575,7 @@ class SrayNode(Node):
         # A colour frame whose camera_info never came is an input error; queue overflow is overload.
         reasons["missing_camera_info"] = sync["dropped"].get("color", {}).get("no_match", 0)
         reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values()) + \
-            self._keyframe_worker.shed
+            self._keyframe_worker.shed + self._tf_wait.shed
         now = time.monotonic()
         recent = [t for t in arrivals if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0

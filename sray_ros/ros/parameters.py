@@ -43,8 +43,9 @@ PARAMETERS: dict[str, tuple] = {
     "world_frame": ("map", "Fixed frame keyframe poses and renders are expressed in.", {"read_only": True}),
     "pose_source": ("tf", "'tf': pose of image.header.frame_id in world_frame from /tf at the image stamp; "
                     "'topic': from the PoseStamped topic 'pose' (camera optical frame).", {"read_only": True}),
-    "tf_timeout_s": (5.0, "How long the keyframe worker waits for the transform at an image stamp (as tf2 "
-                          "message filters do); newer frames queue meanwhile (TF arrives in stamp order).",
+    "tf_timeout_s": (5.0, "How long a frame may wait for the transform at its stamp (as tf2 message filters "
+                          "do); it is retried as transforms arrive, and later frames whose transform is there "
+                          "are handled meanwhile (one unresolvable frame holds up none behind it).",
                      {"floating_point_range": (0.0, 30.0)}),
     "checkpoint": ("", "Model checkpoint to load at start; empty = the shipped default model.", {"read_only": True}),
     "device": ("", "Torch device: cpu, cuda, cuda:1; empty = cuda when available, else cpu.", {"read_only": True}),
