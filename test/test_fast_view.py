@@ -180,3 +180,21 @@ def test_eval_cli_sets_the_fast_view_options_and_rejects_bad_ones(synthetic_mini
     report = json.loads((tmp_path / "ok" / "metrics.json").read_text())
     assert report["view_scale"] == 3 and report["upsample_refine"] == "depth"
     assert report["confident_surface_samples"] == 0
+
+
+def test_labelled_sources_with_label_transfer_render_every_pixel():
+    """Keyframe labels are per-pixel evidence: a fast view would blur them, so those views take the exact path."""
+    from dataclasses import replace
+
+    from sray_ros.model.label_transfer import LabelTransferConfig
+
+    model, src = _toy()
+    labels = torch.randint(0, 3, (2, TH, TW), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    labelled = replace(src, labels=labels)
+    target = toy_camera(0.05, 0.05)
+    K = G.scale_intrinsics(K_TOY, 0.25, 0.25)
+    with torch.no_grad():
+        plain = render_view(model, labelled, K, target, 12, 16, sampling="depth_guided")
+        fused = render_view(model, labelled, K, target, 12, 16, sampling="depth_guided",
+                            label_transfer=LabelTransferConfig("depth"))
+    assert plain.network_rays < 12 * 16 and fused.network_rays == 12 * 16

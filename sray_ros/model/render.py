@@ -409,7 +409,8 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     ``label_transfer`` fuses the labels of the sources (or of ``label_sources``, see :func:`render_rays`), when
     they carry any, into the output. ``view_scale``, ``confident_surface_samples``, ``upsample_refine``
     (defaults: the config's) set the fast depth-guided path (:func:`render_guided_view`); ``view_scale=1,
-    confident_surface_samples=0`` renders every pixel with the same K, the exact path.
+    confident_surface_samples=0`` renders every pixel with the same K, the exact path. With label transfer from
+    labelled sources every pixel is rendered (keyframe labels are per-pixel evidence).
     """
     from sray_ros.model.samplers import resolve_sampling
 
@@ -434,9 +435,13 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
             if mode == "depth_guided":
                 surf = target_surface(model, sources, K, c2w, height, width, near, far, surface_cfg, chunk)
                 cfg = model.cfg
+                scale = cfg.view_scale if view_scale is None else view_scale
+                evidence = sources if label_sources is None else label_sources
+                if label_transfer is not None and evidence.labels is not None:
+                    scale = 1  # keyframe labels are per-pixel evidence that upsampling would blur: every pixel
                 best, network_rays = render_guided_view(
                     model, sources, rays_o, rays_d, surf, near, far, num_surface_samples or cfg.num_surface_samples,
-                    cfg.view_scale if view_scale is None else view_scale,
+                    scale,
                     cfg.confident_surface_samples if confident_surface_samples is None else confident_surface_samples,
                     upsample_refine or cfg.upsample_refine, chunk=chunk, num_coarse=num_coarse,
                     surface_semantics=surface_semantics, label_transfer=label_transfer, label_sources=label_sources)
