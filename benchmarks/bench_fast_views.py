@@ -14,7 +14,8 @@ average are recorded before and after.
 
 Modes: ``exact`` = ``view_scale=1, confident_surface_samples=0`` (the per-pixel K=8 path);
 ``fast`` = the model config's defaults; ``scaleN`` = ``view_scale=N``; ``scaleN_depth`` /
-``scaleN_none`` = with ``upsample_refine`` depth / none; ``adaptive`` = per pixel with adaptive K (4).
+``scaleN_none`` = with ``upsample_refine`` depth / none; ``scaleN_mX`` = label refinement only below
+probability margin X (``upsample_refine_margin``); ``adaptive`` = per pixel with adaptive K (4).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def mode_kwargs(name: str) -> dict:
         return dict(view_scale=1, confident_surface_samples=4)
     if name.startswith("scale"):
         scale, _, refine = name[5:].partition("_")
+        if refine.startswith("m"):  # scaleN_m0.3: label refinement below that probability margin
+            return dict(view_scale=int(scale), confident_surface_samples=0, margin=float(refine[1:]))
         return dict(view_scale=int(scale), confident_surface_samples=0, upsample_refine=refine or "labels")
     raise ValueError(f"unknown mode {name!r}")
 
@@ -103,10 +106,12 @@ def main() -> int:
                 gt_depth = color_aligned_depth(scene, int(t))
                 exact_labels = None
                 for m in modes:
+                    kw = mode_kwargs(m)
+                    model.cfg.upsample_refine_margin = kw.pop("margin", 1.0)
                     with _PeakMemory(device) as mem:
                         start = time.perf_counter()
                         view = render_view(model, src, K, c2w, height, width, near=scene.near, far=scene.far,
-                                           sampling="depth_guided", **mode_kwargs(m))
+                                           sampling="depth_guided", **kw)
                         secs = time.perf_counter() - start
                     s = stats[m]
                     s["seconds"].append(secs)

@@ -84,6 +84,13 @@ def test_refine_mask_marks_unexplained_pixels_and_label_disagreements_never_anch
     by_label = refine_mask(w, labels.reshape(-1), "labels").view(12, 16)
     assert by_label[5, 9] and by_label[0, 9] and not by_label[0, 11] and not by_label[0, 3]
     assert not (by_label & w.is_anchor.view(12, 16)).any()
+    # with a probability margin: only disagreeing pixels whose upsampled top-1 minus top-2 is below it
+    margin = torch.full((12 * 16,), 0.9)
+    margin.view(12, 16)[0, 9] = 0.1
+    by_margin = refine_mask(w, labels.reshape(-1), "labels", margin=margin, max_margin=0.3).view(12, 16)
+    assert by_margin[0, 9] and by_margin[5, 9] and not by_margin[1, 9]  # [5, 9]: the depth reason stays
+    assert torch.equal(refine_mask(w, labels.reshape(-1), "labels", margin=margin, max_margin=1.0).view(12, 16),
+                       by_label)
     assert not refine_mask(w, labels.reshape(-1), "none").any()
     with pytest.raises(ValueError):
         refine_mask(w, labels.reshape(-1), "edges")
@@ -154,7 +161,8 @@ def test_render_view_exact_settings_reproduce_the_per_pixel_render():
     assert torch.isfinite(new.depth).all() and torch.isfinite(new.rgb).all()
     assert new.labels.shape == old.labels.shape == (12, 16)
     assert ((new.depth - old.depth).abs() / old.depth).max() < 0.05
-    for bad in (dict(view_scale=0), dict(upsample_refine="edges"), dict(confident_surface_samples=1)):
+    for bad in (dict(view_scale=0), dict(upsample_refine="edges"), dict(confident_surface_samples=1),
+                dict(upsample_refine_margin=1.5)):
         with pytest.raises(ValueError):
             SRayConfig(**bad)
 

@@ -90,6 +90,8 @@ class SRayConfig:
     view_scale: int = 2
     upsample_refine: str = "labels"
     upsample_depth_sigma: float = 0.03  # relative depth difference of the range kernel
+    # "labels" refinement only where the upsampled class probabilities' top-1 minus top-2 is below this (1 = all)
+    upsample_refine_margin: float = 1.0
     # 0: adaptive K is off by default: the shipped model was trained with K = 8 (its attention encodes the sample
     # index), and K = 4 on confident rays changed 12 % of the labels of a real-sequence view while not running faster
     confident_surface_samples: int = 0
@@ -161,6 +163,8 @@ class SRayConfig:
         if not self.upsample_depth_sigma > 0 or self.confident_surface_samples == 1 or \
                 self.confident_surface_samples < 0:
             raise ValueError("need upsample_depth_sigma > 0 and confident_surface_samples 0 (off) or >= 2")
+        if not 0.0 <= self.upsample_refine_margin <= 1.0:
+            raise ValueError(f"upsample_refine_margin must be in [0, 1], got {self.upsample_refine_margin}")
         if not 0.0 < self.default_near < self.default_far:
             raise ValueError("need 0 < default_near < default_far")
 

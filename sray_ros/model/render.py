@@ -382,8 +382,14 @@ def render_guided_view(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d
     full_depth = torch.where(td > 0, td + upsample(residual, weights), upsample(low_depth, weights))
     out.depth = full_depth * out.acc
     out = _scatter([(anchors, low)], td.shape[0], out)
-    labels = None if low.logits is None else low.logits.argmax(-1)
-    exact = refine_mask(weights, labels, refine if labels is not None else "depth").nonzero().squeeze(-1)
+    labels = margin = None
+    if low.logits is not None:
+        labels = low.logits.argmax(-1)
+        if cfg.upsample_refine_margin < 1.0:
+            top2 = torch.softmax(out.logits.float(), -1).topk(min(2, out.logits.shape[-1]), -1).values
+            margin = top2[:, 0] - top2[:, -1] if top2.shape[-1] > 1 else torch.ones_like(top2[:, 0])
+    exact = refine_mask(weights, labels, refine if labels is not None else "depth", margin=margin,
+                        max_margin=cfg.upsample_refine_margin).nonzero().squeeze(-1)
     if exact.numel():
         part = _guided_rays(model, sources, rays_o[exact], rays_d[exact], td[exact], tc[exact], near, far, **rays)
         out = _scatter([(exact, part)], td.shape[0], out)

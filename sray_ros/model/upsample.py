@@ -102,12 +102,13 @@ def upsample(values: Tensor, w: UpsampleWeights) -> Tensor:
 
 
 def refine_mask(w: UpsampleWeights, anchor_labels: Tensor | None, mode: str, min_support: float = 0.1,
-                min_weight: float = 0.05) -> Tensor:
+                min_weight: float = 0.05, margin: Tensor | None = None, max_margin: float = 1.0) -> Tensor:
     """Pixels ``[H * W]`` (bool) to render exactly instead of upsampling. Never anchors.
 
     ``"none"``: none. ``"depth"``: pixels whose anchors are all on other surfaces (``support < min_support``).
     ``"labels"``: those, plus pixels whose anchors with joint weight >= ``min_weight`` disagree on the class
-    (``anchor_labels [h2 * w2]``, long)."""
+    (``anchor_labels [h2 * w2]``, long) and, when ``margin [H * W]`` is given (the upsampled class
+    probabilities' top-1 minus top-2), whose margin is below ``max_margin`` (1 = every such pixel)."""
     if mode not in REFINE_MODES:
         raise ValueError(f"refine mode must be one of {REFINE_MODES}, got {mode!r}")
     if mode == "none":
@@ -119,5 +120,8 @@ def refine_mask(w: UpsampleWeights, anchor_labels: Tensor | None, mode: str, min
         lab = anchor_labels[w.index]  # [P, 4]
         strong = w.weight >= min_weight
         first = torch.where(strong, lab, torch.full_like(lab, -1)).amax(-1, keepdim=True)
-        need = need | ((lab != first) & strong).any(-1)
+        disagree = ((lab != first) & strong).any(-1)
+        if margin is not None and max_margin < 1.0:
+            disagree = disagree & (margin < max_margin)
+        need = need | disagree
     return need & ~w.is_anchor
