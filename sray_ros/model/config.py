@@ -87,7 +87,7 @@ class SRayConfig:
     # exactly; rays whose target depth has confidence >= confident_surface_threshold get
     # confident_surface_samples samples instead of num_surface_samples (0 = off). view_scale 1 and
     # confident_surface_samples 0 give the exact per-pixel path.
-    view_scale: int = 2
+    view_scale: int = 3
     upsample_refine: str = "labels"
     upsample_depth_sigma: float = 0.03  # relative depth difference of the range kernel
     # "labels" refinement only where the upsampled class probabilities' top-1 minus top-2 is below this (1 = all)
