@@ -206,3 +206,14 @@ def test_labelled_sources_with_label_transfer_render_every_pixel():
         fused = render_view(model, labelled, K, target, 12, 16, sampling="depth_guided",
                             label_transfer=LabelTransferConfig("depth"))
     assert plain.network_rays < 12 * 16 and fused.network_rays == 12 * 16
+
+
+def test_render_view_scale_parameter_maps_onto_the_renderer():
+    pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter
+
+    from sray_ros.ros.parameters import PARAMETERS, renderer_changes
+
+    assert PARAMETERS["render_view_scale"][0] == 0 and PARAMETERS["max_render_pixels"][0] == 320 * 240
+    assert renderer_changes([Parameter("render_view_scale", value=0)]) == {"view_scale": None}  # the model's
+    assert renderer_changes([Parameter("render_view_scale", value=1)]) == {"view_scale": 1}
