@@ -9,8 +9,9 @@ selected and every mode renders the view, modes alternating within the view (so 
 modes alike). Per mode: seconds per view (median and all), rays the network rendered, peak RSS growth of the
 render call (sampled, see bench_model._PeakMemory), mIoU over all rendered views (scenes with labels) and depth
 AbsRel against the sensor / ground-truth depth (scenes with depth), pooled over pixels as sray-eval does, and
-the fraction of pixels whose label equals the exact mode's. The fp32 GEMM rate (calibration) and the load
-average are recorded before and after.
+the fraction of pixels whose label equals the first mode's. The fp32 GEMM rate (calibration) and the load
+average are recorded before and after, and the process's peak RSS at the end (run one mode per process to
+compare modes' peak RSS: the per-call RSS growth depends on what earlier calls left allocated).
 
 Modes: ``exact`` = ``view_scale=1, confident_surface_samples=0`` (the per-pixel K=8 path);
 ``fast`` = the model config's defaults; ``scaleN`` = ``view_scale=N``; ``scaleN_depth`` /
@@ -140,9 +141,14 @@ def main() -> int:
                        "depth_abs_rel": s["depth"].summary()["depth_abs_rel"]}
             print(f"{size} {m}: {json.dumps({k: v for k, v in rows[m].items() if k != 'seconds'})}", flush=True)
         report["sizes"][size] = rows
+    import resource
+
+    # the process's peak RSS (MB): compare modes by running each alone (--modes exact / --modes fast)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report["load_after"] = os.getloadavg()
     report["gemm_gflops_after"] = worker_matmul(device)["gflops"]
-    print(json.dumps({k: report[k] for k in ("load_before", "load_after", "gemm_gflops_before", "gemm_gflops_after")}))
+    print(json.dumps({k: report[k] for k in ("load_before", "load_after", "gemm_gflops_before", "gemm_gflops_after",
+                                             "peak_rss_mb")}))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2, default=float))
     return 0
