@@ -360,18 +360,37 @@ def render_guided_view(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d
     full-resolution target depth (:mod:`sray_ros.model.upsample`): colour, opacity, semantic logits and label
     evidence directly, depth as the target depth plus the upsampled residual ``rendered - target`` (so depth
     edges stay at full resolution); pixels :func:`~sray_ros.model.upsample.refine_mask` picks (``refine``) are
-    rendered exactly. Anchors and refined pixels equal the per-pixel path's values."""
+    rendered exactly. An even s > 2 goes in steps of 2 (s = 4: every 4th pixel, upsampled and refined to every
+    2nd, then to every pixel), so refinement near class edges is paid at the finer level only where needed.
+    With s = 2 or an odd s, anchors and refined pixels equal the per-pixel path's values."""
     cfg = model.cfg
-    height, width = surf.depth.shape
-    td, tc = surf.depth.reshape(-1), surf.confidence.reshape(-1)
     rays = dict(num_samples=num_samples, confident_samples=confident_samples,
                 threshold=cfg.confident_surface_threshold, **kw)
+    height, width = surf.depth.shape
     if view_scale <= 1:
-        return _guided_rays(model, sources, rays_o, rays_d, td, tc, near, far, **rays), rays_o.shape[0]
-    rows, cols = anchor_axes(height, width, view_scale, device=rays_o.device)
-    anchors = (rows[:, None] * width + cols[None, :]).reshape(-1)
-    low = _guided_rays(model, sources, rays_o[anchors], rays_d[anchors], td[anchors], tc[anchors], near, far, **rays)
-    weights = joint_weights(surf.depth, rows, cols, cfg.upsample_depth_sigma)
+        return _guided_rays(model, sources, rays_o, rays_d, surf.depth.reshape(-1), surf.confidence.reshape(-1),
+                            near, far, **rays), rays_o.shape[0]
+    every_row = torch.arange(height, device=rays_o.device)
+    every_col = torch.arange(width, device=rays_o.device)
+    return _fast_grid(model, sources, rays_o, rays_d, surf, every_row, every_col, view_scale, refine, near, far, rays)
+
+
+def _fast_grid(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, surf: SurfaceDepth, rows: Tensor,
+               cols: Tensor, scale: int, refine: str, near: float, far: float, rays: dict) -> tuple[RenderOutput, int]:
+    """:func:`render_guided_view` on the pixel grid ``rows x cols`` (full-resolution indices): the output per grid
+    pixel (row-major) and the network's ray count."""
+    cfg = model.cfg
+    flat = (rows[:, None] * surf.depth.shape[1] + cols[None, :]).reshape(-1)
+    td, tc = surf.depth.reshape(-1)[flat], surf.confidence.reshape(-1)[flat]
+    if scale <= 1:
+        return _guided_rays(model, sources, rays_o[flat], rays_d[flat], td, tc, near, far, **rays), flat.numel()
+    h, w = rows.numel(), cols.numel()
+    step = 2 if scale % 2 == 0 and scale > 2 else scale
+    a_rows, a_cols = anchor_axes(h, w, step, device=rows.device)
+    low, count = _fast_grid(model, sources, rays_o, rays_d, surf, rows[a_rows], cols[a_cols], scale // step, refine,
+                            near, far, rays)
+    anchors = (a_rows[:, None] * w + a_cols[None, :]).reshape(-1)
+    weights = joint_weights(td.view(h, w), a_rows, a_cols, cfg.upsample_depth_sigma)
     out = RenderOutput(None, None, None, None)
     for name in ("rgb", "acc", "logits", "label_evidence", "label_mass"):
         value = getattr(low, name)
@@ -391,9 +410,10 @@ def render_guided_view(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d
     exact = refine_mask(weights, labels, refine if labels is not None else "depth", margin=margin,
                         max_margin=cfg.upsample_refine_margin).nonzero().squeeze(-1)
     if exact.numel():
-        part = _guided_rays(model, sources, rays_o[exact], rays_d[exact], td[exact], tc[exact], near, far, **rays)
+        part = _guided_rays(model, sources, rays_o[flat[exact]], rays_d[flat[exact]], td[exact], tc[exact], near, far,
+                            **rays)
         out = _scatter([(exact, part)], td.shape[0], out)
-    return out, anchors.numel() + exact.numel()
+    return out, count + exact.numel()
 
 
 @torch.no_grad()
