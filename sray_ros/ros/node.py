@@ -317,6 +317,8 @@ class SrayNode(Node):
         self.semantic_pub = self.create_publisher(Image, "~/semantic/image_raw", 1)
         self.semantic_color_pub = self.create_publisher(Image, "~/semantic_color/image_raw", 1)
         self.semantic_info_pub = self.create_publisher(CameraInfo, "~/semantic/camera_info", 1)
+        self.render_color_pub = self.create_publisher(Image, "~/render/color/image_raw", 1)
+        self.render_depth_pub = self.create_publisher(Image, "~/render/depth/image_raw", 1)
         self.points_pub = self.create_publisher(PointCloud2, "~/semantic/points", 1)
         self.status_pub = self.create_publisher(NodeStatus, "~/status", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -648,6 +650,8 @@ class SrayNode(Node):
             self.semantic_color_pub.publish(rgb_to_image(display, header))
         self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
                                                         render_request.height, header))
+        self.render_color_pub.publish(rgb_to_image(result.color, header))
+        self.render_depth_pub.publish(float_to_image(result.depth.astype(np.float32), header))
         if self.get_parameter("publish_point_cloud").value:
             import torch
 
