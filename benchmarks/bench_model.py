@@ -316,7 +316,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="skip the forward+backward attention rows")
     ap.add_argument("--guided-only", action="store_true",
                     help="only section 4: depth-guided vs hierarchical on a real RGB-D scene")
-    ap.add_argument("--guided-scene", default="/work/shared/data/hololens_000", help="RGB-D scene for section 4")
+    ap.add_argument("--guided-scene", default=os.path.join(os.environ.get("SRAY_DATA", "data"), "hololens_000"),
+                    help="RGB-D scene for section 4 (default: $SRAY_DATA/hololens_000, SRAY_DATA defaulting to data)")
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "sray_default.pt"), help="weights for section 4")
     ap.add_argument("--guided-threads", default="1,2", help="thread counts for section 4")
     ap.add_argument("--guided-sizes", default="160x120,320x240", help="view sizes for section 4")
