@@ -64,3 +64,16 @@ def test_local_links_and_figures_exist(doc):
         if not (path.parent / target.split("#")[0]).exists():
             missing.append(target)
     assert not missing, f"{doc} links to missing files: {missing}"
+
+
+def test_benchmark_commands_are_recorded_without_machine_paths(monkeypatch):
+    """bench_model.py writes its command line into BENCHMARKS.md: data and repository paths become portable."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_model_for_docs", REPO / "benchmarks" / "bench_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("SRAY_DATA", "/srv/lab/data")
+    assert bench.portable_path("/srv/lab/data/hololens_000") == "$SRAY_DATA/hololens_000"
+    assert bench.portable_path(str(bench.ROOT / "models" / "sray_default.pt")) == "models/sray_default.pt"
+    assert bench.portable_path("--threads") == "--threads"
