@@ -23,7 +23,8 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -124,7 +125,7 @@ class SrayNode(Node):
             max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
             min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
             blur_threshold=p("blur_threshold"), encode_fn=self.renderer.encode,
-            target_size=(p("keyframe_width"), p("keyframe_height")), time_jump_s=p("time_jump_s"))
+            target_size=(p("keyframe_width"), p("keyframe_height")))
         self.time_jumps = TimeJumpDetector(p("time_jump_s"))
         # Matched sets go to a keyframe worker through a short queue: the subscription callbacks only read
         # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
@@ -141,7 +142,7 @@ class SrayNode(Node):
             name="sray_keyframes", on_wake=self._resolve_waiting)
         self.sync = StampSynchronizer(["color", "camera_info"], OPTIONAL_STREAMS,
                                       self._keyframe_worker.put,
-                                      slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
+                                      slop_s=p("sync_slop_s"))
         self._stats_lock = threading.Lock()
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
@@ -200,6 +201,8 @@ class SrayNode(Node):
         self.semantic_pub = self.create_publisher(Image, "~/semantic/image_raw", 1)
         self.semantic_color_pub = self.create_publisher(Image, "~/semantic_color/image_raw", 1)
         self.semantic_info_pub = self.create_publisher(CameraInfo, "~/semantic/camera_info", 1)
+        self.render_color_pub = self.create_publisher(Image, "~/render/color/image_raw", 1)
+        self.render_depth_pub = self.create_publisher(Image, "~/render/depth/image_raw", 1)
         self.points_pub = self.create_publisher(PointCloud2, "~/semantic/points", 1)
         self.status_pub = self.create_publisher(NodeStatus, "~/status", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -223,6 +226,10 @@ class SrayNode(Node):
             goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
             callback_group=self._fine_tune_group)
         # Wall (steady) time: on sim time the status would freeze when /clock stops (a replayed bag ended).
+        if self.get_parameter("use_sim_time").value:  # /clock going backwards is a time jump too
+            self._clock_jumps = self.get_clock().create_jump_callback(
+                JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-self.time_jumps.threshold_ns)),
+                post_callback=self._on_clock_jump)
         self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._keyframe_worker.start()
@@ -273,18 +280,45 @@ class SrayNode(Node):
                     self.get_logger().warning(f"{stream} message stamped 0 ignored (an unset header.stamp)",
                                               throttle_duration_sec=5.0)
                 return
-            if stream == "color":
-                self._check_time_jump(stamp)
-            self.sync.add(stream, stamp, msg)
+            if self._observe_time(stamp, stream):
+                self.sync.add(stream, stamp, msg)
         return callback
 
-    def _check_time_jump(self, stamp_ns: int) -> None:
-        if self.time_jumps.update(stamp_ns):
-            # Bag loop or restarted clock: old poses would poison lookups; the buffer clears itself.
+    def _observe_time(self, stamp_ns: int, source: str) -> bool:
+        """The one time-jump detector sees every stamp before it is stored: on a backwards jump every holder of
+        the old timeline is cleared first (so the message that shows the jump is the new timeline's first);
+        a late message of the old timeline is dropped (False)."""
+        verdict = self.time_jumps.observe(stamp_ns)
+        if verdict == "jump":
+            self._clear_timeline()
+            self.get_logger().info(f"time jumped backwards (seen on {source}, to {stamp_ns / 1e9:.3f} s): cleared "
+                                   "keyframes, transforms and frames in flight")
+        elif verdict == "stale":
+            self.get_logger().info(f"{source} message of the timeline before the jump dropped "
+                                   f"({stamp_ns / 1e9:.3f} s)", throttle_duration_sec=5.0)
+        return verdict != "stale"
+
+    def _clear_timeline(self) -> None:
+        with self._clear_lock:  # a frame being handled meanwhile sees the new epoch and is dropped
+            self._clear_epoch += 1
+            self.sync.reset()
+            self._keyframe_worker.clear()
+            self._tf_wait.clear()
             self.tf.clear()
-            self.get_logger().info("time jumped backwards: cleared keyframes and transforms")
+            self.keyframes.clear()
+            with self._stats_lock:
+                self._last_color_stamp_ns = None
+        self.renderer.forget(set())
+
+    def _on_clock_jump(self, jump) -> None:
+        """/clock went backwards (use_sim_time): the same detector, with the clock's new time."""
+        self._observe_time(self.get_clock().now().nanoseconds, "/clock")
 
     def _on_tf(self, msg, is_static: bool) -> None:
+        if not is_static and msg.transforms:
+            newest = max(to_nanoseconds(t.header.stamp) for t in msg.transforms)
+            if newest > 0 and not self._observe_time(newest, "/tf"):
+                return
         for error in self.tf.set_transforms(msg.transforms, authority="tf", is_static=is_static):
             self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
         for conflict in self.tf.take_conflicts():
@@ -308,8 +342,10 @@ class SrayNode(Node):
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
-        """Keyframe worker: a new matched set waits for its pose with the others (handled in _resolve_waiting)."""
-        self._tf_wait.add(matched, time.monotonic() + self.get_parameter("tf_timeout_s").value)
+        """Keyframe worker: a new matched set waits for its pose with the others (handled in _resolve_waiting);
+        one the synchroniser decided before a time jump is dropped."""
+        if self.time_jumps.classify(matched.stamp_ns) == "ok":
+            self._tf_wait.add(matched, time.monotonic() + self.get_parameter("tf_timeout_s").value)
 
     def _pose_of(self, matched: MatchedSet) -> np.ndarray:
         frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else matched["color"].frame_id
@@ -329,8 +365,12 @@ class SrayNode(Node):
 
     def _on_posed(self, matched: MatchedSet, c2w: np.ndarray, epoch: int) -> None:
         # Pose, time and motion first: most frames of a slow camera are not keyframe candidates, and
-        # decoding a full image for them would dominate intake.
-        candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
+        # decoding a full image for them would dominate intake. Under the clear lock: a frame of a timeline
+        # cleared meanwhile must not set the buffer's clock.
+        with self._clear_lock:
+            if epoch != self._clear_epoch:
+                return None
+            candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
         if not candidate:
             return None
         try:
@@ -456,6 +496,8 @@ class SrayNode(Node):
             self.semantic_color_pub.publish(rgb_to_image(display, header))
         self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
                                                         render_request.height, header))
+        self.render_color_pub.publish(rgb_to_image(result.color, header))
+        self.render_depth_pub.publish(float_to_image(result.depth.astype(np.float32), header))
         if self.get_parameter("publish_point_cloud").value:
             import torch
 

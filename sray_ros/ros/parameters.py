@@ -64,8 +64,10 @@ PARAMETERS: dict[str, tuple] = {
     "keyframe_width": (160, "Keyframes are resized to this width (the model's working resolution).",
                        {"integer_range": (32, 4096), "read_only": True}),
     "keyframe_height": (120, "Keyframe height.", {"integer_range": (32, 4096), "read_only": True}),
-    "time_jump_s": (1.0, "A stamp this much older than the last one is a backwards time jump (bag loop): "
-                    "keyframes and transforms are cleared.", {"floating_point_range": (0.01, 3600.0), "read_only": True}),
+    "time_jump_s": (1.0, "A stamp (image, /tf or /clock) this much older than the newest one is a backwards time "
+                    "jump (bag loop, simulator reset): keyframes, transforms and frames in flight are cleared, and "
+                    "late messages of the old timeline are dropped.", {"floating_point_range": (0.01, 3600.0),
+                                                                       "read_only": True}),
     "num_source_views": (8, "Source keyframes per render when a request asks for 0.", {"integer_range": (1, 64)}),
     "default_width": (160, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
     "default_height": (120, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sray_ros import geometry
+from sray_ros import geometry, viz
 from sray_ros.data.label_noise import LabelCorruption, add_label_corruption_args
 from sray_ros.data.label_sets import LabelSet
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
@@ -118,17 +118,32 @@ class SceneResult:
         return out
 
 
+PANEL_MIN_TILE_WIDTH = 320  # px per panel tile (tiles are enlarged by an integer factor, nearest-neighbour)
+
+
 def panel(rgb_gt: np.ndarray, labels_gt: np.ndarray | None, labels_pred: np.ndarray, confidence: np.ndarray,
-          depth: np.ndarray, label_set: LabelSet) -> np.ndarray:
-    """RGB | GT labels | predicted labels | confidence | depth, as one uint8 RGB image."""
+          depth: np.ndarray, label_set: LabelSet, min_tile_width: int = PANEL_MIN_TILE_WIDTH) -> np.ndarray:
+    """Camera | GT labels | predicted labels | confidence | depth with captions and a class legend, as one
+    uint8 RGB image; each ``[H, W]`` tile is enlarged nearest-neighbour by the smallest integer factor that
+    makes it at least ``min_tile_width`` px wide. Unknown (255) is hatched grey, as in the legend."""
     h, w = labels_pred.shape
-    gt = label_set.colorize(labels_gt) if labels_gt is not None else np.zeros((h, w, 3), np.uint8)
-    conf = cv2.applyColorMap((np.clip(confidence, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    factor = viz.integer_factor(w, min_tile_width)
+    tw, th = w * factor, h * factor
+    colors, names = label_set.colors, list(label_set.class_names)
     valid = depth[np.isfinite(depth) & (depth > 0)]
     hi = float(np.percentile(valid, 99)) if valid.size else 1.0
-    d8 = (np.clip(np.nan_to_num(depth) / max(hi, 1e-6), 0, 1) * 255).astype(np.uint8)
-    dep = cv2.applyColorMap(d8, cv2.COLORMAP_TURBO)[..., ::-1]
-    return np.concatenate([rgb_gt, gt, label_set.colorize(labels_pred), conf, dep], axis=1)
+    depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
+    tiles = [(viz.upscale(np.asarray(rgb_gt, np.uint8), tw, th), "camera (held out)")]
+    shown = [labels_pred]
+    if labels_gt is not None:
+        tiles.append((viz.label_tile(labels_gt, colors, tw, th), "ground truth"))
+        shown.append(labels_gt)
+    tiles += [(viz.label_tile(labels_pred, colors, tw, th), "rendered labels"),
+              (viz.scalar_tile(confidence, 0.0, 1.0, cv2.COLORMAP_VIRIDIS, tw, th),
+               viz.colorbar_caption("confidence", 0.0, 1.0, "", "viridis")),
+              (viz.scalar_tile(depth, 0.0, hi, cv2.COLORMAP_TURBO, tw, th),
+               viz.colorbar_caption("depth", 0.0, hi, "m", "turbo"))]
+    return viz.panel(tiles, names, colors, shown)
 
 
 def source_labels(scene: SceneArrays, pool: np.ndarray, num_classes: int,
