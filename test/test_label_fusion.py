@@ -171,3 +171,26 @@ def test_a_zero_confidence_keyframe_changes_nothing_through_transfer_and_fusion(
     assert torch.equal(a.labels, b.labels)
     assert torch.allclose(a.confidence, b.confidence, atol=1e-6)
     assert torch.allclose(a.reliability[:2], b.reliability, atol=1e-6)
+
+
+@pytest.mark.parametrize("view_scale", [1, 3])
+def test_render_view_fuses_with_reliability_by_default_also_when_upsampling(view_scale):
+    """render_view's default fusion is reliability, on the exact path and on the upsampled one (view_scale 3:
+    per-view votes are upsampled like the other per-ray outputs); a labelled source at the target pose gives
+    its labels back where it has them."""
+    from test_label_transfer import H, K_TOY, NUM_CLASSES, W, _sources, random_labels, toy_camera
+
+    from sray_ros.model import SRay, SRayConfig, SourceViews, render_view
+
+    torch.manual_seed(0)
+    tiny = SRay(SRayConfig.tiny(num_classes=NUM_CLASSES)).eval()
+    target = toy_camera(0.05)
+    labels = random_labels(3)
+    src = SourceViews.cat([_sources(tiny, [0.05], labels, depths=True), _sources(tiny, [-0.3, 0.3], depths=True)])
+    src.c2w[0] = target
+    assert LabelTransferConfig().fusion == "reliability"
+    view = render_view(tiny, src, K_TOY, target, H, W, near=1.0, far=4.0, sampling="depth_guided",
+                       view_scale=view_scale, label_transfer=LabelTransferConfig("depth", depth_test="unoccluded"))
+    known = labels[0] != 255
+    agree = (view.labels[known] == labels[0].long()[known]).float().mean()
+    assert agree > (0.99 if view_scale == 1 else 0.8), agree  # upsampling blurs votes across pixel edges

@@ -314,7 +314,7 @@ def target_surface(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, he
     return surf
 
 
-_RAY_FIELDS = ("rgb", "depth", "acc", "logits", "label_evidence", "label_mass")
+_RAY_FIELDS = ("rgb", "depth", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass")
 
 
 def _scatter(parts: list[tuple[Tensor, RenderOutput]], total: int, into: RenderOutput | None = None) -> RenderOutput:
@@ -397,9 +397,13 @@ def _fast_grid(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor
     anchors = (a_rows[:, None] * w + a_cols[None, :]).reshape(-1)
     weights = joint_weights(td.view(h, w), a_rows, a_cols, cfg.upsample_depth_sigma)
     out = RenderOutput(None, None, None, None)
-    for name in ("rgb", "acc", "logits", "label_evidence", "label_mass"):
+    for name in ("rgb", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass"):
         value = getattr(low, name)
-        setattr(out, name, None if value is None else upsample(value, weights))
+        if value is not None and value.dim() > 2:  # per-view votes [R, m, K]: upsampled as [R, m * K]
+            value = upsample(value.reshape(value.shape[0], -1), weights).view(-1, *value.shape[1:])
+        elif value is not None:
+            value = upsample(value, weights)
+        setattr(out, name, value)
     low_depth = low.depth / low.acc.clamp_min(1e-6)
     known = td[anchors] > 0
     residual = torch.where(known, low_depth - td[anchors], torch.zeros_like(low_depth))
