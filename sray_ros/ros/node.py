@@ -119,6 +119,7 @@ class SrayNode(Node):
                                  num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"),
                                  sampling=p("sampling"), num_surface_samples=p("num_surface_samples") or None,
                                  surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
+                                 view_scale=p("render_view_scale") or None,
                                  use_keyframe_labels=self.use_keyframe_labels)
         self.keyframes = KeyframeBuffer(
             max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),

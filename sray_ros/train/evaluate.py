@@ -342,6 +342,13 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-surface-samples", type=int, help="samples per ray around the depth (depth-guided)")
     p.add_argument("--surface-semantics", choices=("volume", "surface"),
                    help="depth-guided semantics: weights-rendered logits or the max-weight sample's (GSNeRF)")
+    p.add_argument("--view-scale", type=int, default=None,
+                   help="fast depth-guided views: the network renders every N-th pixel per axis, the rest is "
+                        "upsampled on the fused keyframe depth (1 = every pixel; default: the model's)")
+    p.add_argument("--upsample-refine", choices=("none", "depth", "labels"), default=None,
+                   help="fast views: pixels rendered exactly instead of upsampled (default: the model's)")
+    p.add_argument("--confident-surface-samples", type=int, default=None,
+                   help="adaptive K: samples per ray where the keyframes agree on the depth (0 = off)")
     p.add_argument("--keyframe-depth", action=argparse.BooleanOptionalAction, default=True,
                    help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
     p.add_argument("--prior-weight", type=float, default=None,
@@ -352,6 +359,21 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
     add_label_corruption_args(p)
+
+
+def apply_fast_view_options(cfg, args: argparse.Namespace) -> None:
+    """Set the fast-view options of :func:`add_view_arguments` that were given on the model config ``cfg``
+    (an :class:`~sray_ros.model.config.SRayConfig`); ValueError (config left valid) for a bad value."""
+    before = {n: getattr(cfg, n) for n in ("view_scale", "upsample_refine", "confident_surface_samples")}
+    for name in before:
+        if getattr(args, name, None) is not None:
+            setattr(cfg, name, getattr(args, name))
+    try:
+        cfg.__post_init__()
+    except ValueError:
+        for name, value in before.items():
+            setattr(cfg, name, value)
+        raise
 
 
 def label_options(args: argparse.Namespace) -> tuple[LabelTransferConfig | None, LabelCorruption]:
@@ -390,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sray-eval: --prior-weight must be >= 0, got {args.prior_weight}", file=sys.stderr)
             return 2
         ckpt.model.cfg.prior_weight = args.prior_weight
+    try:
+        apply_fast_view_options(ckpt.model.cfg, args)
+    except ValueError as exc:
+        print(f"sray-eval: {exc}", file=sys.stderr)
+        return 2
     if args.prior_up not in (None, "auto"):
         try:
             ckpt.model.cfg.prior_up = tuple(float(v) for v in args.prior_up.split(","))
@@ -421,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
               "device": str(device), "sampling": args.sampling or ckpt.model.cfg.sampling,
               "keyframe_depth": args.keyframe_depth, "num_surface_samples": args.num_surface_samples,
               "surface_semantics": args.surface_semantics, "label_transfer": args.label_transfer,
+              "view_scale": ckpt.model.cfg.view_scale, "upsample_refine": ckpt.model.cfg.upsample_refine,
+              "confident_surface_samples": ckpt.model.cfg.confident_surface_samples,
               "semantic_prior": ckpt.model.cfg.semantic_prior, "prior_weight": ckpt.model.cfg.prior_weight,
               "label_corruption": label_corruption.describe(), "scenes": rows, "overall": overall}
     (out / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))
