@@ -305,6 +305,56 @@ def test_intake_continues_during_a_slow_render(running, room):
     assert len(received) >= 3 and received[-1] > start_status.frames_received, (start_status.frames_received, received)
 
 
+def test_every_simultaneous_render_request_is_answered(running, room):
+    """25 simultaneous requests (5 clients x 5, e.g. planners) with max_queued_renders = 2: each is answered,
+    3 served (1 renders, 2 wait) and 22 refused at once with the reason (they used to wait forever)."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.srv import RenderSemanticView
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_queue(n):
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=n)
+        results = client.call(setter, SetParameters.Request(parameters=[ParameterMsg(name="max_queued_renders",
+                                                                                     value=value)])).results
+        assert all(r.successful for r in results), [r.reason for r in results]
+
+    planners = [client.node.create_client(RenderSemanticView, f"{NODE}/render_semantic_view") for _ in range(5)]
+    for planner in planners:
+        assert planner.wait_for_service(timeout_sec=30.0)
+    set_queue(2)
+    try:
+        # 320x240 renders take over 0.5 s (test_intake_continues_during_a_slow_render): all 25 arrive meanwhile.
+        request = render_request(room, HELD_OUT, width=320, height=240)
+        start = time.monotonic()
+        futures = [planner.call_async(request) for planner in planners for _ in range(5)]
+        answered_at = [None] * len(futures)
+        for i, future in enumerate(futures):
+            future.add_done_callback(lambda _, i=i: answered_at.__setitem__(i, time.monotonic() - start))
+        answers = [client.wait(future, timeout=240.0) for future in futures]
+    finally:
+        set_queue(4)
+        for planner in planners:
+            client.node.destroy_client(planner)
+    served = [a for a in answers if a.success]
+    refused = [a for a in answers if not a.success]
+    assert len(answers) == 25
+    assert len(served) == 3, [a.message for a in answers]
+    assert len(refused) == 22
+    for answer in refused:
+        assert answer.message.startswith("render refused: the render queue is full (2 waiting and 1 rendering, "
+                                         "max_queued_renders=2; "), answer.message
+        assert "retry later" in answer.message
+    # A refusal is immediate: every one arrives before the first render is done.
+    time.sleep(0.5)  # done callbacks run on the client's executor
+    refused_times = [t for a, t in zip(answers, answered_at) if not a.success]
+    served_times = [t for a, t in zip(answers, answered_at) if a.success]
+    assert max(refused_times) < min(served_times), (refused_times, served_times)
+
+
 def counts(status) -> dict[str, int]:
     return dict(zip(status.reject_reasons, status.reject_counts))
 

@@ -50,8 +50,10 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_fr
                                            serialized_header)
 from sray_ros.online.keyframes import Frame, KeyframeBuffer
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
+from sray_ros.online.render_queue import RenderQueue
 from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
+from sray_ros.ros.serving import REQUEST_QOS, action_server_qos, create_render_service
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
@@ -134,6 +136,9 @@ PARAMETERS: dict[str, tuple] = {
     "default_width": (160, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
     "default_height": (120, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
     "max_render_pixels": (640 * 480, "Larger requests are refused.", {"integer_range": (1, 16_777_216)}),
+    "max_queued_renders": (4, "Render requests that may wait while one renders; more are refused at once with the "
+                           "reason and the estimated wait (0 = refuse whenever a render runs).",
+                           {"integer_range": (0, 1000)}),
     "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
                              {"floating_point_range": (0.0, 1.0)}),
     "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
@@ -285,7 +290,9 @@ class SrayNode(Node):
         # Callback groups: intake, TF, rendering, fine-tuning and housekeeping run concurrently.
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = MutuallyExclusiveCallbackGroup()
-        self._render_group = MutuallyExclusiveCallbackGroup()
+        # Reentrant: a render request waits as a suspended coroutine; the RenderQueue runs renders one at a time.
+        self._render_group = ReentrantCallbackGroup()
+        self.render_queue = RenderQueue(p("max_queued_renders"), name="sray_render")
         self._fine_tune_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
 
@@ -330,15 +337,17 @@ class SrayNode(Node):
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)))
         self._publish_label_info()
 
-        self.create_service(RenderSemanticView, "~/render_semantic_view", self._on_render,
-                            callback_group=self._render_group)
-        self.create_service(SaveCheckpoint, "~/save_checkpoint", self._on_save, callback_group=self._service_group)
-        self.create_service(LoadCheckpoint, "~/load_checkpoint", self._on_load, callback_group=self._service_group)
-        self.create_service(Trigger, "~/clear_keyframes", self._on_clear, callback_group=self._service_group)
+        create_render_service(self, RenderSemanticView, "~/render_semantic_view", self._on_render, self.render_queue,
+                              self._render_group, lambda message: self.get_logger().warning(
+                                  message, throttle_duration_sec=5.0))
+        for srv_type, name, callback in ((SaveCheckpoint, "~/save_checkpoint", self._on_save),
+                                         (LoadCheckpoint, "~/load_checkpoint", self._on_load),
+                                         (Trigger, "~/clear_keyframes", self._on_clear)):
+            self.create_service(srv_type, name, callback, qos_profile=REQUEST_QOS, callback_group=self._service_group)
         self.fine_tune_server = ActionServer(
             self, FineTune, "~/fine_tune", execute_callback=self._execute_fine_tune,
             goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
-            callback_group=self._fine_tune_group)
+            callback_group=self._fine_tune_group, **action_server_qos())
         # Wall (steady) time: on sim time the status would freeze when /clock stops (a replayed bag ended).
         self.create_timer(p("status_period_s"), self._publish_status, callback_group=self._service_group,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -371,6 +380,8 @@ class SrayNode(Node):
                 if param.name == "render_chunk":
                     value = int(value) or None
                 changes[RENDERER_PARAMETERS[param.name]] = value
+            elif param.name == "max_queued_renders":
+                self.render_queue.configure(int(param.value))
             elif param.name == "use_keyframe_labels":
                 self.use_keyframe_labels = bool(param.value)
                 changes["use_keyframe_labels"] = self.use_keyframe_labels
@@ -435,6 +446,8 @@ class SrayNode(Node):
 
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
+        if hasattr(self, "render_queue"):
+            self.render_queue.close(timeout=30.0)
         if hasattr(self, "fine_tuner"):
             self.fine_tuner.close()
         if hasattr(self, "_keyframe_worker"):
