@@ -355,6 +355,41 @@ def test_every_simultaneous_render_request_is_answered(running, room):
     assert max(refused_times) < min(served_times), (refused_times, served_times)
 
 
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+class NotWeights:
+    """Only a full (unsafe) unpickling could rebuild this."""
+
+
+def test_crafted_and_foreign_checkpoints_are_refused_over_dds_without_allocating(running, room, tiny_checkpoint,
+                                                                                 tmp_path):
+    """A 2.9 KB file whose config asks for a 20-million-wide layer took the node from 311 MB to 2.9 GB before it
+    was refused; now it is refused from its config (peak memory grows < 100 MB) and the model stays."""
+    from sray_ros.srv import LoadCheckpoint
+
+    client, pid = running["client"], running["proc"].pid
+    crafted = tmp_path / "crafted.pt"
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["config"]["ffn_hidden"], payload["state_dict"] = 20_000_000, {}
+    torch.save(payload, crafted)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": NotWeights()}, pickled)
+    peak = _peak_rss_mb(pid)
+    response = client.call(client.load, LoadCheckpoint.Request(path=str(crafted)))
+    assert not response.success
+    assert response.message == (f"checkpoint {crafted}: invalid model config: ffn_hidden = 20000000 is outside "
+                                "[1, 4096] (the current model stays in place)")
+    assert _peak_rss_mb(pid) - peak < 100
+    response = client.call(client.load, LoadCheckpoint.Request(path=str(pickled)))
+    assert not response.success and "not an sray_ros weights file" in response.message
+    assert "weights_only" not in response.message
+    still = client.call(client.render, render_request(room, HELD_OUT))
+    assert still.success, still.message
+
+
 def counts(status) -> dict[str, int]:
     return dict(zip(status.reject_reasons, status.reject_counts))
 
