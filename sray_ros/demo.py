@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. the node, through the launch file's parameters file
         overrides = work / "demo_params.yaml"
         # The bag replays with its recorded (reliable) QoS; a reliable subscription loses no frame.
-        params = {"use_sim_time": True, "sensor_data_qos": False}
+        params = {"use_sim_time": True, "sensor_data_qos": False, "checkpoint_dir": str(out)}
         if args.checkpoint:
             params["checkpoint"] = args.checkpoint
         overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))

@@ -172,7 +172,8 @@ def running(room, tiny_checkpoint, tmp_path_factory):
     params = write_params(tmp / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
                           keyframe_height=60, min_translation_m=0, min_rotation_deg=0, default_width=40,
                           default_height=30, num_source_views=4, fine_tune_num_rays=128,
-                          fine_tune_checkpoint=str(tmp / "fine_tuned.pt"), sensor_data_qos=False,
+                          checkpoint_dir=str(tmp), fine_tune_checkpoint=str(tmp / "fine_tuned.pt"),
+                          sensor_data_qos=False,
                           confidence_threshold=0.0, opacity_threshold=0.0, tf_timeout_s=5)  # ints for floats
     group = ProcessGroup(tmp)
     proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node")
@@ -388,6 +389,63 @@ def test_crafted_and_foreign_checkpoints_are_refused_over_dds_without_allocating
     assert "weights_only" not in response.message
     still = client.call(client.render, render_request(room, HELD_OUT))
     assert still.success, still.message
+
+
+def test_callers_cannot_write_outside_the_checkpoint_folder_or_over_other_files(running, tmp_path):
+    """~/save_checkpoint, a fine-tune goal's checkpoint_path and the parameter fine_tune_checkpoint used to write
+    anywhere (replacing files, '..', new folders); now only checkpoints inside checkpoint_dir are written."""
+    from action_msgs.msg import GoalStatus
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.action import FineTune
+    from sray_ros.online.checkpoint_paths import is_sray_checkpoint
+    from sray_ros.srv import SaveCheckpoint
+
+    client, folder = running["client"], running["tmp"]
+    save = client.node.create_client(SaveCheckpoint, f"{NODE}/save_checkpoint")
+    notes = folder / "notes.pt"
+    notes.write_text("not a checkpoint")
+    params = folder / "params.yaml"
+    params_text = params.read_text()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / "escape_link").symlink_to(outside, target_is_directory=True)
+    refused = {
+        str(notes): "exists and is not an sray_ros checkpoint; it is never replaced",
+        str(params): "the file name must end in .pt or .pth",
+        "../escape.pt": "'..' is not allowed",
+        str(outside / "abs.pt"): "is outside the checkpoint folder",
+        "new/nested/x.pt": "does not exist (new folders are not created",
+        "escape_link/x.pt": "leads outside the checkpoint folder",
+    }
+    for path, reason in refused.items():
+        response = client.call(save, SaveCheckpoint.Request(path=path))
+        assert not response.success and response.message.startswith("not saved: checkpoint path ") \
+            and reason in response.message, (path, response.message)
+    assert notes.read_text() == "not a checkpoint" and params.read_text() == params_text
+    assert not (folder.parent / "escape.pt").exists() and not (folder / "new").exists() and not list(outside.iterdir())
+
+    ok = client.call(save, SaveCheckpoint.Request(path="snapshot.pt"))
+    assert ok.success and ok.message == f"saved {folder.resolve() / 'snapshot.pt'}", ok.message
+    again = client.call(save, SaveCheckpoint.Request(path=str(folder / "snapshot.pt")))  # our own: replaced
+    assert again.success and is_sray_checkpoint(folder / "snapshot.pt")
+    assert not list(folder.glob(".snapshot.pt.*"))  # atomic write: no temporary file left
+
+    # A goal naming a refused path fails before training, with the reason in its result.
+    handle = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=3, checkpoint_path="../x.pt")))
+    result = client.wait(handle.get_result_async(), timeout=60)
+    assert result.status == GoalStatus.STATUS_ABORTED and result.result.steps_done == 0
+    assert result.result.message.startswith("not started: checkpoint path '../x.pt': '..' is not allowed"), \
+        result.result.message
+
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+    for value, reason in (("/etc/sray.pt", "is outside the checkpoint folder"), ("../up.pt", "'..' is not allowed"),
+                          ("notes.pt", "is never replaced")):
+        param = ParameterMsg(name="fine_tune_checkpoint",
+                             value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+        results = client.call(setter, SetParameters.Request(parameters=[param])).results
+        assert not results[0].successful and reason in results[0].reason, (value, results[0].reason)
 
 
 def counts(status) -> dict[str, int]:

@@ -180,6 +180,6 @@ def test_close_cancels_and_joins_the_automatic_run(tiny, tmp_path):
 
 def test_default_path(monkeypatch, tmp_path):
     monkeypatch.setenv("ROS_HOME", str(tmp_path))
-    assert default_fine_tune_path() == tmp_path / "sray_ros" / "fine_tuned.pt"
+    assert default_fine_tune_path() == tmp_path / "sray_ros" / "checkpoints" / "fine_tuned.pt"
     assert str(default_fine_tune_path("", "/x/c.pt")) == "/x/c.pt"
     assert str(default_fine_tune_path("/y/g.pt", "/x/c.pt")) == "/y/g.pt"

@@ -17,12 +17,12 @@ What it guarantees:
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sray_ros.online.checkpoint_paths import DEFAULT_NAME, default_checkpoint_dir
 from sray_ros.online.fine_tuner import (CANCELED, FAILED, SUCCEEDED, FineTuneError, FineTuneGoal, FineTuneJob,
                                      FineTuneOutcome)
 from sray_ros.online.keyframes import Keyframe
@@ -34,13 +34,15 @@ IDLE, RUNNING = "idle", "running"
 
 
 def default_fine_tune_path(requested: str = "", configured: str = "") -> Path:
-    """Where fine-tuned weights go: the goal's path, else the configured one (node parameter
-    ``fine_tune_checkpoint``), else ``$ROS_HOME/sray_ros/fine_tuned.pt`` (``ROS_HOME`` defaults to ``~/.ros``)."""
+    """Where fine-tuned weights go without a :class:`~sray_ros.online.checkpoint_paths.CheckpointDirectory`: the
+    goal's path, else the configured one, else ``fine_tuned.pt`` in
+    :func:`~sray_ros.online.checkpoint_paths.default_checkpoint_dir`. (The node confines names to its
+    checkpoint folder: ``FineTuneRunner(resolve_path=...)``.)"""
     if requested:
         return Path(requested).expanduser()
     if configured:
         return Path(configured).expanduser()
-    return Path(os.environ.get("ROS_HOME", Path.home() / ".ros")) / "sray_ros" / "fine_tuned.pt"
+    return default_checkpoint_dir() / DEFAULT_NAME
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,19 @@ class FineTuneRunner:
         keyframes: returns the current keyframe snapshot (called when a run starts).
         configured_path: returns the configured default checkpoint path ("" = ``$ROS_HOME`` default).
         log: ``log(level, message)`` with level "info", "warning" or "error" (the node's logger).
+        resolve_path: the file a run's ``checkpoint_path`` ("" = the configured default) is written to; raises
+            ValueError (e.g. :class:`~sray_ros.online.checkpoint_paths.CheckpointPathError`) to refuse it. It is
+            checked before training starts and again before writing. Default: :func:`default_fine_tune_path`.
     """
 
     def __init__(self, renderer: Renderer, keyframes: Callable[[], tuple[Keyframe, ...]],
                  configured_path: Callable[[], str] = lambda: "",
-                 log: Callable[[str, str], None] = lambda level, message: None) -> None:
+                 log: Callable[[str, str], None] = lambda level, message: None,
+                 resolve_path: Callable[[str], Path] | None = None) -> None:
         self.renderer = renderer
         self._keyframes = keyframes
         self._configured_path = configured_path
+        self._resolve_path = resolve_path or (lambda requested: default_fine_tune_path(requested, configured_path()))
         self._log = log
         self._lock = threading.Lock()  # guards every field below
         self._run_lock = threading.Lock()  # held by the run that trains
@@ -203,6 +210,10 @@ class FineTuneRunner:
         if stop.is_set() or cancel_requested():
             return self._end(FineTuneOutcome.failed("canceled before it started; weights unchanged", status=CANCELED))
         try:
+            self._resolve_path(checkpoint_path)
+        except ValueError as exc:  # refused before minutes of training are spent
+            return self._end(FineTuneOutcome.failed(f"not started: {exc}"))
+        try:
             job = FineTuneJob(self.renderer, self._keyframes(), goal)
         except FineTuneError as exc:
             return self._end(FineTuneOutcome.failed(str(exc)))
@@ -243,15 +254,17 @@ class FineTuneRunner:
             return self._end(FineTuneOutcome.failed(
                 f"the model was replaced while fine-tuning ran ({exc}); the fine-tuned weights are discarded and "
                 "the model in use stays", outcome.steps_done, outcome.final_loss))
-        path = default_fine_tune_path(checkpoint_path, self._configured_path())
+        not_saved = ""
         try:
+            path = self._resolve_path(checkpoint_path)  # again: the file may have changed while training ran
             save_checkpoint(path, outcome.model, handle.label_set,
                             {**handle.extra, "fine_tuned_steps": outcome.steps_done,
                              "holdout_miou": outcome.holdout_miou})
             outcome.checkpoint_path = str(path)
-        except (OSError, RuntimeError) as exc:
-            self._log("error", f"fine-tuned weights in use but not saved to {path}: {exc}")
+        except (OSError, RuntimeError, ValueError) as exc:
+            not_saved = f"; in use but not saved: {exc}"
+            self._log("error", f"fine-tuned weights in use but not saved: {exc}")
         outcome.status = SUCCEEDED
         outcome.message = (f"fine-tuned {outcome.steps_done} steps on {len(job.train)} keyframes "
-                           f"(held out {len(job.held)})" + ("" if outcome.checkpoint_path else "; not saved"))
+                           f"(held out {len(job.held)})" + not_saved)
         return self._end(outcome)

@@ -41,7 +41,8 @@ from sray_ros import geometry
 from sray_ros.action import FineTune
 from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
-from sray_ros.online.fine_tune_runner import FineTuneRunner, default_fine_tune_path
+from sray_ros.online.checkpoint_paths import CheckpointDirectory, CheckpointPathError
+from sray_ros.online.fine_tune_runner import FineTuneRunner
 from sray_ros.online.time_jump import TimeJumpDetector
 from sray_ros.online.fine_tuner import FineTuneGoal
 from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info,
@@ -160,7 +161,11 @@ PARAMETERS: dict[str, tuple] = {
     "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
     "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
     "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
-    "fine_tune_checkpoint": ("", "Where fine-tuned weights are saved (empty = $ROS_HOME/sray_ros/fine_tuned.pt).", {}),
+    "checkpoint_dir": ("", "Folder the node writes checkpoints to (~/save_checkpoint, fine-tune goals, "
+                       "fine_tune_checkpoint); paths outside it are refused. Empty = $ROS_HOME/sray_ros/checkpoints.",
+                       {"read_only": True}),
+    "fine_tune_checkpoint": ("", "File fine-tuned weights (and ~/save_checkpoint without a path) are written to: a "
+                             "name inside checkpoint_dir, or an absolute path inside it (empty = fine_tuned.pt).", {}),
     "use_keyframe_labels": (True, "Render with the label images of keyframes that carry one (labels/image: mono8 or "
                             "mono16 class ids of the node's label set, 255 = unknown) besides the model's "
                             "semantics; false = the model's semantics only.", {}),
@@ -276,9 +281,15 @@ class SrayNode(Node):
         # instead of landing in the cleared buffer.
         self._clear_lock = threading.Lock()
         self._clear_epoch = 0
+        try:
+            self.checkpoints = CheckpointDirectory(p("checkpoint_dir"))
+            self.checkpoints.resolve("", p("fine_tune_checkpoint"))
+        except CheckpointPathError as exc:
+            raise ParameterError(f"parameter 'checkpoint_dir' / 'fine_tune_checkpoint': {exc}") from None
         self.fine_tuner = FineTuneRunner(
-            self.renderer, self.keyframes.snapshot, lambda: self.get_parameter("fine_tune_checkpoint").value,
-            lambda level, message: getattr(self.get_logger(), level)(message))
+            self.renderer, self.keyframes.snapshot, log=lambda level, message: getattr(self.get_logger(), level)(message),
+            resolve_path=lambda requested: self.checkpoints.resolve(
+                requested, self.get_parameter("fine_tune_checkpoint").value))
 
         checkpoint = p("checkpoint") or default_checkpoint()
         try:
@@ -374,6 +385,12 @@ class SrayNode(Node):
         """Runtime changes (``ros2 param set``): rclpy has checked type, range and read-only; the renderer's
         settings take effect for the renders that start afterwards."""
         changes = {}
+        for param in parameters:
+            if param.name == "fine_tune_checkpoint":
+                try:
+                    self.checkpoints.resolve("", param.value)
+                except CheckpointPathError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         for param in parameters:
             if param.name in RENDERER_PARAMETERS:
                 value = param.value
@@ -722,11 +739,15 @@ class SrayNode(Node):
 
     # ----------------------------------------------------------------------------------------- services
     def _on_save(self, request, response):
-        path = default_fine_tune_path(request.path, self.get_parameter("fine_tune_checkpoint").value)
+        try:
+            path = self.checkpoints.resolve(request.path, self.get_parameter("fine_tune_checkpoint").value)
+        except CheckpointPathError as exc:
+            response.success, response.message = False, f"not saved: {exc}"
+            return response
         try:
             response.message = f"saved {self.renderer.save(path)}"
             response.success = True
-        except (RenderError, OSError) as exc:
+        except (RenderError, OSError, RuntimeError) as exc:
             response.success, response.message = False, f"cannot save to {path}: {exc}"
         return response
 
