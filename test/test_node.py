@@ -448,6 +448,79 @@ def test_callers_cannot_write_outside_the_checkpoint_folder_or_over_other_files(
         assert not results[0].successful and reason in results[0].reason, (value, results[0].reason)
 
 
+def test_goals_end_with_a_reason_and_sigterm_during_fine_tuning_answers_the_client(room, tiny_checkpoint,
+                                                                                  tmp_path, rclpy_context):
+    """A goal sent right after a cancel used to be rejected with no reason (it worked 0.2 s later); SIGTERM during
+    fine-tuning left the client without a result and logged a traceback. Now: the goal after the cancel runs;
+    SIGTERM ends the running goal with an aborted result saying why, the node exits 0 within 5 s with no
+    traceback, and the checkpoint file is unchanged."""
+    import os
+    import signal
+
+    from action_msgs.msg import GoalStatus
+
+    from conftest import ProcessGroup
+    from sray_ros.action import FineTune
+    from sray_ros.online.checkpoint_paths import is_sray_checkpoint
+    from sray_ros.srv import SaveCheckpoint
+
+    params = write_params(tmp_path / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
+                          keyframe_height=60, min_translation_m=0, min_rotation_deg=0, num_source_views=4,
+                          fine_tune_num_rays=64, checkpoint_dir=str(tmp_path), sensor_data_qos=False)
+    group = ProcessGroup(tmp_path)
+    proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node")
+    client = Client(rclpy_context)
+    try:
+        assert client.render.wait_for_service(timeout_sec=60.0), group.log(proc)
+        client.latest_status(timeout=30.0)
+        for n in range(6):
+            client.publish_frame(room, n, 100.0 + 0.2 * n)
+            time.sleep(0.05)
+        client.latest_status(lambda s: s.keyframe_count >= 6 and s.labelled_keyframe_count >= 4, timeout=60.0)
+        save = client.node.create_client(SaveCheckpoint, f"{NODE}/save_checkpoint")
+        assert client.call(save, SaveCheckpoint.Request(path="")).success
+        checkpoint = tmp_path / "fine_tuned.pt"
+        before = checkpoint.read_bytes()
+
+        feedback = []
+        first = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=100000),
+                                                             feedback_callback=feedback.append))
+        deadline = time.monotonic() + 60
+        while not feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.accepted and feedback
+        client.wait(first.cancel_goal_async())
+        second_feedback = []
+        second = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=100000),
+                                                              feedback_callback=second_feedback.append))
+        assert second.accepted  # right after the cancel: accepted, and it runs once the first has stopped
+        first_result = client.wait(first.get_result_async(), timeout=60)
+        assert first_result.status == GoalStatus.STATUS_CANCELED
+        assert first_result.result.message.startswith("canceled after "), first_result.result.message
+        second_result = second.get_result_async()
+        deadline = time.monotonic() + 60
+        while not second_feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second_feedback, "the goal sent after the cancel never ran"
+
+        os.kill(proc.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        result = client.wait(second_result, timeout=10)
+        assert time.monotonic() - signalled < 5.0
+        assert result.status == GoalStatus.STATUS_ABORTED and not result.result.success
+        assert result.result.message.startswith("stopped because the node is shutting down after "), \
+            result.result.message
+        assert result.result.message.endswith("the weights in use and the checkpoint file are unchanged")
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 5.0
+        log = group.log(proc)
+        assert "Traceback" not in log and "shutting down" in log, log[-3000:]
+        assert checkpoint.read_bytes() == before and is_sray_checkpoint(checkpoint)
+    finally:
+        client.close()
+        group.stop_all()
+
+
 def counts(status) -> dict[str, int]:
     return dict(zip(status.reject_reasons, status.reject_counts))
 

@@ -135,3 +135,21 @@ def test_configure_changes_the_bound_and_rejects_negative():
             RenderQueue(max_queued=-2)
     finally:
         queue.close(5)
+
+
+def test_close_can_answer_the_running_render_at_once():
+    gate = threading.Event()
+    queue = RenderQueue(max_queued=1)
+    results, done = _collector()
+    assert queue.submit(lambda: (gate.wait(10), "late")[1], done) is None
+    while queue.counts()["running"] == 0:
+        time.sleep(0.005)
+    assert queue.submit(lambda: "never", done) is None
+    queue.close(timeout=0, abandon_running=True)
+    # Both answered at once, without waiting for the render; its late result is dropped.
+    assert sorted(str(r) for r in results) == [
+        "render refused: the node is shutting down",
+        "render refused: the node is shutting down before this render finished"]
+    gate.set()
+    time.sleep(0.2)
+    assert len(results) == 2 and "late" not in results

@@ -29,6 +29,7 @@ class _Job:
     work: Callable[[], Any]
     done: Callable[[Any], None]
     queued_at: float
+    answered: bool = False  # done was called (exactly once; guarded by the queue's lock)
 
 
 class RenderQueue:
@@ -140,19 +141,32 @@ class RenderQueue:
                     self._running = None
                     self.served += 1
                     self._cond.notify_all()
-            _call(job.done, result)
+            self._answer(job, result)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Refuse new requests and the ones still waiting (their ``done`` gets a :class:`RenderRefused`), let the
-        running render finish (its ``done`` gets its result) and join the worker (up to ``timeout`` s)."""
+    def _answer(self, job: _Job, result: Any) -> None:
+        with self._cond:
+            if job.answered:
+                return
+            job.answered = True
+        _call(job.done, result)
+
+    def close(self, timeout: float | None = None, abandon_running: bool = False) -> None:
+        """Refuse new requests and the ones still waiting (their ``done`` gets a :class:`RenderRefused`) and join
+        the worker (up to ``timeout`` s). The running render finishes and its ``done`` gets its result, unless
+        ``abandon_running``: then its ``done`` gets a :class:`RenderRefused` at once (a shutting-down node cannot
+        wait for a render of many seconds) and its result, when it comes, is dropped."""
         with self._cond:
             self._closed = True
             dropped = list(self._waiting)
             self._waiting.clear()
             self.refused += len(dropped)
+            running = self._running if abandon_running else None
             self._cond.notify_all()
         for job in dropped:
-            _call(job.done, RenderRefused("render refused: the node is shutting down"))
+            self._answer(job, RenderRefused("render refused: the node is shutting down"))
+        if running is not None:
+            self._answer(running, RenderRefused("render refused: the node is shutting down before this render "
+                                                "finished"))
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 

@@ -32,6 +32,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -54,7 +55,7 @@ from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_tr
 from sray_ros.online.render_queue import RenderQueue
 from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
-from sray_ros.ros.serving import REQUEST_QOS, action_server_qos, create_render_service
+from sray_ros.ros.serving import REQUEST_QOS, action_server_qos, create_render_service, spin_until_signalled
 from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
@@ -271,6 +272,7 @@ class SrayNode(Node):
                                       self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
         self._stats_lock = threading.Lock()
+        self._goals_executing = 0
         self.rejected = {reason: 0 for reason in INTAKE_REJECT_REASONS}
         self.frames_received = 0
         self._arrivals: deque[float] = deque(maxlen=200)
@@ -461,10 +463,25 @@ class SrayNode(Node):
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
 
+    def shut_down(self, timeout_s: float = 4.0) -> None:
+        """Answer everything in flight while the executor still spins (SIGINT / SIGTERM): waiting and running
+        render requests are refused with the reason, a fine-tuning goal stops at its next step and ends with
+        a result saying why (weights and checkpoint file unchanged)."""
+        self.get_logger().info("shutting down: answering render requests and stopping fine-tuning")
+        self.render_queue.close(timeout=0.0, abandon_running=True)
+        deadline = time.monotonic() + timeout_s
+        self.fine_tuner.close(timeout=timeout_s)
+        while time.monotonic() < deadline:
+            with self._stats_lock:
+                if self._goals_executing == 0:
+                    break
+            time.sleep(0.02)
+        time.sleep(0.3)  # the executor sends the results and responses just made
+
     def destroy_node(self) -> None:
         # Also reached for a node whose __init__ failed part-way (rclpy.shutdown destroys it).
         if hasattr(self, "render_queue"):
-            self.render_queue.close(timeout=30.0)
+            self.render_queue.close(timeout=2.0, abandon_running=True)
         if hasattr(self, "fine_tuner"):
             self.fine_tuner.close()
         if hasattr(self, "_keyframe_worker"):
@@ -693,10 +710,9 @@ class SrayNode(Node):
 
     # ---------------------------------------------------------------------------------------- fine-tune
     def _on_fine_tune_goal(self, goal) -> GoalResponse:
-        # An automatic run does not block goals: the goal cancels it (FineTuneRunner.run).
-        if self.fine_tuner.requested_run_active:
-            self.get_logger().warning("fine_tune goal rejected: a fine-tuning run is in progress")
-            return GoalResponse.REJECT
+        # Every goal is accepted, so that it ends with a result whose message says why (a rejection carries
+        # no reason): FineTuneRunner.run refuses it while another goal runs, waits for a cancelled one, and
+        # cancels an automatic run.
         return GoalResponse.ACCEPT
 
     def _fine_tune_goal(self, max_steps: int = 0, **fields) -> FineTuneGoal:
@@ -705,6 +721,15 @@ class SrayNode(Node):
                             num_sources=self.get_parameter("num_source_views").value, **fields)
 
     def _execute_fine_tune(self, goal_handle):
+        with self._stats_lock:
+            self._goals_executing += 1
+        try:
+            return self._run_fine_tune_goal(goal_handle)
+        finally:
+            with self._stats_lock:
+                self._goals_executing -= 1
+
+    def _run_fine_tune_goal(self, goal_handle):
         request = goal_handle.request
         goal = self._fine_tune_goal(int(request.max_steps), max_duration_s=float(request.max_duration_s),
                                     learning_rate=float(request.learning_rate),
@@ -857,7 +882,9 @@ class SrayNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    # rclpy's signal handlers would shut the context down at once; spin_until_signalled lets the node answer
+    # what is in flight first (a fine-tuning goal's result, waiting render requests).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         try:
@@ -867,7 +894,7 @@ def main(args=None) -> None:
             raise SystemExit(1) from None
         executor = MultiThreadedExecutor(num_threads=6)
         executor.add_node(node)
-        executor.spin()
+        spin_until_signalled(executor, node.shut_down)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -59,3 +59,46 @@ def create_render_service(node, srv_type, name: str, render: Callable[[Any, Any]
         return result
 
     return node.create_service(srv_type, name, callback, qos_profile=REQUEST_QOS, callback_group=callback_group)
+
+
+def spin_until_signalled(executor, on_stop: Callable[[], None], poll_s: float = 0.2) -> int | None:
+    """Spin ``executor`` on a thread until SIGINT or SIGTERM, then call ``on_stop()`` while it still spins (so the
+    answers ``on_stop`` causes, e.g. a stopped fine-tuning goal's result, reach their clients), then shut the
+    executor down. Call it from the main thread, with rclpy's own signal handlers off
+    (``rclpy.init(signal_handler_options=SignalHandlerOptions.NO)``): rclpy's would shut the context down at
+    once, and a goal running then never sends its result. A second signal while stopping raises
+    KeyboardInterrupt. Returns the signal number (None when the executor stopped by itself)."""
+    import signal
+    import threading
+
+    received: list[int] = []
+    stopped = threading.Event()
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except Exception:  # noqa: BLE001 - the context went away (e.g. rclpy.shutdown elsewhere)
+            pass
+        finally:
+            stopped.set()
+
+    spinner = threading.Thread(target=spin, name="sray_executor", daemon=True)
+    spinner.start()
+    try:
+        while not stopped.wait(poll_s):
+            pass
+        if received:
+            on_stop()
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0] if received else None
