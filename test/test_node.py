@@ -636,7 +636,7 @@ def test_clear_keyframes_drops_a_frame_being_handled(running, room):
 
     client = running["client"]
     clear = client.node.create_client(Trigger, f"{NODE}/clear_keyframes")
-    # The worker waits (tf_timeout_s) for this frame's transform, i.e. it is being handled during the clear.
+    # This frame waits (up to tf_timeout_s) for its transform, i.e. it is being handled during the clear.
     client.publish_frame(room, 0, 350.0, frame_id="late_camera", tf=False)
     time.sleep(1.0)
     assert client.call(clear, Trigger.Request()).success
@@ -753,7 +753,7 @@ def test_fine_tune_action_feedback_cancel_success(running, room):
 def test_parameters_from_the_params_file_are_in_effect(running):
     from rcl_interfaces.srv import GetParameters
 
-    from sray_ros.ros.node import PARAMETERS
+    from sray_ros.ros.parameters import PARAMETERS
 
     client = running["client"]
     getter = client.node.create_client(GetParameters, f"{NODE}/get_parameters")
@@ -801,8 +801,9 @@ K_COLOR = np.array([[60.0, 0, 39.5], [0, 62.0, 30.2], [0, 0, 1]])  # 80x60 colou
 K_DEPTH = np.array([[70.0, 0, 52.5], [0, 70.0, 29.5], [0, 0, 1]])  # 106x60 depth camera, other intrinsics
 
 
-def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
-    """Colour 80x60 + camera_info, 16UC1 depth 106x60 of a tilted plane (+ its camera_info) at one stamp."""
+def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True, depth_size=(106, 60)):
+    """Colour 80x60 + camera_info, 16UC1 depth 106x60 (``depth_size``) of a tilted plane (+ its camera_info) at one
+    stamp."""
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
@@ -811,11 +812,11 @@ def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
     stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)))
     color_header, depth_header = Header(stamp=stamp, frame_id="camera"), Header(stamp=stamp, frame_id=depth_frame)
     rgb = np.random.default_rng(int(stamp_s * 10)).integers(0, 256, (60, 80, 3), np.uint8)
-    depth_mm = np.rint(_plane_depth(K_DEPTH, 106, 60) * 1000).astype(np.uint16)
+    depth_mm = np.rint(_plane_depth(K_DEPTH, *depth_size) * 1000).astype(np.uint16)
     return {"color": numpy_to_image(rgb, "rgb8", color_header),
             "camera_info": make_camera_info(K_COLOR, 80, 60, color_header),
             "depth": numpy_to_image(depth_mm, "16UC1", depth_header),
-            "depth_info": make_camera_info(K_DEPTH, 106, 60, depth_header) if with_depth_info else None}, depth_mm
+            "depth_info": make_camera_info(K_DEPTH, *depth_size, depth_header) if with_depth_info else None}, depth_mm
 
 
 def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_checkpoint, rclpy_context):
@@ -852,6 +853,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
             raw = {k: RawImage(serialize_message(messages[k]), messages[k].header.frame_id) for k in ("color", "depth")}
             node._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
                                         {k: stamp_ns for k in messages}))
+            node._resolve_waiting()  # what the keyframe worker runs after each matched set
             return depth_mm.astype(np.float32) / 1000.0
 
         depth_m = feed(1.0)
@@ -873,7 +875,10 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
         # no depth camera_info and another size: rejected with the reason, the keyframes unchanged
         ids = [k.id for k in node.keyframes.snapshot()]
         feed(3.0, with_depth_info=False)
-        assert node.rejected["bad_depth"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        assert node.rejected["depth_not_registered"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        # no depth camera_info, the colour size, but another optical frame: not stored as aligned
+        feed(3.5, with_depth_info=False, depth_frame="depth_camera", depth_size=(80, 60))
+        assert node.rejected["depth_not_registered"] == 2 and [k.id for k in node.keyframes.snapshot()] == ids
 
         # a distorted colour camera: not silently used as pinhole K; the rectified P is, with a warning once
         from sray_ros.ros.image_conversion import make_camera_info
@@ -890,7 +895,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
 
 
 def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(running):
-    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as bad_depth
+    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as depth_not_registered
     (before: stretched and accepted); with its camera_info the same frame becomes a keyframe."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo
@@ -925,12 +930,12 @@ def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(runn
 
     before = client.latest_status()
     publish(600.0, with_depth_info=False)
-    status = client.latest_status(lambda s: counts(s).get("bad_depth", 0) > counts(before).get("bad_depth", 0),
-                                  timeout=30.0)
+    reason = "depth_not_registered"
+    status = client.latest_status(lambda s: counts(s).get(reason, 0) > counts(before).get(reason, 0), timeout=30.0)
     assert status.frames_accepted == before.frames_accepted
     publish(602.0, with_depth_info=True)
     status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 1, timeout=30.0)
-    assert counts(status)["bad_depth"] == counts(before).get("bad_depth", 0) + 1
+    assert counts(status)[reason] == counts(before).get(reason, 0) + 1
     client.node.destroy_publisher(depth_info_pub)
 
 
@@ -1085,3 +1090,127 @@ def test_render_with_keyframes_without_depth(room, tiny_checkpoint, tmp_path):
         client.close()
         rclpy.shutdown(context=context)
         group.stop_all()
+
+
+def test_label_images_that_do_not_match_the_colour_camera_are_rejected_over_dds(running, room):
+    """Over DDS, without labels/camera_info: half-resolution labels, a 16:9 crop, a wider view and a rotated label
+    image (before: stretched into labelled keyframes) are each counted as labels_not_registered and add no
+    keyframe; half-resolution labels with their labels/camera_info become a labelled keyframe (the registered
+    values are checked exactly in test_online_intake)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+
+    from sray_ros import geometry
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    client = running["client"]
+    labels_info_pub = client.node.create_publisher(CameraInfo, "/labels/camera_info",
+                                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def flush(stamp_s):
+        """A later stamp on a synchronised stream ends the wait for optional streams (seen in earlier tests)."""
+        time.sleep(0.05)
+        info = make_camera_info(room.intrinsics, room.width, room.height)
+        info.header.stamp.sec = int(stamp_s)
+        client.info_pub.publish(info)
+
+    before = client.latest_status()
+    truth = room.labels[0]  # 80x60
+    cases = [truth[::2, ::2], truth[7:52], np.pad(truth, ((6, 6), (8, 8))), np.rot90(truth)]
+    for n, labels in enumerate(cases):
+        client.publish_frame(room, n, 700.0 + 0.2 * n, labels=np.ascontiguousarray(labels))
+        time.sleep(0.05)
+    client.publish_frame(room, 4, 701.0)  # a matching frame: accepted
+    flush(703.0)
+    status = client.latest_status(lambda s: s.frames_accepted > before.frames_accepted, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    assert status.frames_accepted == before.frames_accepted + 1
+    assert running["proc"].poll() is None
+
+    time.sleep(1.0)  # discovery of the labels/camera_info publisher
+    half_K = geometry.scale_intrinsics(room.intrinsics.astype(np.float64), 0.5, 0.5)
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    header = Header(stamp=Time(sec=704, nanosec=0), frame_id="camera")
+    labels_info_pub.publish(make_camera_info(half_K, 40, 30, header))
+    time.sleep(0.05)
+    client.publish_frame(room, 5, 704.0, labels=np.ascontiguousarray(truth[::2, ::2]))
+    client.publish_frame(room, 6, 704.2)
+    flush(706.0)
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    client.node.destroy_publisher(labels_info_pub)
+
+
+def test_tf_trees_of_real_robots_over_dds(running, room):
+    """Over DDS, with tf_timeout_s 5: (a) a camera frame with two parents (SLAM's map -> cam, odometry's
+    odom -> cam, interleaved one message per stamp): every frame becomes a keyframe (before: none, "extrapolation
+    into the past"); (b) two frames whose transform never comes hold up none of the 3 frames behind them: those
+    are keyframes within 3 s (before: 2 x 5 s), the two are counted missing_tf after their own 5 s; (c) a frame in
+    a TF loop is counted missing_tf at once (before: after a 5 s wait)."""
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    client = running["client"]
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def tf(parent, child, stamp_s, x=0.0):
+        t = TransformStamped(header=Header(frame_id=parent), child_frame_id=child)
+        t.header.stamp.sec, t.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+        t.transform.translation.x = x
+        t.transform.rotation.w = 1.0
+        return t
+
+    # (a) two parents
+    before = client.latest_status()
+    for n in range(4):
+        stamp = 800.0 + 0.2 * n
+        client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", stamp - 0.1, 0.5 * n)]))
+        client.publish_frame(room, n, stamp, frame_id="robot_camera")  # map -> robot_camera at the stamp
+        time.sleep(0.05)
+    client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", 801.0)]))
+    client.info_pub.publish(_flush_info(room, 802.0))
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 4, timeout=30.0)
+    assert counts(status)["missing_tf"] == counts(before)["missing_tf"]
+
+    # (b) unresolvable frames do not hold up the frames behind them
+    before = client.latest_status()
+    start = time.monotonic()
+    client.publish_frame(room, 0, 803.0, frame_id="ghost_a", tf=False)
+    client.publish_frame(room, 1, 803.2, frame_id="ghost_b", tf=False)
+    for n in range(3):
+        client.publish_frame(room, 2 + n, 803.4 + 0.2 * n)
+    client.info_pub.publish(_flush_info(room, 805.0))
+    client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    status = client.latest_status(lambda s: counts(s)["missing_tf"] >= counts(before)["missing_tf"] + 2, timeout=30.0)
+    assert time.monotonic() - start >= 4.5  # each waited its own tf_timeout_s
+    assert status.frames_accepted == before.frames_accepted + 3
+
+    # (c) a loop is named at once
+    before = client.latest_status()
+    client.tf_pub.publish(TFMessage(transforms=[tf("loop_a", "loop_cam", 806.0), tf("loop_cam", "loop_b", 806.0),
+                                                tf("loop_b", "loop_a", 806.0)]))
+    time.sleep(0.05)
+    start = time.monotonic()
+    client.publish_frame(room, 0, 806.0, frame_id="loop_cam", tf=False)
+    client.info_pub.publish(_flush_info(room, 807.5))
+    client.latest_status(lambda s: counts(s)["missing_tf"] == counts(before)["missing_tf"] + 1, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    assert running["proc"].poll() is None
+
+
+def _flush_info(room, stamp_s):
+    """A colour camera_info at a later stamp: ends the synchroniser's wait for optional streams of earlier frames."""
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    info = make_camera_info(room.intrinsics, room.width, room.height)
+    info.header.stamp.sec, info.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+    info.header.frame_id = "camera"
+    return info

@@ -268,12 +268,16 @@ class SheddingWorker:
     """
 
     def __init__(self, handler: Callable[[Any], None], capacity: int, on_error: Callable[[BaseException], None],
-                 name: str = "shedding_worker") -> None:
+                 name: str = "shedding_worker", on_wake: Callable[[], float | None] | None = None) -> None:
+        """``on_wake()`` (optional) runs on the worker thread after each item, after :meth:`poke` and when the
+        time it returned last (seconds; None = no timeout) has passed: work that waits for something other
+        than new items (here: frames waiting for their transform)."""
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.shed = 0
-        self._handler, self._on_error = handler, on_error
+        self._handler, self._on_error, self._on_wake = handler, on_error, on_wake
+        self._poked = False
         self._items: deque = deque()
         self._cv = threading.Condition()
         self._closing = False
@@ -288,6 +292,12 @@ class SheddingWorker:
                 self._items.popleft()  # keep the freshest
                 self.shed += 1
             self._items.append(item)
+            self._cv.notify()
+
+    def poke(self) -> None:
+        """Run ``on_wake`` soon on the worker thread (e.g. a transform arrived that waiting frames need)."""
+        with self._cv:
+            self._poked = True
             self._cv.notify()
 
     def clear(self) -> None:
@@ -308,14 +318,22 @@ class SheddingWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        timeout: float | None = None
         while True:
             with self._cv:
-                while not self._items and not self._closing:
-                    self._cv.wait()
+                if not self._items and not self._closing and not self._poked:
+                    self._cv.wait(timeout)
                 if self._closing:
                     return
-                item = self._items.popleft()
+                item = self._items.popleft() if self._items else _NOTHING
+                self._poked = False
             try:
-                self._handler(item)
+                if item is not _NOTHING:
+                    self._handler(item)
+                if self._on_wake is not None:
+                    timeout = self._on_wake()
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the worker
                 self._on_error(exc)
+
+
+_NOTHING = object()

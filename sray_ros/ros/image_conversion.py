@@ -30,7 +30,6 @@ from __future__ import annotations
 import array
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -38,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sray_ros import geometry
+from sray_ros.camera import Camera
 from sray_ros.data.label_sets import IGNORE_INDEX
 
 # encoding -> (numpy dtype of one channel, number of channels)
@@ -251,19 +251,12 @@ def _require(array_: np.ndarray, dtype, ndim: int, encoding: str) -> np.ndarray:
 KNOWN_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 
 
-@dataclass(frozen=True)
-class CameraModel:
-    """What the node uses of a CameraInfo: pinhole ``K`` ``float64 [3, 3]`` of the image *as published*
-    (ROI and binning applied), the image size ``width x height`` that goes with it, and ``notes``:
-    fields the node ignores or interprets (each a sentence to log once)."""
-
-    K: np.ndarray
-    width: int
-    height: int
-    notes: tuple[str, ...] = ()
+# What the node uses of a CameraInfo: the package's one camera type (intrinsics of the image as published, its
+# size, notes on interpreted fields).
+CameraModel = Camera
 
 
-def camera_model_from_info(msg: CameraInfo) -> CameraModel:
+def camera_model_from_info(msg: CameraInfo) -> Camera:
     """Validate every CameraInfo field the node relies on or ignores; raise :class:`ImageConversionError`
     (naming the field and what is expected) for a camera it cannot use correctly.
 
@@ -332,7 +325,7 @@ def camera_model_from_info(msg: CameraInfo) -> CameraModel:
         k[0, 2] -= rx
         k[1, 2] -= ry
         k = geometry.scale_intrinsics(k, 1.0 / bx, 1.0 / by)
-    return CameraModel(k, out_w, out_h, tuple(notes))
+    return Camera(k, out_w, out_h, notes=tuple(notes))
 
 
 def camera_info_to_K(msg: CameraInfo) -> np.ndarray:

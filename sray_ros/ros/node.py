@@ -12,22 +12,17 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -50,13 +45,17 @@ from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_fr
                                            float_to_image, image_to_depth, image_to_labels, image_to_numpy,
                                            image_to_rgb, labels_to_image, make_camera_info, rgb_to_image,
                                            serialized_header)
-from sray_ros.online.keyframes import Frame, KeyframeBuffer
+from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, IntakeRejection, TransformWait
+from sray_ros.online.keyframes import KeyframeBuffer
+from sray_ros.ros.parameters import (ParameterError, check_choices, declare_parameters, default_checkpoint,
+                                     renderer_changes)
+from sray_ros.ros.intake_edge import OPTIONAL_STREAMS, RawImage, frame_from_matched
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform, pose_to_matrix
 from sray_ros.online.render_queue import RenderQueue
 from sray_ros.online.renderer import UNKNOWN_LABEL, RenderError, RenderRequest, Renderer
 from sray_ros.online.sync import MatchedSet, SheddingWorker, StampSynchronizer
 from sray_ros.ros.serving import REQUEST_QOS, action_server_qos, create_render_service, spin_until_signalled
-from sray_ros.ros.tf_buffer import TransformBuffer, TransformError, to_nanoseconds
+from sray_ros.ros.tf_buffer import LoopError, TransformBuffer, TransformError, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
 
@@ -71,133 +70,10 @@ POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's pose
 # subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
 KEYFRAME_QUEUE_LIVE = 4
 KEYFRAME_QUEUE_RELIABLE = 64
-INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "bad_encoding", "bad_camera_info", "camera_info_mismatch",
-                         "missing_tf", "missing_camera_info", "bad_depth", "bad_labels", "labels_out_of_set")
+INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "missing_tf", "missing_camera_info") + INTAKE_POLICY_REASONS
 # Child frame (under the node's name) of the rendered images' optical frame; broadcast on /tf_static at each
 # render so RViz can place the images.
 RENDER_FRAME_SUFFIX = "render_optical_frame"
-# Writable parameters the renderer reads at render time (applied by the parameter callback).
-RENDERER_PARAMETERS = {"num_source_views": "num_source_views", "confidence_threshold": "confidence_threshold",
-                       "opacity_threshold": "opacity_threshold", "max_render_pixels": "max_pixels",
-                       "render_chunk": "chunk"}
-
-
-class ParameterError(ValueError):
-    """A parameter value the node cannot run with; the message names the parameter, the value and what is expected."""
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """A serialized sensor_msgs/Image with its header's frame_id (decoded only when needed)."""
-
-    data: bytes
-    frame_id: str
-
-
-def default_checkpoint() -> str:
-    """The shipped default model: share/sray_ros/models/sray_default.pt (or the source tree's models/)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidate = Path(get_package_share_directory("sray_ros")) / "models" / "sray_default.pt"
-        if candidate.exists():
-            return str(candidate)
-    except Exception:  # noqa: BLE001 - not installed through ament: fall back to the source tree
-        pass
-    return str(Path(__file__).resolve().parents[2] / "models" / "sray_default.pt")
-
-
-# name -> (default, description, extra descriptor fields)
-PARAMETERS: dict[str, tuple] = {
-    "world_frame": ("map", "Fixed frame keyframe poses and renders are expressed in.", {"read_only": True}),
-    "pose_source": ("tf", "'tf': pose of image.header.frame_id in world_frame from /tf at the image stamp; "
-                    "'topic': from the PoseStamped topic 'pose' (camera optical frame).", {"read_only": True}),
-    "tf_timeout_s": (5.0, "How long the keyframe worker waits for the transform at an image stamp (as tf2 "
-                          "message filters do); newer frames queue meanwhile (TF arrives in stamp order).",
-                     {"floating_point_range": (0.0, 30.0)}),
-    "checkpoint": ("", "Model checkpoint to load at start; empty = the shipped default model.", {"read_only": True}),
-    "device": ("", "Torch device: cpu, cuda, cuda:1; empty = cuda when available, else cpu.", {"read_only": True}),
-    "sensor_data_qos": (True, "Subscribe to images with SensorDataQoS (best effort); false = reliable.",
-                        {"read_only": True}),
-    "sync_slop_s": (0.02, "Max stamp difference when pairing colour, camera_info, depth and labels.",
-                    {"floating_point_range": (0.0, 1.0), "read_only": True}),
-    "max_keyframes": (32, "Keyframe ring size (oldest evicted).", {"integer_range": (2, 1024), "read_only": True}),
-    "min_translation_m": (0.10, "A frame becomes a keyframe when it moved this far since the last one ...",
-                          {"floating_point_range": (0.0, 10.0), "read_only": True}),
-    "min_rotation_deg": (10.0, "... or turned this much ...", {"floating_point_range": (0.0, 180.0), "read_only": True}),
-    "min_interval_s": (0.0, "... or this long passed (0 = time alone never makes a keyframe).",
-                       {"floating_point_range": (0.0, 3600.0), "read_only": True}),
-    "blur_threshold": (0.0, "Reject frames whose variance of Laplacian is below this (0 = off).",
-                       {"floating_point_range": (0.0, 10000.0), "read_only": True}),
-    "keyframe_width": (160, "Keyframes are resized to this width (the model's working resolution).",
-                       {"integer_range": (32, 4096), "read_only": True}),
-    "keyframe_height": (120, "Keyframe height.", {"integer_range": (32, 4096), "read_only": True}),
-    "time_jump_s": (1.0, "A stamp this much older than the last one is a backwards time jump (bag loop): "
-                    "keyframes and transforms are cleared.", {"floating_point_range": (0.01, 3600.0), "read_only": True}),
-    "num_source_views": (8, "Source keyframes per render when a request asks for 0.", {"integer_range": (1, 64)}),
-    "default_width": (160, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
-    "default_height": (120, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
-    "max_render_pixels": (640 * 480, "Larger requests are refused.", {"integer_range": (1, 16_777_216)}),
-    "max_queued_renders": (4, "Render requests that may wait while one renders; more are refused at once with the "
-                           "reason and the estimated wait (0 = refuse whenever a render runs).",
-                           {"integer_range": (0, 1000)}),
-    "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
-                             {"floating_point_range": (0.0, 1.0)}),
-    "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
-                          {"floating_point_range": (0.0, 1.0)}),
-    "render_chunk": (0, "Rays per model call (0 = automatic, cache-sized chunks; memory bound).",
-                     {"integer_range": (0, 1_048_576)}),
-    "render_num_coarse": (0, "Coarse samples per ray (0 = the model's).", {"integer_range": (0, 512), "read_only": True}),
-    "render_num_fine": (-1, "Fine samples per ray (-1 = the model's).", {"integer_range": (-1, 512), "read_only": True}),
-    "sampling": ("auto", "Ray sampling: 'auto' (depth-guided around the keyframes' fused depth where the chosen "
-                 "keyframes carry depth, else hierarchical), 'depth_guided' (RGB-only keyframes: around the coarse "
-                 "pass's depth) or 'hierarchical' (coarse + fine, GSNeRF off).", {"read_only": True}),
-    "num_surface_samples": (0, "Depth-guided samples per ray around the depth (0 = the model's; at least 2).",
-                            {"integer_range": (0, 512), "read_only": True}),
-    "surface_semantics": ("", "Depth-guided semantics: 'volume' (weights-rendered logits), 'surface' (the "
-                          "max-weight sample's, GSNeRF) or empty = the model's.", {"read_only": True}),
-    "render_threads": (1, "Torch CPU threads for renders (0 = torch's default). 1: renders are many small ops "
-                       "and slowed 3-17x at 2 threads when other processes loaded the cores; raise it only on "
-                       "cores reserved for the node.", {"integer_range": (0, 256), "read_only": True}),
-    "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
-    "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
-    "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
-    "checkpoint_dir": ("", "Folder the node writes checkpoints to (~/save_checkpoint, fine-tune goals, "
-                       "fine_tune_checkpoint); paths outside it are refused. Empty = $ROS_HOME/sray_ros/checkpoints.",
-                       {"read_only": True}),
-    "fine_tune_checkpoint": ("", "File fine-tuned weights (and ~/save_checkpoint without a path) are written to: a "
-                             "name inside checkpoint_dir, or an absolute path inside it (empty = fine_tuned.pt).", {}),
-    "use_keyframe_labels": (True, "Render with the label images of keyframes that carry one (labels/image: mono8 or "
-                            "mono16 class ids of the node's label set, 255 = unknown) besides the model's "
-                            "semantics; false = the model's semantics only.", {}),
-    "auto_fine_tune_every": (0, "Start fine-tuning after this many new labelled keyframes (0 = off).",
-                             {"integer_range": (0, 100_000)}),
-    "status_period_s": (1.0, "Period of NodeStatus and /diagnostics.", {"floating_point_range": (0.05, 60.0),
-                                                                         "read_only": True}),
-}
-
-
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number (float; integers are accepted)",
-               str: "a string"}
-
-
-def _expected(default: Any, extra: dict) -> str:
-    text = _TYPE_NAMES[type(default)]
-    for key in ("floating_point_range", "integer_range"):
-        if key in extra:
-            text += f" in [{extra[key][0]}, {extra[key][1]}]"
-    return text
-
-
-def _descriptor(description: str, extra: dict) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=description, read_only=extra.get("read_only", False))
-    if "floating_point_range" in extra:
-        lo, hi = extra["floating_point_range"]
-        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    if "integer_range" in extra:
-        lo, hi = extra["integer_range"]
-        d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
-    return d
 
 
 def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, header: Header) -> PointCloud2:
@@ -223,11 +99,10 @@ def point_cloud(points: np.ndarray, colors: np.ndarray, labels: np.ndarray, head
 class SrayNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sray_node", **kwargs)
-        self._declare_parameters()
+        declare_parameters(self)
         p = lambda name: self.get_parameter(name).value  # noqa: E731
+        check_choices(p)
         self.world_frame = p("world_frame")
-        if p("pose_source") not in ("tf", "topic"):
-            raise ParameterError(f"parameter 'pose_source' = {p('pose_source')!r}: expected 'tf' or 'topic'")
         self.pose_from_topic = p("pose_source") == "topic"
         if TFMessage is None and not self.pose_from_topic:
             raise ValueError("tf2_msgs is not importable, so the node cannot subscribe to /tf and every frame would "
@@ -237,12 +112,6 @@ class SrayNode(Node):
             self.get_logger().error("tf2_msgs is not importable: no /tf subscription (target poses must be given in "
                                     f"'{self.world_frame}') and rendered images' frame is not broadcast")
         self.use_keyframe_labels = bool(p("use_keyframe_labels"))
-        for name, allowed in (("sampling", ("auto", "hierarchical", "depth_guided")),
-                              ("surface_semantics", ("", "volume", "surface"))):
-            if p(name) not in allowed:
-                raise ParameterError(f"parameter '{name}' = {p(name)!r}: expected one of {allowed}")
-        if p("num_surface_samples") == 1:
-            raise ParameterError("parameter 'num_surface_samples' = 1: expected 0 (the model's) or at least 2")
 
         self.tf = TransformBuffer(cache_time_s=30.0)
         self.renderer = Renderer(device=p("device"), num_source_views=p("num_source_views"),
@@ -263,12 +132,16 @@ class SrayNode(Node):
         # headers and pair stamps, so a slow TF wait, decode or feature encoding never holds up the
         # camera_info / colour callbacks (whose DDS queues would otherwise overwrite their partners). When
         # the worker falls behind, the oldest waiting set is shed (counted as intake_overflow: overload).
+        # Frames whose transform is not there yet wait in a TransformWait (retried as /tf arrives, each until
+        # its own tf_timeout_s), so one unresolvable frame never holds up the frames behind it.
+        capacity = KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE
+        self._tf_wait = TransformWait(capacity, permanent=lambda exc: isinstance(exc, LoopError))
         self._keyframe_worker = SheddingWorker(
-            self._on_matched, KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE,
+            self._on_matched, capacity,
             on_error=lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
                                                          throttle_duration_sec=5.0),
-            name="sray_keyframes")
-        self.sync = StampSynchronizer(["color", "camera_info"], ["depth", "depth_info", "labels"],
+            name="sray_keyframes", on_wake=self._resolve_waiting)
+        self.sync = StampSynchronizer(["color", "camera_info"], OPTIONAL_STREAMS,
                                       self._keyframe_worker.put,
                                       slop_s=p("sync_slop_s"), time_jump_s=p("time_jump_s"))
         self._stats_lock = threading.Lock()
@@ -314,8 +187,9 @@ class SrayNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_subscription(CameraInfo, "color/camera_info", self._make_intake("camera_info"), sensor_qos,
                                  callback_group=self._intake_group)
-        self.create_subscription(CameraInfo, "depth/camera_info", self._make_intake("depth_info"), sensor_qos,
-                                 callback_group=self._intake_group)
+        for topic, stream in (("depth/camera_info", "depth_info"), ("labels/camera_info", "labels_info")):
+            self.create_subscription(CameraInfo, topic, self._make_intake(stream), sensor_qos,
+                                     callback_group=self._intake_group)
         self._warned: set[str] = set()  # camera_info notes already logged (each once)
         # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
@@ -367,43 +241,21 @@ class SrayNode(Node):
         self._keyframe_worker.start()
 
     # -------------------------------------------------------------------------------------- parameters
-    def _declare_parameters(self) -> None:
-        """Declare PARAMETERS. An integer given for a float parameter (``tf_timeout_s: 5``, ``-p x:=10``) is
-        taken as that float; any other bad value raises :class:`ParameterError` naming the parameter, the value
-        and the expected type."""
-        for name, (default, description, extra) in PARAMETERS.items():
-            override = self._parameter_overrides.get(name)
-            if (override is not None and isinstance(default, float)
-                    and override.type_ == Parameter.Type.INTEGER):
-                self._parameter_overrides[name] = Parameter(name, value=float(override.value))
-                override = self._parameter_overrides[name]
-            try:
-                self.declare_parameter(name, default, _descriptor(description, extra))
-            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-                value = override.value if override is not None else default
-                raise ParameterError(f"parameter '{name}' = {value!r}: expected {_expected(default, extra)}") from exc
-
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Runtime changes (``ros2 param set``): rclpy has checked type, range and read-only; the renderer's
         settings take effect for the renders that start afterwards."""
-        changes = {}
-        for param in parameters:
+        for param in parameters:  # validated first: a refused value changes nothing
             if param.name == "fine_tune_checkpoint":
                 try:
                     self.checkpoints.resolve("", param.value)
                 except CheckpointPathError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
         for param in parameters:
-            if param.name in RENDERER_PARAMETERS:
-                value = param.value
-                if param.name == "render_chunk":
-                    value = int(value) or None
-                changes[RENDERER_PARAMETERS[param.name]] = value
-            elif param.name == "max_queued_renders":
+            if param.name == "max_queued_renders":
                 self.render_queue.configure(int(param.value))
-            elif param.name == "use_keyframe_labels":
-                self.use_keyframe_labels = bool(param.value)
-                changes["use_keyframe_labels"] = self.use_keyframe_labels
+        changes = renderer_changes(parameters)
+        if "use_keyframe_labels" in changes:
+            self.use_keyframe_labels = changes["use_keyframe_labels"]
         if changes:
             self.renderer.configure(**changes)
         return SetParametersResult(successful=True)
@@ -457,11 +309,17 @@ class SrayNode(Node):
     def _on_tf(self, msg, is_static: bool) -> None:
         for error in self.tf.set_transforms(msg.transforms, authority="tf", is_static=is_static):
             self.get_logger().warning(f"transform ignored: {error}", throttle_duration_sec=5.0)
+        for conflict in self.tf.take_conflicts():
+            self.get_logger().warning(conflict)
+        if len(self._tf_wait):
+            self._keyframe_worker.poke()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         t = pose_stamped_to_transform(msg.header, msg.pose, POSE_TOPIC_FRAME)
         for error in self.tf.set_transforms([t], authority="pose"):
             self.get_logger().warning(f"pose ignored: {error}", throttle_duration_sec=5.0)
+        if len(self._tf_wait):
+            self._keyframe_worker.poke()
 
     def shut_down(self, timeout_s: float = 4.0) -> None:
         """Answer everything in flight while the executor still spins (SIGINT / SIGTERM): waiting and running
@@ -489,60 +347,44 @@ class SrayNode(Node):
         super().destroy_node()
 
     def _on_matched(self, matched: MatchedSet) -> None:
+        """Keyframe worker: a new matched set waits for its pose with the others (handled in _resolve_waiting)."""
+        self._tf_wait.add(matched, time.monotonic() + self.get_parameter("tf_timeout_s").value)
+
+    def _pose_of(self, matched: MatchedSet) -> np.ndarray:
+        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else matched["color"].frame_id
+        return self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns)
+
+    def _resolve_waiting(self) -> float | None:
+        """Handle every waiting frame whose pose is there, give up those past their deadline; returns the
+        seconds until the next deadline (the worker wakes then, or when a transform arrives)."""
         with self._clear_lock:
             epoch = self._clear_epoch
-        color_raw, info = matched["color"], matched["camera_info"]
-        frame_id = POSE_TOPIC_FRAME if self.pose_from_topic else color_raw.frame_id
-        try:
-            c2w = self.tf.lookup_transform(self.world_frame, frame_id, matched.stamp_ns,
-                                           timeout=self.get_parameter("tf_timeout_s").value)
-        except TransformError as exc:
-            return self._reject("missing_tf", str(exc))
+        resolved, given_up, wait = self._tf_wait.resolve(self._pose_of, time.monotonic())
+        for _, exc in given_up:
+            self._reject("missing_tf", str(exc))
+        for matched, c2w in resolved:
+            self._on_posed(matched, c2w, epoch)
+        return wait
+
+    def _on_posed(self, matched: MatchedSet, c2w: np.ndarray, epoch: int) -> None:
         # Pose, time and motion first: most frames of a slow camera are not keyframe candidates, and
         # decoding a full image for them would dominate intake.
         candidate, _ = self.keyframes.precheck(matched.stamp_ns, c2w)
         if not candidate:
             return None
-        color_msg = deserialize_message(color_raw.data, Image)
         try:
-            rgb = image_to_rgb(color_msg)
-        except ImageConversionError as exc:
-            return self._reject("bad_encoding", str(exc))
-        try:
-            camera = camera_model_from_info(info)
-        except (ImageConversionError, ValueError) as exc:
-            return self._reject("bad_camera_info", str(exc))
-        self._warn_once(camera.notes)
-        K = camera.K
-        if (camera.width, camera.height) != (color_msg.width, color_msg.height):
-            return self._reject("camera_info_mismatch", f"camera_info describes a {camera.width}x{camera.height} "
-                                f"image, the colour image is {color_msg.width}x{color_msg.height}")
-        depth = labels = None
-        if matched.get("depth") is not None:
-            try:
-                depth = self._registered_depth(matched, camera, color_msg.header.frame_id)
-            except (ImageConversionError, TransformError) as exc:
-                return self._reject("bad_depth", str(exc))
-        if matched.get("labels") is not None:
-            try:
-                labels_msg = deserialize_message(matched["labels"].data, Image)
-                labels = image_to_labels(labels_msg)
-            except ImageConversionError as exc:
-                return self._reject("bad_labels", str(exc))
-            outside = self._labels_outside_set(image_to_numpy(labels_msg))
-            if outside:
-                return self._reject("labels_out_of_set", f"label image has class ids {outside} outside the label "
-                                    f"set (0..{self._num_classes() - 1}, {UNKNOWN_LABEL} = unknown)")
-            labels = self._fit(labels, rgb.shape)
+            frame = frame_from_matched(matched, c2w, self._num_classes(), self._stream_lookup(matched.stamp_ns),
+                                       self._warn_once)
+        except IntakeRejection as exc:
+            return self._reject(exc.reason, exc.detail)
         with self._clear_lock:  # ~/clear_keyframes waits for this frame, or this frame sees the clear
             if epoch != self._clear_epoch:
                 return None
-            accepted, reason = self.keyframes.consider(
-                Frame(matched.stamp_ns, c2w, K, rgb, depth, labels, color_msg.header.frame_id))
+            accepted, reason = self.keyframes.consider(frame)
         if not accepted and reason == "encode_failed":
             self.get_logger().error(f"keyframe encoding failed: {self.keyframes.last_encode_error}",
                                     throttle_duration_sec=5.0)
-        if accepted and labels is not None:
+        if accepted and frame.labels is not None:
             self.fine_tuner.labelled_keyframe_added(self.get_parameter("auto_fine_tune_every").value,
                                                     self._fine_tune_goal)
 
@@ -550,58 +392,16 @@ class SrayNode(Node):
         handle = self.renderer.handle
         return None if handle is None else len(handle.label_set["class_names"])
 
-    def _labels_outside_set(self, ids: np.ndarray) -> list[int]:
-        """Class ids (at most 5) that are neither in the model's label set nor 255 (unknown); [] without a model
-        (fine-tuning checks again before it trains)."""
-        num_classes = self._num_classes()
-        if num_classes is None:
-            return []
-        bad = (ids >= num_classes) & (ids != UNKNOWN_LABEL)
-        return [int(v) for v in np.unique(ids[bad])[:5]] if bad.any() else []
-
-    @staticmethod
-    def _fit(image: np.ndarray, shape) -> np.ndarray:
-        """Labels annotated on the colour image, possibly at another resolution: exact nearest resize."""
-        return geometry.resize_nearest(image, shape[1], shape[0])
-
     def _warn_once(self, notes) -> None:
         for note in notes:
             if note not in self._warned:
                 self._warned.add(note)
                 self.get_logger().warning(note)
 
-    def _registered_depth(self, matched: MatchedSet, color, color_frame: str) -> np.ndarray:
-        """The depth image in the colour camera (``geometry.register_depth``), from the depth camera_info.
-
-        The depth and colour optical frames are taken as identical when their frame ids are (or the depth
-        one is empty); otherwise TF gives the transform between them at the frame's stamp. Without a depth
-        camera_info, depth of the colour image's size is taken as registered (warned once) and depth of
-        another size is rejected: stretching it would put depths at the wrong pixels.
-        """
-        raw = matched["depth"]
-        depth_msg = deserialize_message(raw.data, Image)
-        depth = image_to_depth(depth_msg)
-        size = (int(depth_msg.width), int(depth_msg.height))
-        info = matched.get("depth_info")
-        if info is None:
-            if size != (color.width, color.height):
-                raise ImageConversionError(
-                    f"depth image is {size[0]}x{size[1]}, the colour image {color.width}x{color.height}, and no "
-                    "depth/camera_info arrived to register it into the colour camera")
-            self._warn_once(["no depth/camera_info received: depth of the colour image's size is taken as "
-                             "registered to the colour camera"])
-            return depth
-        depth_camera = camera_model_from_info(info)
-        self._warn_once(depth_camera.notes)
-        if (depth_camera.width, depth_camera.height) != size:
-            raise ImageConversionError(f"depth camera_info describes a {depth_camera.width}x{depth_camera.height} "
-                                       f"image, the depth image is {size[0]}x{size[1]}")
-        depth_frame = raw.frame_id or color_frame
-        color_from_depth = None
-        if depth_frame.lstrip("/") != color_frame.lstrip("/"):
-            color_from_depth = self.tf.lookup_transform(color_frame, depth_frame, matched.stamp_ns,
-                                                        timeout=self.get_parameter("tf_timeout_s").value)
-        return geometry.register_depth(depth, depth_camera.K, color.K, (color.width, color.height), color_from_depth)
+    def _stream_lookup(self, stamp_ns: int):
+        """T_target_source at a frame's stamp, for per-pixel streams in another optical frame (no wait: the
+        frame's own pose resolved at this stamp)."""
+        return lambda target, source: self.tf.lookup_transform(target, source, stamp_ns)
 
     # ------------------------------------------------------------------------------------------ render
     def _target_request(self, request: RenderSemanticView.Request) -> RenderRequest:
@@ -795,6 +595,7 @@ class SrayNode(Node):
         with self._clear_lock:  # frames received before the request must not refill the buffer
             self._clear_epoch += 1
             self._keyframe_worker.clear()
+            self._tf_wait.clear()
             count = len(self.keyframes)
             self.keyframes.clear()
         self.renderer.forget(set())
@@ -826,7 +627,7 @@ class SrayNode(Node):
         # A colour frame whose camera_info never came is an input error; queue overflow is overload.
         reasons["missing_camera_info"] = sync["dropped"].get("color", {}).get("no_match", 0)
         reasons["intake_overflow"] = sum(d.get("queue_overflow", 0) for d in sync["dropped"].values()) + \
-            self._keyframe_worker.shed
+            self._keyframe_worker.shed + self._tf_wait.shed
         now = time.monotonic()
         recent = [t for t in arrivals if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
