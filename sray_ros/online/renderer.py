@@ -127,7 +127,7 @@ class Renderer:
 
         ``view_scale``: fast depth-guided views (:func:`sray_ros.model.render.render_guided_view`): the network
         renders every ``view_scale``-th pixel per axis, the rest is upsampled on the fused keyframe depth; None =
-        the model config's (3), 1 = every pixel. Raises ValueError below 1.
+        the model config's (4), 1 = every pixel. Raises ValueError below 1.
 
         ``use_keyframe_labels``: fuse the label images of labelled keyframes into the rendered labels (module
         docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,
