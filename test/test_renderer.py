@@ -243,9 +243,10 @@ def test_keyframe_labels_are_transferred_to_a_view_at_a_labelled_keyframe(room, 
     assert alone < 0.5, alone
     covered = result.label_coverage >= 1.0
     assert covered.mean() > 0.9
-    # Confidence reflects the evidence: where covered views agree, the fused label is confident.
+    # Confidence reflects the evidence: where covered views agree, the fused label is confident (a posterior
+    # probability: a surface only one keyframe labels stays below one agreeing with several).
     agree = covered & (result.label_agreement > 0.99)
-    assert agree.mean() > 0.5 and result.confidence[agree].min() > 0.99
+    assert agree.mean() > 0.5 and result.confidence[agree].min() > 0.9 and result.confidence[agree].mean() > 0.99
     assert result.label_agreement.min() >= 0.0 and result.label_agreement.max() <= 1.0 + 1e-6
 
 
