@@ -394,14 +394,35 @@ def test_rendered_images_frame_is_broadcast(running, room):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
+    from sensor_msgs.msg import Image
+
     client = running["client"]
     static = []
     client.node.create_subscription(TFMessage, "/tf_static", static.append, QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    # the render's colour and depth as topics (what rviz/sray.rviz shows), besides the service response
+    published = {"color": [], "depth": []}
+    for kind, images in published.items():
+        client.node.create_subscription(Image, f"{NODE}/render/{kind}/image_raw", images.append, 10)
+    time.sleep(1.0)  # discovery of the new subscriptions
     response = client.call(client.render, render_request(room, HELD_OUT))
     assert response.success, response.message
     frame = response.labels.header.frame_id
     assert frame == "sray_node/render_optical_frame"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (published["color"] and published["depth"]):
+        time.sleep(0.05)
+    # every node topic rviz/sray.rviz shows exists, with the display's message type
+    from test_rviz_config import MSG_TYPE, rviz_topics
+
+    types = dict(client.node.get_publisher_names_and_types_by_node("sray_node", "/"))
+    for cls, topic in rviz_topics().values():
+        if topic.startswith(f"{NODE}/"):
+            assert types.get(topic) == [f"sensor_msgs/msg/{MSG_TYPE[cls]}"], (topic, sorted(types))
+    color, depth = published["color"][-1], published["depth"][-1]
+    assert (color.encoding, depth.encoding) == ("rgb8", "32FC1")
+    assert color.header.frame_id == depth.header.frame_id == frame
+    assert (depth.width, depth.height) == (response.labels.width, response.labels.height)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(t.child_frame_id == frame for m in static for t in m.transforms):
         time.sleep(0.05)

@@ -130,11 +130,11 @@ def surface_points(result: RenderResult, request: RenderRequest) -> tuple[np.nda
 
 class Renderer:
     def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
-                 opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
+                 opacity_threshold: float = 0.5, max_pixels: int = 320 * 240, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
                  surface_semantics: str | None = None, num_threads: int = 1, use_keyframe_labels: bool = True,
-                 label_transfer: LabelTransferConfig | None = None) -> None:
+                 label_transfer: LabelTransferConfig | None = None, view_scale: int | None = None) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
@@ -149,6 +149,10 @@ class Renderer:
         measured 1.8x faster than 1 (a hierarchical 320x240 view: 241 s vs 134 s), so a robot whose cores are
         reserved for the node may raise it.
 
+        ``view_scale``: fast depth-guided views (:func:`sray_ros.model.render.render_guided_view`): the network
+        renders every ``view_scale``-th pixel per axis, the rest is upsampled on the fused keyframe depth; None =
+        the model config's (3), 1 = every pixel. Raises ValueError below 1.
+
         ``use_keyframe_labels``: fuse the label images of labelled keyframes into the rendered labels (module
         docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,
         which falls back to untested views for keyframes without depth; it also works for label keyframes
@@ -162,6 +166,9 @@ class Renderer:
             raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {surface_semantics!r}")
         if num_surface_samples is not None and int(num_surface_samples) < 2:
             raise ValueError(f"num_surface_samples must be >= 2, got {num_surface_samples}")
+        if view_scale is not None and int(view_scale) < 1:
+            raise ValueError(f"view_scale must be >= 1 (or None for the model's), got {view_scale}")
+        self.view_scale = None if view_scale is None else int(view_scale)
         self.sampling = sampling
         self.num_surface_samples = None if num_surface_samples is None else int(num_surface_samples)
         self.surface_semantics = surface_semantics
@@ -198,9 +205,15 @@ class Renderer:
 
     def configure(self, *, num_source_views: int | None = None, confidence_threshold: float | None = None,
                   opacity_threshold: float | None = None, max_pixels: int | None = None,
-                  chunk: int | None | bool = False, use_keyframe_labels: bool | None = None) -> None:
+                  chunk: int | None | bool = False, use_keyframe_labels: bool | None = None,
+                  view_scale: int | None | bool = False) -> None:
         """Change render settings at runtime (the node's writable parameters); renders that start later use
-        them. ``chunk``: rays per model call, None = automatic; the default False leaves it unchanged."""
+        them. ``chunk``: rays per model call, None = automatic; ``view_scale``: None = the model's; for both the
+        default False leaves it unchanged. Raises ValueError (nothing changed) for a view_scale below 1."""
+        if view_scale is not False and view_scale is not None and int(view_scale) < 1:
+            raise ValueError(f"view_scale must be >= 1 (or None for the model's), got {view_scale}")
+        if view_scale is not False:
+            self.view_scale = None if view_scale is None else int(view_scale)
         if num_source_views is not None:
             self.num_source_views = int(num_source_views)
         if confidence_threshold is not None:
@@ -358,7 +371,7 @@ class Renderer:
                            chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine,
                            sampling=self.sampling, num_surface_samples=self.num_surface_samples,
                            surface_semantics=self.surface_semantics, label_transfer=transfer,
-                           label_sources=label_sources)
+                           label_sources=label_sources, view_scale=self.view_scale)
         depth = view.depth.float()
         _, rays_d = request.camera.rays(device=depth.device)
         points = c2w[:3, 3].to(depth.device) + rays_d * depth.reshape(-1, 1)

@@ -24,6 +24,12 @@ from sray_ros.online.sync import MatchedSet, SheddingWorker
 from sray_ros.ros.intake_edge import frame_from_matched
 from sray_ros.ros.tf_buffer import LoopError, TransformBuffer
 
+# Matched frame sets that may wait for the keyframe worker before the oldest is shed. A live camera
+# (SensorDataQoS) gets a short queue: the freshest frames matter and older ones are stale. Reliable
+# subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
+KEYFRAME_QUEUE_LIVE = 4
+KEYFRAME_QUEUE_RELIABLE = 64
+
 
 class KeyframeIntake:
     """``pose_of(matched) -> c2w`` (raises while the transform is missing); ``reject(reason, detail)`` counts a
@@ -121,4 +127,4 @@ class KeyframeIntake:
             self._accepted(frame)
 
 
-__all__ = ["KeyframeIntake"]
+__all__ = ["KEYFRAME_QUEUE_LIVE", "KEYFRAME_QUEUE_RELIABLE", "KeyframeIntake"]

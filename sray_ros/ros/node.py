@@ -36,10 +36,10 @@ from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, stam
 from sray_ros.online.renderer import RenderError, RenderRequest
 from sray_ros.online.sync import MatchedSet, StampSynchronizer
 from sray_ros.online.time_jump import TimeJumpDetector
-from sray_ros.ros.image_conversion import (ImageConversionError, labels_to_image, make_camera_info, rgb_to_image,
-                                           serialized_header)
+from sray_ros.ros.image_conversion import (ImageConversionError, float_to_image, labels_to_image, make_camera_info,
+                                           rgb_to_image, serialized_header)
 from sray_ros.ros.intake_edge import OPTIONAL_STREAMS, RawImage
-from sray_ros.ros.keyframe_intake import KeyframeIntake
+from sray_ros.ros.keyframe_intake import KEYFRAME_QUEUE_LIVE, KEYFRAME_QUEUE_RELIABLE, KeyframeIntake
 from sray_ros.ros.parameters import (check_choices, declare_parameters, default_checkpoint, make_keyframe_buffer,
                                      make_renderer, renderer_changes)
 from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform
@@ -55,11 +55,6 @@ except ImportError:  # pragma: no cover - scripts/setup.sh builds a stand-in whe
     TFMessage = None
 
 POSE_TOPIC_FRAME = "sray_pose_topic_camera"  # child frame the pose topic's poses are stored under
-# Matched frame sets that may wait for the keyframe worker before the oldest is shed. A live camera
-# (SensorDataQoS) gets a short queue: the freshest frames matter and older ones are stale. Reliable
-# subscriptions (bag replay) mean every frame is wanted, so the queue only bounds memory.
-KEYFRAME_QUEUE_LIVE = 4
-KEYFRAME_QUEUE_RELIABLE = 64
 INTAKE_REJECT_REASONS = ("bad_message", "bad_stamp", "missing_tf", "missing_camera_info") + INTAKE_POLICY_REASONS
 # Child frame (under the node's name) of the rendered images' optical frame; broadcast on /tf_static at each
 # render so RViz can place the images.
@@ -147,6 +142,8 @@ class SrayNode(Node):
         self.semantic_pub = self.create_publisher(Image, "~/semantic/image_raw", 1)
         self.semantic_color_pub = self.create_publisher(Image, "~/semantic_color/image_raw", 1)
         self.semantic_info_pub = self.create_publisher(CameraInfo, "~/semantic/camera_info", 1)
+        self.render_color_pub = self.create_publisher(Image, "~/render/color/image_raw", 1)
+        self.render_depth_pub = self.create_publisher(Image, "~/render/depth/image_raw", 1)
         self.points_pub = self.create_publisher(PointCloud2, "~/semantic/points", 1)
         self.status_pub = self.create_publisher(NodeStatus, "~/status", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -322,6 +319,8 @@ class SrayNode(Node):
             self.semantic_color_pub.publish(rgb_to_image(handle.label_set.colorize(result.labels), header))
         self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
                                                         render_request.height, header))
+        self.render_color_pub.publish(rgb_to_image(result.color, header))
+        self.render_depth_pub.publish(float_to_image(result.depth.astype(np.float32), header))
         if self.get_parameter("publish_point_cloud").value:
             cloud_header = Header(stamp=header.stamp, frame_id=self.world_frame)
             self.points_pub.publish(semantic_point_cloud(result, render_request, cloud_header))

@@ -18,7 +18,7 @@ from rclpy.parameter import Parameter
 # Writable parameters the renderer reads at render time (applied by the parameter callback).
 RENDERER_PARAMETERS = {"num_source_views": "num_source_views", "confidence_threshold": "confidence_threshold",
                        "opacity_threshold": "opacity_threshold", "max_render_pixels": "max_pixels",
-                       "render_chunk": "chunk"}
+                       "render_chunk": "chunk", "render_view_scale": "view_scale"}
 
 
 class ParameterError(ValueError):
@@ -71,7 +71,12 @@ PARAMETERS: dict[str, tuple] = {
     "num_source_views": (8, "Source keyframes per render when a request asks for 0.", {"integer_range": (1, 64)}),
     "default_width": (160, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
     "default_height": (120, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
-    "max_render_pixels": (640 * 480, "Larger requests are refused.", {"integer_range": (1, 16_777_216)}),
+    "max_render_pixels": (320 * 240, "Larger requests are refused. Default: what a CPU serves in seconds with "
+                          "fast views (a 320x240 view); raise it on a GPU.", {"integer_range": (1, 16_777_216)}),
+    "render_view_scale": (0, "Fast depth-guided views: the network renders every N-th pixel per axis and the rest "
+                          "is upsampled on the keyframes' fused depth, pixels it cannot explain rendered exactly "
+                          "(0 = the model's, 3 by default; 1 = every pixel, the exact path).",
+                          {"integer_range": (0, 8)}),
     "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
                              {"floating_point_range": (0.0, 1.0)}),
     "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
@@ -162,7 +167,7 @@ def renderer_changes(parameters: list[Parameter]) -> dict[str, Any]:
     for param in parameters:
         if param.name in RENDERER_PARAMETERS:
             value = param.value
-            if param.name == "render_chunk":
+            if param.name in ("render_chunk", "render_view_scale"):
                 value = int(value) or None
             changes[RENDERER_PARAMETERS[param.name]] = value
         elif param.name == "use_keyframe_labels":
@@ -181,7 +186,7 @@ def make_renderer(p: Callable[[str], Any]):
                     num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"), sampling=p("sampling"),
                     num_surface_samples=p("num_surface_samples") or None,
                     surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
-                    use_keyframe_labels=bool(p("use_keyframe_labels")))
+                    view_scale=p("render_view_scale") or None, use_keyframe_labels=bool(p("use_keyframe_labels")))
 
 
 def make_keyframe_buffer(p: Callable[[str], Any], encode_fn):
