@@ -11,10 +11,12 @@ from the previous generation are re-encoded once, on first use, and cached. A ke
 
 Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): with
 ``use_keyframe_labels`` on and labelled keyframes, the nearest labelled keyframes' labels are reprojected
-along each target ray's samples, volume-rendered into per-pixel class evidence and fused log-linearly with
-S-Ray's logits, ``log p = log_softmax(logits) + beta * c * log(evidence / mass + eps)`` (renormalised;
-``c`` = evidence coverage of the ray's rendered weight, so a pixel without evidence keeps S-Ray's labels
-exactly). The geometry sources supply the labels when any of them is labelled; otherwise the nearest
+along each target ray's samples, volume-rendered into per-view class votes and fused with S-Ray's logits as
+the prior: by default each keyframe's vote is weighted by its per-class reliability, estimated from its
+agreement with the other keyframes at co-visible surfaces (``fusion="reliability"``,
+:func:`~sray_ros.model.label_transfer.fuse_reliable`; ``"average"`` is the earlier visibility-weighted
+average, :func:`~sray_ros.model.label_transfer.fuse_with_logits`); a pixel without evidence keeps S-Ray's
+labels exactly, and the confidence is the posterior probability of the label. The geometry sources supply the labels when any of them is labelled; otherwise the nearest
 labelled keyframes (up to the number of sources) do.
 """
 
@@ -151,7 +153,7 @@ class Renderer:
 
         ``view_scale``: fast depth-guided views (:func:`sray_ros.model.render.render_guided_view`): the network
         renders every ``view_scale``-th pixel per axis, the rest is upsampled on the fused keyframe depth; None =
-        the model config's (3), 1 = every pixel. Raises ValueError below 1.
+        the model config's (4), 1 = every pixel. Raises ValueError below 1.
 
         ``use_keyframe_labels``: fuse the label images of labelled keyframes into the rendered labels (module
         docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,

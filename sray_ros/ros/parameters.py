@@ -75,7 +75,7 @@ PARAMETERS: dict[str, tuple] = {
                           "fast views (a 320x240 view); raise it on a GPU.", {"integer_range": (1, 16_777_216)}),
     "render_view_scale": (0, "Fast depth-guided views: the network renders every N-th pixel per axis and the rest "
                           "is upsampled on the keyframes' fused depth, pixels it cannot explain rendered exactly "
-                          "(0 = the model's, 3 by default; 1 = every pixel, the exact path).",
+                          "(0 = the model's, 4 by default; 1 = every pixel, the exact path).",
                           {"integer_range": (0, 8)}),
     "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
                              {"floating_point_range": (0.0, 1.0)}),
