@@ -28,7 +28,6 @@ CONVERTER_TOPICS = {
     "depth_topic": "depth/image_raw",
     "depth_info_topic": "depth/camera_info",
     "labels_topic": "labels/image_raw",
-    "labels_info_topic": "labels/camera_info",  # not written (labels are at the colour size): nothing arrives
 }
 
 TRUE = ("true", "1", "yes")
