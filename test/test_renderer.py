@@ -243,9 +243,10 @@ def test_keyframe_labels_are_transferred_to_a_view_at_a_labelled_keyframe(room, 
     assert alone < 0.5, alone
     covered = result.label_coverage >= 1.0
     assert covered.mean() > 0.9
-    # Confidence reflects the evidence: where covered views agree, the fused label is confident.
+    # Confidence reflects the evidence: where covered views agree, the fused label is confident (a posterior
+    # probability: a surface only one keyframe labels stays below one agreeing with several).
     agree = covered & (result.label_agreement > 0.99)
-    assert agree.mean() > 0.5 and result.confidence[agree].min() > 0.99
+    assert agree.mean() > 0.5 and result.confidence[agree].min() > 0.9 and result.confidence[agree].mean() > 0.99
     assert result.label_agreement.min() >= 0.0 and result.label_agreement.max() <= 1.0 + 1e-6
 
 
@@ -309,10 +310,10 @@ def test_view_scale_setting_reaches_the_render_and_bad_values_are_refused(room, 
     assert renderer.view_scale == 1  # a refused change leaves the setting
     renderer.configure(view_scale=None)  # the model's (fast) default
     fast = renderer.render(snapshot, request)
-    renderer.configure(view_scale=4)
+    renderer.configure(view_scale=2)
     coarse = renderer.render(snapshot, request)
-    # the fast renders (the model's view_scale 3, then 4) differ from the per-pixel one on few pixels
-    assert tiny_model[0].cfg.view_scale == 3
+    # the fast renders (the model's view_scale 4, then 2) differ from the per-pixel one on few pixels
+    assert tiny_model[0].cfg.view_scale == 4
     same = (exact.labels == fast.labels).mean()
     assert 0.9 < same and not np.array_equal(exact.color, fast.color)
     assert (exact.labels == coarse.labels).mean() > 0.8

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
-from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_with_logits, \
+from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_reliable, fuse_with_logits, \
     label_distribution_maps, transfer_labels
 from sray_ros.model.sray import SRay, contextual_space
 from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sources
@@ -27,7 +27,8 @@ class RenderOutput:
     """Per-ray rendering of one pass. rgb ``[R, 3]``, depth ``[R]`` (expected z-depth, sum_k w_k t_k,
     not divided by opacity), acc ``[R]`` (sum of weights), logits ``[R, K]`` or None (coarse pass at
     inference), optionally the per-sample weights/depths ``[R, N]``, and with label transfer the rendered
-    label evidence ``[R, K]`` and its mass ``[R]`` (:mod:`sray_ros.model.label_transfer`)."""
+    label evidence ``[R, K]`` and its mass ``[R]``, and for reliability fusion each label view's votes
+    ``[R, m, K]`` and mass ``[R, m]`` (:mod:`sray_ros.model.label_transfer`)."""
 
     rgb: Tensor
     depth: Tensor
@@ -37,6 +38,8 @@ class RenderOutput:
     depths: Tensor | None = None
     label_evidence: Tensor | None = None
     label_mass: Tensor | None = None
+    label_view_votes: Tensor | None = None
+    label_view_mass: Tensor | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, dep
                              result.weights, label_transfer, None if out.blend is None else out.blend.float(),
                              lv.depths)
         result.label_evidence, result.label_mass = ev.evidence, ev.mass
+        result.label_view_votes, result.label_view_mass = ev.view_votes, ev.view_mass
     return result
 
 
@@ -225,7 +229,7 @@ def _cat(parts: list[RenderOutput]) -> RenderOutput:
         vals = [getattr(p, name) for p in parts]
         return None if vals[0] is None else torch.cat(vals, 0)
     return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"),
-                        cat("label_evidence"), cat("label_mass"))
+                        cat("label_evidence"), cat("label_mass"), cat("label_view_votes"), cat("label_view_mass"))
 
 
 def near_far_from_sources(sources: SourceViews, default_near: float, default_far: float) -> tuple[float, float]:
@@ -255,7 +259,8 @@ class ViewRender:
     refined pixels of a fast view, every pixel otherwise).
 
     With label transfer (sources carry labels), labels / confidence are the fused ones
-    (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
+    (``label_transfer.fusion``: :func:`~sray_ros.model.label_transfer.fuse_reliable` by default, or
+    :func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
     ``sray_confidence``, ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and
     ``agreement`` ``[H, W]`` are set."""
 
@@ -309,7 +314,7 @@ def target_surface(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, he
     return surf
 
 
-_RAY_FIELDS = ("rgb", "depth", "acc", "logits", "label_evidence", "label_mass")
+_RAY_FIELDS = ("rgb", "depth", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass")
 
 
 def _scatter(parts: list[tuple[Tensor, RenderOutput]], total: int, into: RenderOutput | None = None) -> RenderOutput:
@@ -392,9 +397,13 @@ def _fast_grid(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor
     anchors = (a_rows[:, None] * w + a_cols[None, :]).reshape(-1)
     weights = joint_weights(td.view(h, w), a_rows, a_cols, cfg.upsample_depth_sigma)
     out = RenderOutput(None, None, None, None)
-    for name in ("rgb", "acc", "logits", "label_evidence", "label_mass"):
+    for name in ("rgb", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass"):
         value = getattr(low, name)
-        setattr(out, name, None if value is None else upsample(value, weights))
+        if value is not None and value.dim() > 2:  # per-view votes [R, m, K]: upsampled as [R, m * K]
+            value = upsample(value.reshape(value.shape[0], -1), weights).view(-1, *value.shape[1:])
+        elif value is not None:
+            value = upsample(value, weights)
+        setattr(out, name, value)
     low_depth = low.depth / low.acc.clamp_min(1e-6)
     known = td[anchors] > 0
     residual = torch.where(known, low_depth - td[anchors], torch.zeros_like(low_depth))
@@ -485,9 +494,13 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                       depth.view(height, width), best.acc.view(height, width), mode,
                       None if surf is None else surf.depth, network_rays)
     if best.label_evidence is not None:
-        evidence = LabelEvidence(best.label_evidence, best.label_mass)
-        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
-                                 label_transfer.full_coverage)
+        evidence = LabelEvidence(best.label_evidence, best.label_mass, best.label_view_votes, best.label_view_mass)
+        if label_transfer.fusion == "reliability":
+            fused = fuse_reliable(best.logits, evidence, best.acc, label_transfer.full_coverage,
+                                  label_transfer.em_iterations)
+        else:
+            fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
+                                     label_transfer.full_coverage)
         view.sray_labels, view.sray_confidence = view.labels, view.confidence
         view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
         view.transfer_labels = evidence.labels().view(height, width)

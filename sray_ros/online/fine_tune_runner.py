@@ -245,7 +245,7 @@ class FineTuneRunner:
                 "the model in use stays", outcome.steps_done, outcome.final_loss))
         path = default_fine_tune_path(checkpoint_path, self._configured_path())
         try:
-            save_checkpoint(path, outcome.model, handle.label_set,
+            save_checkpoint(path, outcome.model, handle.label_set.to_dict(),
                             {**handle.extra, "fine_tuned_steps": outcome.steps_done,
                              "holdout_miou": outcome.holdout_miou})
             outcome.checkpoint_path = str(path)
