@@ -1,15 +1,12 @@
 """Metrics (confusion matrix, mIoU variants, accuracies, PSNR, SSIM) and checkpoint round trip/corruption."""
 
 import math
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros.model import SRay, SRayConfig  # noqa: E402
 from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402

@@ -14,7 +14,8 @@ import yaml
 
 from conftest import REPO, installed_executable
 
-pytestmark = pytest.mark.ros
+# slow: the module's node process starts in 30-60 s on a loaded 2-core machine; the whole file took 251 s.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/sray_node"
 HELD_OUT = 8
 
@@ -634,14 +635,35 @@ def test_rendered_images_frame_is_broadcast(running, room):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
+    from sensor_msgs.msg import Image
+
     client = running["client"]
     static = []
     client.node.create_subscription(TFMessage, "/tf_static", static.append, QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    # the render's colour and depth as topics (what rviz/sray.rviz shows), besides the service response
+    published = {"color": [], "depth": []}
+    for kind, images in published.items():
+        client.node.create_subscription(Image, f"{NODE}/render/{kind}/image_raw", images.append, 10)
+    time.sleep(1.0)  # discovery of the new subscriptions
     response = client.call(client.render, render_request(room, HELD_OUT))
     assert response.success, response.message
     frame = response.labels.header.frame_id
     assert frame == "sray_node/render_optical_frame"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (published["color"] and published["depth"]):
+        time.sleep(0.05)
+    # every node topic rviz/sray.rviz shows exists, with the display's message type
+    from test_rviz_config import MSG_TYPE, rviz_topics
+
+    types = dict(client.node.get_publisher_names_and_types_by_node("sray_node", "/"))
+    for cls, topic in rviz_topics().values():
+        if topic.startswith(f"{NODE}/"):
+            assert types.get(topic) == [f"sensor_msgs/msg/{MSG_TYPE[cls]}"], (topic, sorted(types))
+    color, depth = published["color"][-1], published["depth"][-1]
+    assert (color.encoding, depth.encoding) == ("rgb8", "32FC1")
+    assert color.header.frame_id == depth.header.frame_id == frame
+    assert (depth.width, depth.height) == (response.labels.width, response.labels.height)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(t.child_frame_id == frame for m in static for t in m.transforms):
         time.sleep(0.05)
@@ -876,9 +898,9 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
                 messages["camera_info"] = color_info
             stamp_ns = int(round(stamp_s * 1e9))
             raw = {k: RawImage(serialize_message(messages[k]), messages[k].header.frame_id) for k in ("color", "depth")}
-            node._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
-                                        {k: stamp_ns for k in messages}))
-            node._resolve_waiting()  # what the keyframe worker runs after each matched set
+            node.intake._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
+                                               {k: stamp_ns for k in messages}))
+            node.intake.resolve_waiting()  # what the keyframe worker runs after each matched set
             return depth_mm.astype(np.float32) / 1000.0
 
         depth_m = feed(1.0)
@@ -900,10 +922,10 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
         # no depth camera_info and another size: rejected with the reason, the keyframes unchanged
         ids = [k.id for k in node.keyframes.snapshot()]
         feed(3.0, with_depth_info=False)
-        assert node.rejected["depth_not_registered"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        assert node.stats.rejected["depth_not_registered"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
         # no depth camera_info, the colour size, but another optical frame: not stored as aligned
         feed(3.5, with_depth_info=False, depth_frame="depth_camera", depth_size=(80, 60))
-        assert node.rejected["depth_not_registered"] == 2 and [k.id for k in node.keyframes.snapshot()] == ids
+        assert node.stats.rejected["depth_not_registered"] == 2 and [k.id for k in node.keyframes.snapshot()] == ids
 
         # a distorted colour camera: not silently used as pinhole K; the rectified P is, with a warning once
         from sray_ros.ros.image_conversion import make_camera_info
@@ -1239,3 +1261,80 @@ def _flush_info(room, stamp_s):
     info.header.stamp.sec, info.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
     info.header.frame_id = "camera"
     return info
+
+
+@pytest.mark.parametrize("order", ["images_first", "tf_first", "clock_first"])
+def test_time_going_backwards_clears_the_old_timeline_in_every_arrival_order(order, tiny_checkpoint, rclpy_context):
+    """In-process node fed message by message as DDS delivers them (sim time): after 3 keyframes at 200 s the
+    timeline restarts at 100 s, the jump seen first on the images, on /tf or on /clock; late messages of the old
+    timeline (a /tf and a frame at 200.6 s) come after the jump. Right value: the keyframes are exactly the new
+    timeline's 3 frames (100.0, 100.2, 100.4 s), none lost and none of the old timeline kept."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.parameter import Parameter
+    from rclpy.serialization import serialize_message
+    from rclpy.time import Time as RclTime
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    from sray_ros.ros.image_conversion import make_camera_info, numpy_to_image
+    from sray_ros.ros.node import SrayNode
+
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
+                 Parameter("keyframe_width", value=80), Parameter("keyframe_height", value=60),
+                 Parameter("min_translation_m", value=0.0), Parameter("min_rotation_deg", value=0.0),
+                 Parameter("use_sim_time", value=True), Parameter("tf_timeout_s", value=5.0)]
+    node = SrayNode(context=rclpy_context, parameter_overrides=overrides)
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    info_cb, color_cb = node._make_intake("camera_info"), node._make_intake("color", raw=True)
+
+    def stamp(t):
+        return Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)))
+
+    def tf(t):
+        msg = TransformStamped(header=Header(stamp=stamp(t), frame_id="map"), child_frame_id="camera")
+        msg.transform.translation.x = t % 10
+        msg.transform.rotation.w = 1.0
+        node._on_tf(TFMessage(transforms=[msg]), False)
+
+    def image(t):
+        header = Header(stamp=stamp(t), frame_id="camera")
+        info_cb(make_camera_info(K, 80, 60, header))
+        rgb = np.random.default_rng(int(t * 10)).integers(0, 256, (60, 80, 3), np.uint8)
+        color_cb(serialize_message(numpy_to_image(rgb, "rgb8", header)))
+
+    def clock(t):
+        node.get_clock().set_ros_time_override(RclTime(nanoseconds=int(round(t * 1e9))))
+
+    def stamps(expected_count):
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            kept = [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+            if len(kept) >= expected_count and not len(node.intake.waiting) and not node.intake.worker.pending():
+                time.sleep(0.3)
+                return [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+            time.sleep(0.05)
+        return [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+
+    try:
+        for t in (200.0, 200.2, 200.4):
+            clock(t)
+            tf(t)
+            image(t)
+        assert stamps(3) == pytest.approx([200.0, 200.2, 200.4])
+        for n, t in enumerate((100.0, 100.2, 100.4)):
+            if order == "clock_first" or n:
+                clock(t)
+            if order == "images_first" and n == 0:
+                image(t)
+                tf(t)
+            else:
+                tf(t)
+                image(t)
+            if n == 0:  # the old timeline's late messages, after the jump
+                tf(200.6)
+                image(200.6)
+        assert stamps(3) == pytest.approx([100.0, 100.2, 100.4])
+        assert node.time_jumps.jumps == 1 and node.time_jumps.stale == 3  # the late /tf, camera_info and colour
+    finally:
+        node.destroy_node()

@@ -93,6 +93,23 @@ class SRayConfig:
     # semantics of a depth-guided ray: "volume" (logits volume-rendered with the K samples' weights) or
     # "surface" (GSNeRF: the logits of the single max-weight sample)
     surface_semantics: str = "volume"
+    # fast views (render_view with a target depth only; training and render_rays are unaffected): the network
+    # runs at every view_scale-th pixel per axis and the rest is upsampled with weights from the full-resolution
+    # fused keyframe depth (sray_ros.model.upsample), pixels chosen by upsample_refine ("none" | "depth":
+    # no anchor on the pixel's surface | "labels": also where the anchors disagree on the class) are rendered
+    # exactly; rays whose target depth has confidence >= confident_surface_threshold get
+    # confident_surface_samples samples instead of num_surface_samples (0 = off). view_scale 1 and
+    # confident_surface_samples 0 give the exact per-pixel path. Default 4 (every 4th pixel, refined at every 2nd,
+    # then every pixel): 160x120 views of the real sequence and 10 unseen rooms 6.4x faster, mIoU 20.18 -> 20.30.
+    view_scale: int = 4
+    upsample_refine: str = "labels"
+    upsample_depth_sigma: float = 0.03  # relative depth difference of the range kernel
+    # "labels" refinement only where the upsampled class probabilities' top-1 minus top-2 is below this (1 = all)
+    upsample_refine_margin: float = 1.0
+    # 0: adaptive K is off by default: the shipped model was trained with K = 8 (its attention encodes the sample
+    # index), and K = 4 on confident rays changed 12 % of the labels of a real-sequence view while not running faster
+    confident_surface_samples: int = 0
+    confident_surface_threshold: float = 0.6
     coarse_depth_confidence: float = 0.2  # confidence given to a coarse-pass depth (no keyframe depth there)
     coarse_depth_scale: int = 2  # RGB-only views: the coarse depth pass runs at 1/scale resolution
     # losses (supp. Table 5: 0.5 / 0.5)
@@ -189,6 +206,14 @@ class SRayConfig:
             raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {self.surface_semantics!r}")
         if self.num_surface_samples < 2 or self.coarse_depth_scale < 1:
             raise ValueError("num_surface_samples >= 2 and coarse_depth_scale >= 1 are required")
+        if self.view_scale < 1 or self.upsample_refine not in ("none", "depth", "labels"):
+            raise ValueError(f"need view_scale >= 1 and upsample_refine in ('none', 'depth', 'labels'), got "
+                             f"{self.view_scale}, {self.upsample_refine!r}")
+        if not self.upsample_depth_sigma > 0 or self.confident_surface_samples == 1 or \
+                self.confident_surface_samples < 0:
+            raise ValueError("need upsample_depth_sigma > 0 and confident_surface_samples 0 (off) or >= 2")
+        if not 0.0 <= self.upsample_refine_margin <= 1.0:
+            raise ValueError(f"upsample_refine_margin must be in [0, 1], got {self.upsample_refine_margin}")
         if not 0.0 < self.default_near < self.default_far:
             raise ValueError("need 0 < default_near < default_far")
 

@@ -289,7 +289,7 @@ class FineTuneRunner:
         not_saved = ""
         try:
             path = self._resolve_path(checkpoint_path)  # again: the file may have changed while training ran
-            save_checkpoint(path, outcome.model, handle.label_set,
+            save_checkpoint(path, outcome.model, handle.label_set.to_dict(),
                             {**handle.extra, "fine_tuned_steps": outcome.steps_done,
                              "holdout_miou": outcome.holdout_miou})
             outcome.checkpoint_path = str(path)

@@ -18,7 +18,7 @@ from rclpy.parameter import Parameter
 # Writable parameters the renderer reads at render time (applied by the parameter callback).
 RENDERER_PARAMETERS = {"num_source_views": "num_source_views", "confidence_threshold": "confidence_threshold",
                        "opacity_threshold": "opacity_threshold", "max_render_pixels": "max_pixels",
-                       "render_chunk": "chunk"}
+                       "render_chunk": "chunk", "render_view_scale": "view_scale"}
 
 
 class ParameterError(ValueError):
@@ -64,12 +64,19 @@ PARAMETERS: dict[str, tuple] = {
     "keyframe_width": (160, "Keyframes are resized to this width (the model's working resolution).",
                        {"integer_range": (32, 4096), "read_only": True}),
     "keyframe_height": (120, "Keyframe height.", {"integer_range": (32, 4096), "read_only": True}),
-    "time_jump_s": (1.0, "A stamp this much older than the last one is a backwards time jump (bag loop): "
-                    "keyframes and transforms are cleared.", {"floating_point_range": (0.01, 3600.0), "read_only": True}),
+    "time_jump_s": (1.0, "A stamp (image, /tf or /clock) this much older than the newest one is a backwards time "
+                    "jump (bag loop, simulator reset): keyframes, transforms and frames in flight are cleared, and "
+                    "late messages of the old timeline are dropped.", {"floating_point_range": (0.01, 3600.0),
+                                                                       "read_only": True}),
     "num_source_views": (8, "Source keyframes per render when a request asks for 0.", {"integer_range": (1, 64)}),
     "default_width": (160, "Render width when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
     "default_height": (120, "Render height when a request's camera_info has zero size.", {"integer_range": (1, 4096)}),
-    "max_render_pixels": (640 * 480, "Larger requests are refused.", {"integer_range": (1, 16_777_216)}),
+    "max_render_pixels": (320 * 240, "Larger requests are refused. Default: what a CPU serves in seconds with "
+                          "fast views (a 320x240 view); raise it on a GPU.", {"integer_range": (1, 16_777_216)}),
+    "render_view_scale": (0, "Fast depth-guided views: the network renders every N-th pixel per axis and the rest "
+                          "is upsampled on the keyframes' fused depth, pixels it cannot explain rendered exactly "
+                          "(0 = the model's, 4 by default; 1 = every pixel, the exact path).",
+                          {"integer_range": (0, 8)}),
     "max_queued_renders": (4, "Render requests that may wait while one renders; more are refused at once with the "
                            "reason and the estimated wait (0 = refuse whenever a render runs).",
                            {"integer_range": (0, 1000)}),
@@ -167,9 +174,35 @@ def renderer_changes(parameters: list[Parameter]) -> dict[str, Any]:
     for param in parameters:
         if param.name in RENDERER_PARAMETERS:
             value = param.value
-            if param.name == "render_chunk":
+            if param.name in ("render_chunk", "render_view_scale"):
                 value = int(value) or None
             changes[RENDERER_PARAMETERS[param.name]] = value
         elif param.name == "use_keyframe_labels":
             changes["use_keyframe_labels"] = bool(param.value)
     return changes
+
+
+def make_renderer(p: Callable[[str], Any]):
+    """The :class:`~sray_ros.online.renderer.Renderer` the parameters describe (``p(name)`` gives a value)."""
+    from sray_ros.online.renderer import Renderer
+
+    return Renderer(device=p("device"), num_source_views=p("num_source_views"),
+                    confidence_threshold=p("confidence_threshold"), opacity_threshold=p("opacity_threshold"),
+                    max_pixels=p("max_render_pixels"), chunk=p("render_chunk") or None,
+                    num_coarse=p("render_num_coarse") or None,
+                    num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"), sampling=p("sampling"),
+                    num_surface_samples=p("num_surface_samples") or None,
+                    surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
+                    view_scale=p("render_view_scale") or None, use_keyframe_labels=bool(p("use_keyframe_labels")))
+
+
+def make_keyframe_buffer(p: Callable[[str], Any], encode_fn):
+    """The :class:`~sray_ros.online.keyframes.KeyframeBuffer` the parameters describe."""
+    import math
+
+    from sray_ros.online.keyframes import KeyframeBuffer
+
+    return KeyframeBuffer(max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
+                          min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
+                          blur_threshold=p("blur_threshold"), encode_fn=encode_fn,
+                          target_size=(p("keyframe_width"), p("keyframe_height")))
