@@ -254,6 +254,7 @@ def test_a_small_crafted_file_asking_for_a_huge_layer_does_not_allocate_it(saved
     """A 3 KB-class file (empty weights, config asking for a 20-million-wide FFN) used to take the process from
     ~0.3 GB to 2.9 GB before it was refused; now the peak resident memory grows by less than 100 MB."""
     import subprocess
+    import sys
 
     crafted = tmp_path / "crafted.pt"
     payload = torch.load(saved[1], weights_only=True)
