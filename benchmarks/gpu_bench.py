@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/gpu_bench.py [--device cuda] [--out gpu_bench.json]
     PYTHONPATH=. python benchmarks/gpu_bench.py --device cpu --sizes 40x30 --reps 1   # dry run on a CPU
 
-One held-out view of the real RGB-D sequence (``--scene``, default sample hololens_000 layout; a random
+One held-out view of the real RGB-D sequence (``--scene``, default ``$SRAY_DATA/hololens_000``; a random
 8-camera scene when the folder is missing) from its 8 nearest keyframes with depth, the shipped model
 (random weights when the checkpoint is missing). For every size and mode (``exact``: every pixel K = 8;
 ``fast``: the config's defaults, :func:`sray_ros.model.render.render_guided_view`), each in float32 and in
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -81,7 +82,8 @@ def main() -> int:
     ap.add_argument("--modes", default="exact,fast")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--scene", default="/work/shared/data/hololens_000")
+    ap.add_argument("--scene", default=str(Path(os.environ.get("SRAY_DATA", ROOT / "data")) / "hololens_000"),
+                    help="real RGB-D sequence (default $SRAY_DATA/hololens_000)")
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "sray_default.pt"))
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU dry run)")
     ap.add_argument("--out", default="gpu_bench.json")

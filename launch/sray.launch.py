@@ -3,7 +3,8 @@
     ros2 launch sray_ros sray.launch.py [namespace:=robot1] [params_file:=/path/sray.yaml]
         [use_sim_time:=true] [checkpoint:=/path/model.pt] [device:=cuda] [sensor_data_qos:=false]
         [color_topic:=/camera/color/image_raw] [camera_info_topic:=/camera/color/camera_info]
-        [depth_topic:=...] [depth_info_topic:=...] [labels_topic:=...] [rviz:=true] [rviz_config:=/path/x.rviz]
+        [depth_topic:=...] [depth_info_topic:=...] [labels_topic:=...] [labels_info_topic:=...]
+        [rviz:=true] [rviz_config:=/path/x.rviz]
 
 ``rviz:=true`` also starts RViz 2 with ``rviz/sray.rviz`` (the keyframe camera, the rendered labels, colour
 and depth, the labelled point cloud, the render's optical frame and TF); its topics and frames, written for
@@ -26,6 +27,7 @@ TOPIC_ARGUMENTS = {
     "depth/image": ("depth_topic", "/camera/depth/image_raw"),
     "depth/camera_info": ("depth_info_topic", "/camera/depth/camera_info"),
     "labels/image": ("labels_topic", "/camera/labels/image_raw"),
+    "labels/camera_info": ("labels_info_topic", "/camera/labels/camera_info"),
 }
 
 

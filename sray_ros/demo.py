@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         # 2. the node, through the launch file's parameters file
         overrides = work / "demo_params.yaml"
         # The bag replays with its recorded (reliable) QoS; a reliable subscription loses no frame.
-        params = {"use_sim_time": True, "sensor_data_qos": False}
+        params = {"use_sim_time": True, "sensor_data_qos": False, "checkpoint_dir": str(out)}
+        if args.width * args.height > 320 * 240:  # the node's CPU default refuses larger views; the demo asked
+            params["max_render_pixels"] = args.width * args.height
         if args.checkpoint:
             params["checkpoint"] = args.checkpoint
         overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))

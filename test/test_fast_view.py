@@ -143,6 +143,14 @@ def test_fast_view_equals_the_per_pixel_path_at_anchors_and_refined_pixels(prior
     assert torch.allclose(fd[same], ed[same], atol=1e-4)
     # upsampled pixels stay on their own surface: depth within 5 % of the exact path everywhere
     assert ((fd - ed).abs() / ed).max() < 0.05
+    # two levels (4 -> 2 -> 1): fewer network rays than one level of 2, still on the right surfaces
+    with torch.no_grad():
+        two, n_two = render_guided_view(model, src, o, d, surf, 1.0, 4.0, 8, 4, 4, "labels", chunk=64)
+    assert n_two < n_fast
+    d2 = two.depth / two.acc.clamp_min(1e-6)
+    # (the untrained field's depth residual varies more over 4 pixels than over 2; a pixel given the other
+    # surface's depth would be off by >= 40 %)
+    assert ((d2 - ed).abs() / ed).max() < 0.15 and torch.isfinite(two.logits).all()
     # adaptive K changes only the confident rays
     unsure = (conf < 0.6).reshape(-1)
     assert torch.allclose(exact.logits[unsure], plain.logits[unsure], atol=1e-4)

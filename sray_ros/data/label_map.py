@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-UNKNOWN_LABEL = 255
+from sray_ros.data.label_sets import IGNORE_INDEX
 MAPS_DIR = Path(__file__).resolve().parents[2] / "config" / "label_maps"
 
 
@@ -93,7 +93,7 @@ def load_label_map(name_or_path: str, class_names: list[str], label_set_name: st
         sources[i] = str(n)
     by_name = {n: i for i, n in sources.items()}
     targets = {str(n): k for k, n in enumerate(class_names)}
-    lut = np.full(65536, UNKNOWN_LABEL, np.uint8)
+    lut = np.full(65536, IGNORE_INDEX, np.uint8)
     known = np.zeros(65536, bool)
     known[list(sources)] = True
     for src, dst in data["map"].items():

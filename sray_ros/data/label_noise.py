@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 
-UNKNOWN_LABEL = 255
 _TASK_KEEP, _TASK_PIXEL, _TASK_REGION, _TASK_SEGMENTER = 1, 2, 3, 4
 
 # Classes a segmenter confuses with each other (by name, so any label set that has them gets the groups).
@@ -105,7 +105,7 @@ class SegmenterNoise:
                     groups: tuple[tuple[int, ...], ...]) -> np.ndarray:
         """One frame ``[H, W]`` with this frame's own draw of every error."""
         out = labels.copy()
-        known = out != UNKNOWN_LABEL
+        known = out != IGNORE_INDEX
         # boundary errors: some classes bleed into their neighbours (which are eroded by as much)
         if self.boundary_px > 0:
             present = [int(c) for c in np.unique(out[known])]
@@ -207,11 +207,11 @@ class LabelCorruption:
         labels = np.asarray(labels)
         if labels.ndim != 3:
             raise ValueError(f"labels must be [frames, H, W], got shape {labels.shape}")
-        if num_classes < 2 or num_classes > UNKNOWN_LABEL:
-            raise ValueError(f"num_classes must be in [2, {UNKNOWN_LABEL}], got {num_classes}")
-        bad = (labels != UNKNOWN_LABEL) & (labels >= num_classes)
+        if num_classes < 2 or num_classes > IGNORE_INDEX:
+            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
+        bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
         if bad.any():
-            raise ValueError(f"label ids must be < {num_classes} or {UNKNOWN_LABEL}, got {np.unique(labels[bad])[:10]}")
+            raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
         out = labels.astype(np.uint8, copy=True)
         if self.is_identity:
             return out
@@ -230,7 +230,7 @@ class LabelCorruption:
                 out[i] = pixel_noise(out[i], self.pixel_noise, num_classes,
                                      np.random.default_rng([self.seed, _TASK_PIXEL, i]))
         if self.keep_fraction < 1:
-            out[~self.kept_frames(f)] = UNKNOWN_LABEL
+            out[~self.kept_frames(f)] = IGNORE_INDEX
         return out
 
     @classmethod
@@ -258,7 +258,7 @@ def pixel_noise(labels: np.ndarray, fraction: float, num_classes: int, rng: np.r
     """``round(fraction * n)`` of the ``n`` labelled pixels of ``[H, W]`` set to a random other class."""
     out = labels.copy()
     flat = out.reshape(-1)
-    idx = np.flatnonzero(flat != UNKNOWN_LABEL)
+    idx = np.flatnonzero(flat != IGNORE_INDEX)
     pick = rng.permutation(idx.size)[: int(round(fraction * idx.size))]
     flat[idx[pick]] = _other_classes(rng, flat[idx[pick]], num_classes)
     return out
@@ -272,7 +272,7 @@ def label_regions(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     regions = np.full(labels.shape, -1, np.int32)
     classes: list[int] = []
     for c in np.unique(labels):
-        if c == UNKNOWN_LABEL:
+        if c == IGNORE_INDEX:
             continue
         count, comp = cv2.connectedComponents((labels == c).astype(np.uint8), connectivity=4)
         mask = comp > 0

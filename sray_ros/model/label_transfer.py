@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 
-UNKNOWN_LABEL = 255
 
 ViewWeighting = Literal["blend", "depth", "blend_depth", "uniform"]
 DepthTest = Literal["surface", "unoccluded"]
@@ -126,10 +126,10 @@ def label_distribution_maps(labels: Tensor, num_classes: int, window: int = 0,
     if labels.dim() != 3:
         raise ValueError(f"labels must be [m, H, W], got {tuple(labels.shape)}")
     ids = labels.long()
-    known = ids != UNKNOWN_LABEL
+    known = ids != IGNORE_INDEX
     bad = known & ((ids < 0) | (ids >= num_classes))
     if bool(bad.any()):
-        raise ValueError(f"label ids must be in [0, {num_classes}) or {UNKNOWN_LABEL} (unknown), got "
+        raise ValueError(f"label ids must be in [0, {num_classes}) or {IGNORE_INDEX} (unknown), got "
                          f"{sorted(set(ids[bad].unique().tolist()))[:10]}")
     m, h, w = ids.shape
     one_hot = F.one_hot(ids.where(known, 0), num_classes).to(torch.float32) * known.unsqueeze(-1)
@@ -246,7 +246,7 @@ class LabelEvidence:
 
     def labels(self) -> Tensor:
         """Transferred labels ``long [R]``: argmax of the evidence, 255 where there is none."""
-        return torch.where(self.mass > 0, self.evidence.argmax(-1), torch.full_like(self.mass, UNKNOWN_LABEL,
+        return torch.where(self.mass > 0, self.evidence.argmax(-1), torch.full_like(self.mass, IGNORE_INDEX,
                                                                                     dtype=torch.long))
 
     def agreement(self) -> Tensor:

@@ -95,10 +95,14 @@ def joint_weights(guide: Tensor, rows: Tensor, cols: Tensor, depth_sigma: float,
 
 
 def upsample(values: Tensor, w: UpsampleWeights) -> Tensor:
-    """Anchor values ``[h2 * w2, C]`` (or ``[h2 * w2]``) -> full resolution ``[H * W, C]`` (``[H * W]``)."""
-    if values.dim() == 1:
-        return (values[w.index] * w.weight).sum(-1)
-    return (values[w.index] * w.weight.to(values.dtype)[..., None]).sum(-2)
+    """Anchor values ``[h2 * w2, C]`` (or ``[h2 * w2]``) -> full resolution ``[H * W, C]`` (``[H * W]``).
+    Accumulated one neighbour at a time, so no ``[H * W, 4, C]`` gather is held (peak memory)."""
+    out = None
+    for j in range(w.index.shape[1]):
+        weight = w.weight[:, j].to(values.dtype)
+        term = values[w.index[:, j]] * (weight if values.dim() == 1 else weight[:, None])
+        out = term if out is None else out.add_(term)
+    return out
 
 
 def refine_mask(w: UpsampleWeights, anchor_labels: Tensor | None, mode: str, min_support: float = 0.1,

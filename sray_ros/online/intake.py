@@ -122,6 +122,21 @@ def register(stream: str, image: PerPixelImage, color: Camera, color_frame: str,
     return geometry.resample_same_centre(values, camera.K, color.K, color.size, fill, color_from_stream[:3, :3])
 
 
+def stamp_problem(stream: str, stamp_ns: int, repeated: bool = False) -> str | None:
+    """Why a message's stamp cannot be used (None when it can): stamp 0 (an unset ``header.stamp``: to a TF lookup
+    it means "latest", so the frame would get whatever pose came last), or a colour image repeating the previous
+    one's stamp (two captures cannot share a time: a driver stamping with a constant or a stale clock)."""
+    if stamp_ns <= 0:
+        if stream == "color":
+            return ("color image stamped 0 (an unset header.stamp): its pose cannot be looked up; stamp images with "
+                    "their capture time")
+        return f"{stream} message stamped 0 ignored (an unset header.stamp)"
+    if repeated:
+        return (f"{stream} image has the same stamp as the previous one ({stamp_ns / 1e9:.9f} s); stamp images with "
+                "their capture time")
+    return None
+
+
 def labels_outside_set(ids: np.ndarray, num_classes: int | None) -> list[int]:
     """Class ids (at most 5) that are neither in a label set of ``num_classes`` classes nor 255 (unknown);
     [] when ``num_classes`` is None (no model yet: fine-tuning checks again before it trains)."""
@@ -217,4 +232,4 @@ class TransformWait:
 
 
 __all__ = ["IntakeRejection", "PER_PIXEL_STREAMS", "PerPixelImage", "REJECT_REASONS", "TransformWait", "build_frame",
-           "labels_outside_set", "register"]
+           "labels_outside_set", "register", "stamp_problem"]

@@ -55,7 +55,6 @@ _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 _COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 _DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 _LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
-LABEL_IGNORE = IGNORE_INDEX  # mono8 class ids, 255 = unknown/ignore
 MM_PER_M = 1000.0
 
 
@@ -157,7 +156,7 @@ def image_to_labels(msg: Image) -> np.ndarray:
     pixels = _pixels(msg, copy=False)
     if pixels.dtype == np.uint8:
         return pixels.copy()
-    return np.minimum(pixels, LABEL_IGNORE).astype(np.uint8)
+    return np.minimum(pixels, IGNORE_INDEX).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,7 +361,7 @@ def _validate_K(k: np.ndarray, width: int, height: int) -> None:
 
 
 __all__ = [
-    "CameraModel", "ImageConversionError", "LABEL_IGNORE", "bytes_per_pixel", "camera_info_to_K",
+    "CameraModel", "ImageConversionError", "bytes_per_pixel", "camera_info_to_K",
     "camera_model_from_info", "depth_to_image",
     "float_to_image", "image_to_depth", "image_to_labels", "image_to_numpy", "image_to_rgb",
     "labels_to_image", "make_camera_info", "numpy_to_image", "rgb_to_image", "supported_encodings",

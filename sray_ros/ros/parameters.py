@@ -75,8 +75,11 @@ PARAMETERS: dict[str, tuple] = {
                           "fast views (a 320x240 view); raise it on a GPU.", {"integer_range": (1, 16_777_216)}),
     "render_view_scale": (0, "Fast depth-guided views: the network renders every N-th pixel per axis and the rest "
                           "is upsampled on the keyframes' fused depth, pixels it cannot explain rendered exactly "
-                          "(0 = the model's, 3 by default; 1 = every pixel, the exact path).",
+                          "(0 = the model's, 4 by default; 1 = every pixel, the exact path).",
                           {"integer_range": (0, 8)}),
+    "max_queued_renders": (4, "Render requests that may wait while one renders; more are refused at once with the "
+                           "reason and the estimated wait (0 = refuse whenever a render runs).",
+                           {"integer_range": (0, 1000)}),
     "confidence_threshold": (0.3, "Pixels whose max class probability is below this are labelled 255.",
                              {"floating_point_range": (0.0, 1.0)}),
     "opacity_threshold": (0.5, "Pixels whose accumulated opacity is below this are labelled 255.",
@@ -98,7 +101,11 @@ PARAMETERS: dict[str, tuple] = {
     "publish_point_cloud": (True, "Publish ~/semantic/points for each render.", {}),
     "fine_tune_default_steps": (300, "Steps of a fine_tune goal with max_steps 0.", {"integer_range": (1, 1_000_000)}),
     "fine_tune_num_rays": (256, "Rays per fine-tuning step.", {"integer_range": (16, 65536)}),
-    "fine_tune_checkpoint": ("", "Where fine-tuned weights are saved (empty = $ROS_HOME/sray_ros/fine_tuned.pt).", {}),
+    "checkpoint_dir": ("", "Folder the node writes checkpoints to (~/save_checkpoint, fine-tune goals, "
+                       "fine_tune_checkpoint); paths outside it are refused. Empty = $ROS_HOME/sray_ros/checkpoints.",
+                       {"read_only": True}),
+    "fine_tune_checkpoint": ("", "File fine-tuned weights (and ~/save_checkpoint without a path) are written to: a "
+                             "name inside checkpoint_dir, or an absolute path inside it (empty = fine_tuned.pt).", {}),
     "use_keyframe_labels": (True, "Render with the label images of keyframes that carry one (labels/image: mono8 or "
                             "mono16 class ids of the node's label set, 255 = unknown) besides the model's "
                             "semantics; false = the model's semantics only.", {}),
@@ -173,3 +180,29 @@ def renderer_changes(parameters: list[Parameter]) -> dict[str, Any]:
         elif param.name == "use_keyframe_labels":
             changes["use_keyframe_labels"] = bool(param.value)
     return changes
+
+
+def make_renderer(p: Callable[[str], Any]):
+    """The :class:`~sray_ros.online.renderer.Renderer` the parameters describe (``p(name)`` gives a value)."""
+    from sray_ros.online.renderer import Renderer
+
+    return Renderer(device=p("device"), num_source_views=p("num_source_views"),
+                    confidence_threshold=p("confidence_threshold"), opacity_threshold=p("opacity_threshold"),
+                    max_pixels=p("max_render_pixels"), chunk=p("render_chunk") or None,
+                    num_coarse=p("render_num_coarse") or None,
+                    num_fine=None if p("render_num_fine") < 0 else p("render_num_fine"), sampling=p("sampling"),
+                    num_surface_samples=p("num_surface_samples") or None,
+                    surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
+                    view_scale=p("render_view_scale") or None, use_keyframe_labels=bool(p("use_keyframe_labels")))
+
+
+def make_keyframe_buffer(p: Callable[[str], Any], encode_fn):
+    """The :class:`~sray_ros.online.keyframes.KeyframeBuffer` the parameters describe."""
+    import math
+
+    from sray_ros.online.keyframes import KeyframeBuffer
+
+    return KeyframeBuffer(max_keyframes=p("max_keyframes"), min_translation_m=p("min_translation_m"),
+                          min_rotation_deg=p("min_rotation_deg"), min_interval_s=p("min_interval_s") or math.inf,
+                          blur_threshold=p("blur_threshold"), encode_fn=encode_fn,
+                          target_size=(p("keyframe_width"), p("keyframe_height")))
