@@ -299,6 +299,19 @@ def run_worker(args: argparse.Namespace, kind: str, **kw) -> dict:
     return out
 
 
+
+def portable_path(text: str) -> str:
+    """``text`` with the data folder written as ``$SRAY_DATA`` and the repository as a relative path, so the
+    command recorded in BENCHMARKS.md names no path of the machine it ran on."""
+    data = os.environ.get("SRAY_DATA")
+    if data and text.startswith(str(Path(data).resolve())):
+        return "$SRAY_DATA" + text[len(str(Path(data).resolve())):]
+    if data and text.startswith(data):
+        return "$SRAY_DATA" + text[len(data):]
+    if text.startswith(str(ROOT) + os.sep):
+        return os.path.relpath(text, ROOT)
+    return text
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -316,7 +329,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="skip the forward+backward attention rows")
     ap.add_argument("--guided-only", action="store_true",
                     help="only section 4: depth-guided vs hierarchical on a real RGB-D scene")
-    ap.add_argument("--guided-scene", default="/work/shared/data/hololens_000", help="RGB-D scene for section 4")
+    ap.add_argument("--guided-scene", default=os.path.join(os.environ.get("SRAY_DATA", "data"), "hololens_000"),
+                    help="RGB-D scene for section 4 (default: $SRAY_DATA/hololens_000, SRAY_DATA defaulting to data)")
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "sray_default.pt"), help="weights for section 4")
     ap.add_argument("--guided-threads", default="1,2", help="thread counts for section 4")
     ap.add_argument("--guided-sizes", default="160x120,320x240", help="view sizes for section 4")
@@ -397,7 +411,7 @@ def main() -> None:
     # (4) depth-guided vs hierarchical sampling on a real RGB-D scene (trained weights, real depth)
     if Path(args.guided_scene).is_dir() and (args.guided_only or not args.views_only):
         rows.append("### 4. Depth-guided vs hierarchical sampling (real RGB-D scene, 8 nearest keyframes with depth)\n")
-        rows.append(f"Scene `{args.guided_scene}`, one held-out pose, weights `{Path(args.checkpoint).name}`. "
+        rows.append(f"Scene `{portable_path(args.guided_scene)}`, one held-out pose, weights `{Path(args.checkpoint).name}`. "
                     "Hierarchical: 64 + 64, fine pass on the 64 importance samples (as the public S-Ray code), "
                     f"{args.guided_hier_rays or 'all'} rays measured and extrapolated. Depth-guided: whole view, "
                     "time includes the keyframe-depth splat / fusion and the coarse pass in depth holes. "
@@ -425,7 +439,7 @@ def main() -> None:
     rows.append(f"Machine-speed calibration: fp32 GEMM (4096x512 @ 512x512) ran at {gemm_before:.0f} GFLOP/s before and "
                 f"{gemm_after:.0f} GFLOP/s after this run (158 GFLOP/s was measured on the idle machine, where "
                 "the public code's 814 s/view was measured).\n")
-    cmd = "PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py " + " ".join(sys.argv[1:])
+    cmd = "PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py " + " ".join(portable_path(a) for a in sys.argv[1:])
     header = (f"## Model benchmarks ({started:%Y-%m-%d %H:%M} UTC)\n\nMachine: {machine}. Command: `{cmd}`.\n"
               "Timings on a shared machine are noisy: compare ratios measured within one run. Peak memory: "
               "CUDA max_memory_allocated, CPU sampled peak RSS increase over the call, each in a fresh process.\n")

@@ -7,10 +7,11 @@ labels: PSNR, depth) and every combination of ``--modes`` x keyframe depth, the 
 and the pooled metrics are written to ``OUT/results.json`` (strict JSON) and ``OUT/results.md``.
 
     python scripts/eval_depth_guided.py --checkpoint models/sray_default.pt --out eval/depth_guided \\
-        --rooms /work/data/sray_synth/test --real /work/shared/data/hololens_000 \\
+        --rooms "$SRAY_DATA/sray_synth/test" --real "$SRAY_DATA/hololens_000" \\
         --width 160 --height 120 --max-views 4 --threads 2
 
-``--dry-run`` renders one view of one scene per setting (checks the wiring in about a minute).
+Defaults: ``$SRAY_DATA/sray_synth/test`` and ``$SRAY_DATA/hololens_000`` (``SRAY_DATA`` defaults to ``data``,
+relative to the working directory; DATASETS.md). ``--dry-run`` renders one view of one scene per setting (checks the wiring in about a minute).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+
+DATA = os.environ.get("SRAY_DATA", "data")  # folder of the data sets (DATASETS.md)
 
 def load_avg() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -39,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="models/sray_default.pt")
     p.add_argument("--out", required=True)
-    p.add_argument("--rooms", default="/work/data/sray_synth/test", help="folder of labelled test scenes ('' = skip)")
-    p.add_argument("--real", default="/work/shared/data/hololens_000", help="real RGB-D scene ('' = skip)")
+    p.add_argument("--rooms", default=os.path.join(DATA, "sray_synth", "test"), help="folder of labelled test scenes ('' = skip)")
+    p.add_argument("--real", default=os.path.join(DATA, "hololens_000"), help="real RGB-D scene ('' = skip)")
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--num-sources", type=int, default=8)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rows (d) and (e) of the model card's "Labelled keyframes" section: fine-tuning on corrupted labels.
 
-    python scripts/label_finetune_card.py --data /work/data/sray_synth/test --out runs/label_ft \
+    python scripts/label_finetune_card.py --data "$SRAY_DATA/sray_synth/test" --out runs/label_ft \
         [--rooms test_0000 test_0005] [--tasks clean pixel50 ...] [--eval-at 0,100,1000]
 
 For every (room, task) one ``sray-finetune`` run (printed before it starts): the room's pool frames (all but

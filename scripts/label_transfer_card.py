@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The model card's "Labelled keyframes" section: Semantic-NeRF's label tasks on the unseen test rooms.
 
-    python scripts/label_transfer_card.py --data /work/data/sray_synth/test --out runs/label_card \
+    python scripts/label_transfer_card.py --data "$SRAY_DATA/sray_synth/test" --out runs/label_card \
         [--checkpoint models/sray_default.pt] [--max-views 2] [--num-sources 8] [--device cuda]
 
 Protocol (``sray-eval``'s): in each room every 10th frame is held out (``split_frames``), ``--max-views`` of
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.config import resolve_device
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="/work/data/sray_synth/test")
+    p.add_argument("--data", required=True, help="folder of ScanNet-layout test rooms")
     p.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "models" / "sray_default.pt"))
     p.add_argument("--out", required=True)
     p.add_argument("--rooms", type=int, default=0, help="first N rooms (0 = all complete rooms)")

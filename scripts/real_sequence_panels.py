@@ -10,7 +10,7 @@ described in words. The world's up direction for the prior's height cue is estim
 (``sray-eval --prior-up auto``).
 
     python scripts/real_sequence_panels.py --before OLD.pt --after models/sray_default.pt \
-        --data "$SRAY_SHARED/data/hololens_000" --out runs/real_panels --views 5 25 65 105 165
+        --data "$SRAY_DATA/hololens_000" --out runs/real_panels --views 5 25 65 105 165
 """
 
 from __future__ import annotations

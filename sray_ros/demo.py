@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 import yaml
 
-from sray_ros.data.label_sets import IGNORE_INDEX, colorize_ids
+from sray_ros import viz
+from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.processes import ProcessGroup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,38 +50,7 @@ def executable(name: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    known = labels != IGNORE_INDEX
-    out = rgb.astype(np.float32).copy()
-    out[known] = (1 - alpha) * out[known] + alpha * colorize_ids(labels, colors)[known]
-    return out.clip(0, 255).astype(np.uint8)
-
-
-def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    return colorize_ids(labels, colors)
-
-
 PANEL_MIN_WIDTH = 480  # px per panel tile, so a person can read the labels
-
-
-def upscale(image: np.ndarray, width: int, height: int, nearest: bool = True) -> np.ndarray:
-    """Resize a tile for the panel: nearest-neighbour for label / rendered images (every rendered pixel stays
-    a visible block, no invented detail), area / linear for the camera image."""
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    if nearest:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
-    shrink = width < image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def caption(image: np.ndarray, text: str) -> np.ndarray:
-    """A white caption bar above the tile; text size follows the tile width (readable at >= 480 px)."""
-    scale = max(0.35, image.shape[1] / 480 * 0.6)
-    bar_h = int(round(24 * scale / 0.6))
-    bar = np.full((bar_h, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([bar, image], 0)
 
 
 def score(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> dict:
@@ -172,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         # 2. the node, through the launch file's parameters file
         overrides = work / "demo_params.yaml"
         # The bag replays with its recorded (reliable) QoS; a reliable subscription loses no frame.
-        params = {"use_sim_time": True, "sensor_data_qos": False}
+        params = {"use_sim_time": True, "sensor_data_qos": False, "checkpoint_dir": str(out)}
+        if args.width * args.height > 320 * 240:  # the node's CPU default refuses larger views; the demo asked
+            params["max_render_pixels"] = args.width * args.height
         if args.checkpoint:
             params["checkpoint"] = args.checkpoint
         overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
@@ -224,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
         colors = np.array([[c.r * 255, c.g * 255, c.b * 255] for c in label_info[-1].class_colors]).round().astype(np.uint8)
         num_classes = len(colors)
+        class_names = list(label_info[-1].class_names)
 
         def render_all(tag: str, panel: bool = True) -> list[dict]:
             results = []
@@ -246,15 +219,18 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = score(labels, gt, num_classes)
                 name = f"frame_{scene.frame_ids[i]:06d}_{tag}"
                 cv2.imwrite(str(out / f"{name}_labels.png"), labels)
-                cv2.imwrite(str(out / f"{name}_overlay.png"), overlay(rgb, labels, colors)[..., ::-1])
-                factor = -(-PANEL_MIN_WIDTH // args.width)  # integer, so label pixels stay square blocks
+                factor = viz.integer_factor(args.width, PANEL_MIN_WIDTH)  # label pixels stay square blocks
                 tw, th = args.width * factor, args.height * factor
-                camera = upscale(scene.load_color(i), tw, th, nearest=False)
-                panel_image = np.concatenate([
-                    caption(camera, "camera (held out)"), caption(upscale(colorize(gt, colors), tw, th), "ground truth"),
-                    caption(upscale(colorize(labels, colors), tw, th), f"rendered labels ({tag})"),
-                    caption(upscale(image_to_rgb(response.color), tw, th), "rendered colour")], 1)
+                cv2.imwrite(str(out / f"{name}_overlay.png"), viz.panel(
+                    [(viz.overlay(rgb, labels, colors, width=tw, height=th), f"rendered labels over the camera ({tag})")],
+                    class_names, colors, [labels])[..., ::-1])
                 if panel:
+                    camera = viz.upscale(scene.load_color(i), tw, th, nearest=False)
+                    panel_image = viz.panel([
+                        (camera, "camera (held out)"), (viz.label_tile(gt, colors, tw, th), "ground truth"),
+                        (viz.label_tile(labels, colors, tw, th), f"rendered labels ({tag})"),
+                        (viz.upscale(image_to_rgb(response.color), tw, th), "rendered colour")],
+                        class_names, colors, [gt, labels])
                     cv2.imwrite(str(out / f"{name}_panel.png"), panel_image[..., ::-1])
                 log(f"  {tag} frame {scene.frame_ids[i]}: mIoU {100 * metrics['miou']:.1f}, acc "
                     f"{100 * metrics['accuracy']:.1f}, coverage {100 * metrics['coverage']:.0f}%, "
@@ -277,18 +253,19 @@ def main(argv: list[str] | None = None) -> int:
                 alone = render_all("sray_alone", panel=False)
             finally:
                 use_keyframe_labels(True)
-            th = args.height * -(-PANEL_MIN_WIDTH // args.width)
-            tw = args.width * -(-PANEL_MIN_WIDTH // args.width)
+            factor = viz.integer_factor(args.width, PANEL_MIN_WIDTH)
+            tw, th = args.width * factor, args.height * factor
             for with_transfer, by_sray in zip(before, alone):
                 i = scene.index_of(with_transfer["frame"])
                 gt = geometry.resize_nearest(scene.load_labels(i), args.width, args.height)
-                compare = np.concatenate([
-                    caption(upscale(scene.load_color(i), tw, th, nearest=False), "camera (held out)"),
-                    caption(upscale(colorize(gt, colors), tw, th), "ground truth"),
-                    caption(upscale(colorize(with_transfer["_labels"], colors), tw, th),
-                            f"label transfer + S-Ray: acc {100 * with_transfer['accuracy']:.0f}%"),
-                    caption(upscale(colorize(by_sray["_labels"], colors), tw, th),
-                            f"S-Ray alone: acc {100 * by_sray['accuracy']:.0f}%")], 1)
+                compare = viz.panel([
+                    (viz.upscale(scene.load_color(i), tw, th, nearest=False), "camera (held out)"),
+                    (viz.label_tile(gt, colors, tw, th), "ground truth"),
+                    (viz.label_tile(with_transfer["_labels"], colors, tw, th),
+                     f"label transfer + S-Ray: acc {100 * with_transfer['accuracy']:.0f}%"),
+                    (viz.label_tile(by_sray["_labels"], colors, tw, th),
+                     f"S-Ray alone: acc {100 * by_sray['accuracy']:.0f}%")],
+                    class_names, colors, [gt, with_transfer["_labels"], by_sray["_labels"]])
                 cv2.imwrite(str(out / f"frame_{with_transfer['frame']:06d}_transfer_vs_sray_panel.png"),
                             compare[..., ::-1])
 

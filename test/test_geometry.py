@@ -1,14 +1,11 @@
 """Camera conventions: projection round trips, validity, rotated cameras, intrinsics scaling, sampling."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros import geometry as G  # noqa: E402
 

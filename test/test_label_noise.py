@@ -159,3 +159,62 @@ def test_sray_eval_rejects_corruption_without_label_transfer(tmp_path, capsys):
     rc = main(["--checkpoint", str(ckpt), "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu",
                "--label-pixel-noise", "1.5", "--label-transfer", "blend"])
     assert rc == 2 and "pixel_noise must be in [0, 1]" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# segmenter-like noise
+# --------------------------------------------------------------------------------------------------
+def _room_labels(frames: int = 4):
+    """Frames of a synthetic room: wall (0) | floor (1) halves, a table (6) block, a small picture (10) of
+    3 x 3 pixels (0.19 % of the image) and a window (8)."""
+    lab = np.zeros((frames, 60, 80), np.uint8)
+    lab[:, 30:] = 1
+    lab[:, 35:50, 20:50] = 6
+    lab[:, 5:8, 60:63] = 10
+    lab[:, 5:20, 5:25] = 8
+    return lab
+
+
+def test_segmenter_noise_is_deterministic_per_seed_and_flickers_between_frames():
+    from sray_ros.data.label_noise import LabelCorruption, SegmenterNoise
+    lab = _room_labels(6)
+    a = LabelCorruption(segmenter=SegmenterNoise(), seed=3).apply(lab, 20)
+    assert np.array_equal(a, LabelCorruption(segmenter=SegmenterNoise(), seed=3).apply(lab, 20))
+    assert not np.array_equal(a, LabelCorruption(segmenter=SegmenterNoise(), seed=4).apply(lab, 20))
+    # identical input frames come out different: each frame draws its own errors
+    assert len({a[i].tobytes() for i in range(6)}) > 1
+    assert not LabelCorruption(segmenter=SegmenterNoise()).is_identity
+
+
+def test_segmenter_confusions_stay_within_similar_classes_and_boundaries_move_by_at_most_the_radius():
+    from sray_ros.data.label_noise import SegmenterNoise, similar_class_groups
+    from sray_ros.data.label_sets import load_label_set
+    names = load_label_set("scannet20").class_names
+    groups = similar_class_groups(names)
+    assert (names.index("table"), names.index("desk"), names.index("counter")) in groups
+    lab = _room_labels(1)[0]
+    noise = SegmenterNoise(boundary_px=2, confusion=1.0, miss_small=0.0, flicker=0.0)
+    for seed in range(10):
+        out = noise.apply_frame(lab, 20, np.random.default_rng(seed), groups)
+        table = lab == 6
+        # the table region is always relabelled within its group (confusion 1): desk or counter, never else
+        inner = np.zeros_like(table)
+        inner[38:47, 23:47] = True  # 3 px inside the table: boundary moves cannot reach it
+        assert set(np.unique(out[inner]).tolist()) <= {names.index("desk"), names.index("counter")}
+        # far (> 2 px) from every class edge nothing changes for classes outside any group (wall / floor)
+        far = np.zeros_like(table)
+        far[22:27, 30:78] = True  # wall rows between the window and the floor edge, >= 3 px from both
+        assert np.all(out[far] == 0)
+
+
+def test_segmenter_misses_small_objects_and_rejects_bad_settings():
+    from sray_ros.data.label_noise import SegmenterNoise
+    lab = _room_labels(1)[0]
+    out = SegmenterNoise(boundary_px=0, confusion=0.0, miss_small=1.0, flicker=0.0).apply_frame(
+        lab, 20, np.random.default_rng(0), ())
+    assert not np.any(out == 10)  # the 9-pixel picture (below 0.3 % of the image) is gone ...
+    assert np.all(out[5:8, 60:63] == 0)  # ... replaced by the wall around it
+    assert np.sum(out == 6) == np.sum(lab == 6)  # large objects stay
+    for bad in (dict(boundary_px=-1), dict(confusion=1.5), dict(flicker=-0.1), dict(boundary_px=1.5)):
+        with pytest.raises(ValueError):
+            SegmenterNoise(**bad)

@@ -3,13 +3,10 @@ visibility, blending, volume rendering, fusion with S-Ray logits, and SourceView
 plane z = 2 of test_model (two classes split at x = 0) and the tiny S-Ray config (random weights: label
 transfer needs no training)."""
 
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros import geometry as G  # noqa: E402
 from sray_ros.model import SRay, SRayConfig, SourceViews, render_rays, render_view  # noqa: E402

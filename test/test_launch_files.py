@@ -75,6 +75,7 @@ def test_replay_launch_defaults():
     assert dict(node.kwargs["remappings"]) == {
         "color/image": topics["color"], "color/camera_info": topics["camera_info"],
         "depth/image": topics["depth"], "depth/camera_info": topics["depth_info"], "labels/image": topics["labels"],
+        "labels/camera_info": "/camera/labels/camera_info",  # sray.launch's default: the converter writes none
     }
 
 

@@ -1,15 +1,12 @@
 """Metrics (confusion matrix, mIoU variants, accuracies, PSNR, SSIM) and checkpoint round trip/corruption."""
 
 import math
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros.model import SRay, SRayConfig  # noqa: E402
 from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
@@ -204,3 +201,94 @@ def test_save_refuses_non_finite_weights_and_keeps_the_existing_file(tmp_path):
     assert path.read_bytes() == before
     assert load_checkpoint(path).model is not None
     assert not list(tmp_path.glob(".good.pt.*"))  # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------------- crafted files
+@pytest.mark.parametrize("field,value,message", [
+    ("ffn_hidden", 20_000_000, "ffn_hidden = 20000000 is outside \\[1, 4096\\]"),
+    ("stem_channels", 10**9, "stem_channels = 1000000000 is outside"),
+    ("encoder_channels", [8, 16, 5_000_000], "encoder_channels = 5000000 is outside"),
+    ("num_classes", 300, "num_classes = 300 is outside \\[1, 255\\]"),
+    ("num_coarse", 10**8, "num_coarse = 100000000 is outside"),
+    ("num_surface_samples", 10**7, "num_surface_samples = 10000000 is outside"),
+    ("prior_channels", 20_000_000, "prior_channels = 20000000 is outside \\[1, 1024\\]"),
+    ("prior_input_height", 10**7, "prior_input_height = 10000000 is outside"),
+    ("prior_weight", float("inf"), "prior_weight must be a finite number"),
+    ("prior_up", [0.0, 0.0, float("nan")], "prior_up must be finite numbers"),
+    ("prior_geometry_cues", "yes", "prior_geometry_cues must be true or false"),
+    ("prior_frozen_encoder", 1, "prior_frozen_encoder must be true or false"),
+    ("semantic_prior", "resnet50", "semantic_prior must be one of"),
+    ("default_far", float("inf"), "default_far must be a finite number"),
+    ("ffn_hidden", 64.5, "ffn_hidden must be an integer"),
+])
+def test_a_crafted_config_is_refused_before_the_model_is_built(saved, monkeypatch, field, value, message):
+    import sray_ros.train.checkpoint as checkpoint_module
+
+    _, path = saved
+    _rewrite(path, lambda p: p["config"].update({field: value}))
+    built = []
+    monkeypatch.setattr(checkpoint_module, "SRay", lambda *a, **k: built.append(a) or SRay(*a, **k))
+    with pytest.raises(CheckpointError, match=f"invalid model config: {message}"):
+        load_checkpoint(path)
+    assert built == []  # refused from the stored config alone
+
+
+def test_weights_not_matching_a_valid_config_are_refused_without_building_it(saved, monkeypatch):
+    # Within the bounds but not what the weights hold: the shapes are compared on the meta device first.
+    import sray_ros.train.checkpoint as checkpoint_module
+
+    _, path = saved
+    _rewrite(path, lambda p: p["config"].update(ffn_hidden=4096))
+    devices = []
+
+    def spy(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)
+        return SRay(*args, **kwargs)
+    monkeypatch.setattr(checkpoint_module, "SRay", spy)
+    with pytest.raises(CheckpointError, match="has shape \\(16, 16\\), the config implies \\(4096, 16\\)"):
+        load_checkpoint(path)
+    assert devices == ["meta"]  # only the meta-device model, never a real one
+
+
+def test_a_small_crafted_file_asking_for_a_huge_layer_does_not_allocate_it(saved, tmp_path):
+    """A 3 KB-class file (empty weights, config asking for a 20-million-wide FFN) used to take the process from
+    ~0.3 GB to 2.9 GB before it was refused; now the peak resident memory grows by less than 100 MB."""
+    import subprocess
+    import sys
+
+    crafted = tmp_path / "crafted.pt"
+    payload = torch.load(saved[1], weights_only=True)
+    payload["config"]["ffn_hidden"] = 20_000_000
+    payload["state_dict"] = {}
+    torch.save(payload, crafted)
+    assert crafted.stat().st_size < 5000
+    script = ("import resource, torch\n"
+              "from sray_ros.train.checkpoint import CheckpointError, load_checkpoint\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "try:\n    load_checkpoint(%r)\nexcept CheckpointError as exc:\n    print('refused:', exc)\n"
+              "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n") % str(crafted)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "ffn_hidden = 20000000 is outside [1, 4096]" in lines[0], out.stdout
+    assert int(lines[1].split()[1]) < 100 * 1024, out.stdout
+
+
+class NotWeights:
+    """A Python object that only a full (unsafe) unpickling could rebuild."""
+
+
+def test_a_pickle_that_is_not_weights_is_named_so_and_unsafe_loading_is_never_suggested(tmp_path):
+    import pickle
+
+    for name, save in (("objects.pt", lambda p: torch.save({"a": NotWeights()}, p)),
+                       ("legacy.pt", lambda p: torch.save({"a": NotWeights()}, p, _use_new_zipfile_serialization=False)),
+                       ("plain.pkl", lambda p: p.write_bytes(pickle.dumps(NotWeights())))):
+        path = tmp_path / name
+        save(path)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        text = str(info.value)
+        assert text == (f"checkpoint {path}: not an sray_ros weights file (it holds Python objects other than "
+                        "tensors, numbers, strings, lists and dicts, which are never loaded)")
+        assert info.value.__cause__ is None and info.value.__suppress_context__  # torch's advice is not chained
+        assert "weights_only" not in text and "truncated" not in text

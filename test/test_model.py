@@ -1,13 +1,10 @@
 """S-Ray model core: bounded semantic weights, masking, permutation invariance, rendering, overfitting,
 CRA vs dense FLOPs, view rendering. Tiny configs throughout (fast on 2 CPU cores)."""
 
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sray_ros import geometry as G  # noqa: E402
 from sray_ros.model import (ATTENTION_VARIANTS, ContextualSpace, SRay, SRayConfig, SRayField, SourceViews,  # noqa: E402

@@ -14,7 +14,8 @@ import yaml
 
 from conftest import REPO, installed_executable
 
-pytestmark = pytest.mark.ros
+# slow: the module's node process starts in 30-60 s on a loaded 2-core machine; the whole file took 251 s.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/sray_node"
 HELD_OUT = 8
 
@@ -172,7 +173,8 @@ def running(room, tiny_checkpoint, tmp_path_factory):
     params = write_params(tmp / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
                           keyframe_height=60, min_translation_m=0, min_rotation_deg=0, default_width=40,
                           default_height=30, num_source_views=4, fine_tune_num_rays=128,
-                          fine_tune_checkpoint=str(tmp / "fine_tuned.pt"), sensor_data_qos=False,
+                          checkpoint_dir=str(tmp), fine_tune_checkpoint=str(tmp / "fine_tuned.pt"),
+                          sensor_data_qos=False,
                           confidence_threshold=0.0, opacity_threshold=0.0, tf_timeout_s=5)  # ints for floats
     group = ProcessGroup(tmp)
     proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node")
@@ -305,6 +307,246 @@ def test_intake_continues_during_a_slow_render(running, room):
     assert len(received) >= 3 and received[-1] > start_status.frames_received, (start_status.frames_received, received)
 
 
+def test_every_simultaneous_render_request_is_answered(running, room):
+    """25 simultaneous requests (5 clients x 5, e.g. planners) with max_queued_renders = 2: each is answered,
+    3 served (1 renders, 2 wait) and 22 refused at once with the reason (they used to wait forever)."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.srv import RenderSemanticView
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_queue(n):
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=n)
+        results = client.call(setter, SetParameters.Request(parameters=[ParameterMsg(name="max_queued_renders",
+                                                                                     value=value)])).results
+        assert all(r.successful for r in results), [r.reason for r in results]
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    # Fast DDS delivers every response of a service to every client's response reader (each keeps its own):
+    # with rclpy's default depth of 10, a burst of 22 refusals overwrote another client's answer. Clients that
+    # may see many answers at once need a deeper response queue (msg/RenderSemanticView.srv says so).
+    deep = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    planners = [client.node.create_client(RenderSemanticView, f"{NODE}/render_semantic_view", qos_profile=deep)
+                for _ in range(5)]
+    for planner in planners:
+        # A first call answered end to end: wait_for_service sees the request path only, and Fast DDS drops a
+        # response (waiting 100 ms at most) to a client whose response reader the node has not discovered yet;
+        # on a loaded machine an immediate refusal to a brand-new client was lost that way.
+        answer = client.call(planner, render_request(room, HELD_OUT, frame_id="warm_up_nowhere"))
+        assert not answer.success and "warm_up_nowhere" in answer.message
+    set_queue(2)
+    try:
+        # 320x240 renders take over 0.5 s (test_intake_continues_during_a_slow_render): all 25 arrive meanwhile.
+        request = render_request(room, HELD_OUT, width=320, height=240)
+        start = time.monotonic()
+        futures = [planner.call_async(request) for planner in planners for _ in range(5)]
+        answered_at = [None] * len(futures)
+        for i, future in enumerate(futures):
+            future.add_done_callback(lambda _, i=i: answered_at.__setitem__(i, time.monotonic() - start))
+        deadline = time.monotonic() + 240.0
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unanswered = [i for i, f in enumerate(futures) if not f.done()]
+        assert not unanswered, (unanswered, [(f.result().success, f.result().message[:60]) for f in futures
+                                             if f.done()], running["group"].log(running["proc"])[-3000:])
+        answers = [future.result() for future in futures]
+    finally:
+        set_queue(4)
+        for planner in planners:
+            client.node.destroy_client(planner)
+    served = [a for a in answers if a.success]
+    refused = [a for a in answers if not a.success]
+    assert len(answers) == 25
+    assert len(served) == 3, [a.message for a in answers]
+    assert len(refused) == 22
+    for answer in refused:
+        assert answer.message.startswith("render refused: the render queue is full (2 waiting and 1 rendering, "
+                                         "max_queued_renders=2; "), answer.message
+        assert "retry later" in answer.message
+    # A refusal is immediate: every one arrives before the first render is done.
+    time.sleep(0.5)  # done callbacks run on the client's executor
+    refused_times = [t for a, t in zip(answers, answered_at) if not a.success]
+    served_times = [t for a, t in zip(answers, answered_at) if a.success]
+    assert max(refused_times) < min(served_times), (refused_times, served_times)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+class NotWeights:
+    """Only a full (unsafe) unpickling could rebuild this."""
+
+
+def test_crafted_and_foreign_checkpoints_are_refused_over_dds_without_allocating(running, room, tiny_checkpoint,
+                                                                                 tmp_path):
+    """A 2.9 KB file whose config asks for a 20-million-wide layer took the node from 311 MB to 2.9 GB before it
+    was refused; now it is refused from its config (peak memory grows < 100 MB) and the model stays."""
+    from sray_ros.srv import LoadCheckpoint
+
+    client, pid = running["client"], running["proc"].pid
+    crafted = tmp_path / "crafted.pt"
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["config"]["ffn_hidden"], payload["state_dict"] = 20_000_000, {}
+    torch.save(payload, crafted)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": NotWeights()}, pickled)
+    peak = _peak_rss_mb(pid)
+    response = client.call(client.load, LoadCheckpoint.Request(path=str(crafted)))
+    assert not response.success
+    assert response.message == (f"checkpoint {crafted}: invalid model config: ffn_hidden = 20000000 is outside "
+                                "[1, 4096] (the current model stays in place)")
+    assert _peak_rss_mb(pid) - peak < 100
+    response = client.call(client.load, LoadCheckpoint.Request(path=str(pickled)))
+    assert not response.success and "not an sray_ros weights file" in response.message
+    assert "weights_only" not in response.message
+    still = client.call(client.render, render_request(room, HELD_OUT))
+    assert still.success, still.message
+
+
+def test_callers_cannot_write_outside_the_checkpoint_folder_or_over_other_files(running, tmp_path):
+    """~/save_checkpoint, a fine-tune goal's checkpoint_path and the parameter fine_tune_checkpoint used to write
+    anywhere (replacing files, '..', new folders); now only checkpoints inside checkpoint_dir are written."""
+    from action_msgs.msg import GoalStatus
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from sray_ros.action import FineTune
+    from sray_ros.online.checkpoint_paths import is_sray_checkpoint
+    from sray_ros.srv import SaveCheckpoint
+
+    client, folder = running["client"], running["tmp"]
+    save = client.node.create_client(SaveCheckpoint, f"{NODE}/save_checkpoint")
+    notes = folder / "notes.pt"
+    notes.write_text("not a checkpoint")
+    params = folder / "params.yaml"
+    params_text = params.read_text()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / "escape_link").symlink_to(outside, target_is_directory=True)
+    refused = {
+        str(notes): "exists and is not an sray_ros checkpoint; it is never replaced",
+        str(params): "the file name must end in .pt or .pth",
+        "../escape.pt": "'..' is not allowed",
+        str(outside / "abs.pt"): "is outside the checkpoint folder",
+        "new/nested/x.pt": "does not exist (new folders are not created",
+        "escape_link/x.pt": "leads outside the checkpoint folder",
+    }
+    for path, reason in refused.items():
+        response = client.call(save, SaveCheckpoint.Request(path=path))
+        assert not response.success and response.message.startswith("not saved: checkpoint path ") \
+            and reason in response.message, (path, response.message)
+    assert notes.read_text() == "not a checkpoint" and params.read_text() == params_text
+    assert not (folder.parent / "escape.pt").exists() and not (folder / "new").exists() and not list(outside.iterdir())
+
+    ok = client.call(save, SaveCheckpoint.Request(path="snapshot.pt"))
+    assert ok.success and ok.message == f"saved {folder.resolve() / 'snapshot.pt'}", ok.message
+    again = client.call(save, SaveCheckpoint.Request(path=str(folder / "snapshot.pt")))  # our own: replaced
+    assert again.success and is_sray_checkpoint(folder / "snapshot.pt")
+    assert not list(folder.glob(".snapshot.pt.*"))  # atomic write: no temporary file left
+
+    # A goal naming a refused path fails before training, with the reason in its result.
+    handle = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=3, checkpoint_path="../x.pt")))
+    result = client.wait(handle.get_result_async(), timeout=60)
+    assert result.status == GoalStatus.STATUS_ABORTED and result.result.steps_done == 0
+    assert result.result.message.startswith("not started: checkpoint path '../x.pt': '..' is not allowed"), \
+        result.result.message
+
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+    for value, reason in (("/etc/sray.pt", "is outside the checkpoint folder"), ("../up.pt", "'..' is not allowed"),
+                          ("notes.pt", "is never replaced")):
+        param = ParameterMsg(name="fine_tune_checkpoint",
+                             value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+        results = client.call(setter, SetParameters.Request(parameters=[param])).results
+        assert not results[0].successful and reason in results[0].reason, (value, results[0].reason)
+
+
+def test_goals_end_with_a_reason_and_sigterm_during_fine_tuning_answers_the_client(room, tiny_checkpoint,
+                                                                                  tmp_path):
+    """A goal sent right after a cancel used to be rejected with no reason (it worked 0.2 s later); SIGTERM during
+    fine-tuning left the client without a result and logged a traceback. Now: the goal after the cancel runs;
+    SIGTERM ends the running goal with an aborted result saying why, the node exits 0 within 5 s with no
+    traceback, and the checkpoint file is unchanged."""
+    import os
+    import signal
+
+    import rclpy
+    from action_msgs.msg import GoalStatus
+
+    from conftest import ROS_DOMAIN_ID, ProcessGroup
+    from sray_ros.action import FineTune
+    from sray_ros.online.checkpoint_paths import is_sray_checkpoint
+    from sray_ros.srv import SaveCheckpoint
+
+    params = write_params(tmp_path / "params.yaml", checkpoint=str(tiny_checkpoint), keyframe_width=80,
+                          keyframe_height=60, min_translation_m=0, min_rotation_deg=0, num_source_views=4,
+                          fine_tune_num_rays=64, checkpoint_dir=str(tmp_path), sensor_data_qos=False)
+    # A domain of its own (as the depth-registration test below, offset from it): the module's `running` node
+    # has the same name and topics.
+    domain = 215 + (ROS_DOMAIN_ID + 9) % 18
+    group = ProcessGroup(tmp_path)
+    proc = group.start(installed_executable("sray-node") + ["--ros-args", "--params-file", str(params)], "sray_node",
+                       env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    client = Client(context)
+    try:
+        assert client.render.wait_for_service(timeout_sec=60.0), group.log(proc)
+        client.latest_status(timeout=30.0)
+        for n in range(6):
+            client.publish_frame(room, n, 100.0 + 0.2 * n)
+            time.sleep(0.05)
+        client.latest_status(lambda s: s.keyframe_count >= 6 and s.labelled_keyframe_count >= 4, timeout=60.0)
+        save = client.node.create_client(SaveCheckpoint, f"{NODE}/save_checkpoint")
+        assert client.call(save, SaveCheckpoint.Request(path="")).success
+        checkpoint = tmp_path / "fine_tuned.pt"
+        before = checkpoint.read_bytes()
+
+        feedback = []
+        first = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=100000),
+                                                             feedback_callback=feedback.append))
+        deadline = time.monotonic() + 60
+        while not feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.accepted and feedback
+        client.wait(first.cancel_goal_async())
+        second_feedback = []
+        second = client.wait(client.fine_tune.send_goal_async(FineTune.Goal(max_steps=100000),
+                                                              feedback_callback=second_feedback.append))
+        assert second.accepted  # right after the cancel: accepted, and it runs once the first has stopped
+        first_result = client.wait(first.get_result_async(), timeout=60)
+        assert first_result.status == GoalStatus.STATUS_CANCELED
+        assert first_result.result.message.startswith("canceled after "), first_result.result.message
+        second_result = second.get_result_async()
+        deadline = time.monotonic() + 60
+        while not second_feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second_feedback, "the goal sent after the cancel never ran"
+
+        os.kill(proc.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        result = client.wait(second_result, timeout=10)
+        assert time.monotonic() - signalled < 5.0
+        assert result.status == GoalStatus.STATUS_ABORTED and not result.result.success
+        assert result.result.message.startswith("stopped because the node is shutting down after "), \
+            result.result.message
+        assert result.result.message.endswith("the weights in use and the checkpoint file are unchanged")
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 5.0
+        log = group.log(proc)
+        assert "Traceback" not in log and "shutting down" in log, log[-3000:]
+        assert checkpoint.read_bytes() == before and is_sray_checkpoint(checkpoint)
+    finally:
+        client.close()
+        rclpy.shutdown(context=context)
+        group.stop_all()
+
+
 def counts(status) -> dict[str, int]:
     return dict(zip(status.reject_reasons, status.reject_counts))
 
@@ -393,14 +635,35 @@ def test_rendered_images_frame_is_broadcast(running, room):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
+    from sensor_msgs.msg import Image
+
     client = running["client"]
     static = []
     client.node.create_subscription(TFMessage, "/tf_static", static.append, QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    # the render's colour and depth as topics (what rviz/sray.rviz shows), besides the service response
+    published = {"color": [], "depth": []}
+    for kind, images in published.items():
+        client.node.create_subscription(Image, f"{NODE}/render/{kind}/image_raw", images.append, 10)
+    time.sleep(1.0)  # discovery of the new subscriptions
     response = client.call(client.render, render_request(room, HELD_OUT))
     assert response.success, response.message
     frame = response.labels.header.frame_id
     assert frame == "sray_node/render_optical_frame"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (published["color"] and published["depth"]):
+        time.sleep(0.05)
+    # every node topic rviz/sray.rviz shows exists, with the display's message type
+    from test_rviz_config import MSG_TYPE, rviz_topics
+
+    types = dict(client.node.get_publisher_names_and_types_by_node("sray_node", "/"))
+    for cls, topic in rviz_topics().values():
+        if topic.startswith(f"{NODE}/"):
+            assert types.get(topic) == [f"sensor_msgs/msg/{MSG_TYPE[cls]}"], (topic, sorted(types))
+    color, depth = published["color"][-1], published["depth"][-1]
+    assert (color.encoding, depth.encoding) == ("rgb8", "32FC1")
+    assert color.header.frame_id == depth.header.frame_id == frame
+    assert (depth.width, depth.height) == (response.labels.width, response.labels.height)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(t.child_frame_id == frame for m in static for t in m.transforms):
         time.sleep(0.05)
@@ -420,7 +683,7 @@ def test_clear_keyframes_drops_a_frame_being_handled(running, room):
 
     client = running["client"]
     clear = client.node.create_client(Trigger, f"{NODE}/clear_keyframes")
-    # The worker waits (tf_timeout_s) for this frame's transform, i.e. it is being handled during the clear.
+    # This frame waits (up to tf_timeout_s) for its transform, i.e. it is being handled during the clear.
     client.publish_frame(room, 0, 350.0, frame_id="late_camera", tf=False)
     time.sleep(1.0)
     assert client.call(clear, Trigger.Request()).success
@@ -537,7 +800,7 @@ def test_fine_tune_action_feedback_cancel_success(running, room):
 def test_parameters_from_the_params_file_are_in_effect(running):
     from rcl_interfaces.srv import GetParameters
 
-    from sray_ros.ros.node import PARAMETERS
+    from sray_ros.ros.parameters import PARAMETERS
 
     client = running["client"]
     getter = client.node.create_client(GetParameters, f"{NODE}/get_parameters")
@@ -585,8 +848,9 @@ K_COLOR = np.array([[60.0, 0, 39.5], [0, 62.0, 30.2], [0, 0, 1]])  # 80x60 colou
 K_DEPTH = np.array([[70.0, 0, 52.5], [0, 70.0, 29.5], [0, 0, 1]])  # 106x60 depth camera, other intrinsics
 
 
-def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
-    """Colour 80x60 + camera_info, 16UC1 depth 106x60 of a tilted plane (+ its camera_info) at one stamp."""
+def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True, depth_size=(106, 60)):
+    """Colour 80x60 + camera_info, 16UC1 depth 106x60 (``depth_size``) of a tilted plane (+ its camera_info) at one
+    stamp."""
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
@@ -595,11 +859,11 @@ def _depth_frame_messages(stamp_s, depth_frame="camera", with_depth_info=True):
     stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)))
     color_header, depth_header = Header(stamp=stamp, frame_id="camera"), Header(stamp=stamp, frame_id=depth_frame)
     rgb = np.random.default_rng(int(stamp_s * 10)).integers(0, 256, (60, 80, 3), np.uint8)
-    depth_mm = np.rint(_plane_depth(K_DEPTH, 106, 60) * 1000).astype(np.uint16)
+    depth_mm = np.rint(_plane_depth(K_DEPTH, *depth_size) * 1000).astype(np.uint16)
     return {"color": numpy_to_image(rgb, "rgb8", color_header),
             "camera_info": make_camera_info(K_COLOR, 80, 60, color_header),
             "depth": numpy_to_image(depth_mm, "16UC1", depth_header),
-            "depth_info": make_camera_info(K_DEPTH, 106, 60, depth_header) if with_depth_info else None}, depth_mm
+            "depth_info": make_camera_info(K_DEPTH, *depth_size, depth_header) if with_depth_info else None}, depth_mm
 
 
 def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_checkpoint, rclpy_context):
@@ -634,8 +898,9 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
                 messages["camera_info"] = color_info
             stamp_ns = int(round(stamp_s * 1e9))
             raw = {k: RawImage(serialize_message(messages[k]), messages[k].header.frame_id) for k in ("color", "depth")}
-            node._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
-                                        {k: stamp_ns for k in messages}))
+            node.intake._on_matched(MatchedSet(stamp_ns, {**messages, **raw, "labels": None},
+                                               {k: stamp_ns for k in messages}))
+            node.intake.resolve_waiting()  # what the keyframe worker runs after each matched set
             return depth_mm.astype(np.float32) / 1000.0
 
         depth_m = feed(1.0)
@@ -657,7 +922,10 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
         # no depth camera_info and another size: rejected with the reason, the keyframes unchanged
         ids = [k.id for k in node.keyframes.snapshot()]
         feed(3.0, with_depth_info=False)
-        assert node.rejected["bad_depth"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        assert node.stats.rejected["depth_not_registered"] == 1 and [k.id for k in node.keyframes.snapshot()] == ids
+        # no depth camera_info, the colour size, but another optical frame: not stored as aligned
+        feed(3.5, with_depth_info=False, depth_frame="depth_camera", depth_size=(80, 60))
+        assert node.stats.rejected["depth_not_registered"] == 2 and [k.id for k in node.keyframes.snapshot()] == ids
 
         # a distorted colour camera: not silently used as pinhole K; the rectified P is, with a warning once
         from sray_ros.ros.image_conversion import make_camera_info
@@ -674,7 +942,7 @@ def test_node_registers_depth_of_another_camera_into_the_colour_camera(tiny_chec
 
 
 def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(running):
-    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as bad_depth
+    """Over DDS: 106x60 depth with an 80x60 colour image and no depth/camera_info counts as depth_not_registered
     (before: stretched and accepted); with its camera_info the same frame becomes a keyframe."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo
@@ -709,12 +977,12 @@ def test_depth_of_another_size_without_its_camera_info_is_rejected_over_dds(runn
 
     before = client.latest_status()
     publish(600.0, with_depth_info=False)
-    status = client.latest_status(lambda s: counts(s).get("bad_depth", 0) > counts(before).get("bad_depth", 0),
-                                  timeout=30.0)
+    reason = "depth_not_registered"
+    status = client.latest_status(lambda s: counts(s).get(reason, 0) > counts(before).get(reason, 0), timeout=30.0)
     assert status.frames_accepted == before.frames_accepted
     publish(602.0, with_depth_info=True)
     status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 1, timeout=30.0)
-    assert counts(status)["bad_depth"] == counts(before).get("bad_depth", 0) + 1
+    assert counts(status)[reason] == counts(before).get(reason, 0) + 1
     client.node.destroy_publisher(depth_info_pub)
 
 
@@ -869,3 +1137,204 @@ def test_render_with_keyframes_without_depth(room, tiny_checkpoint, tmp_path):
         client.close()
         rclpy.shutdown(context=context)
         group.stop_all()
+
+
+def test_label_images_that_do_not_match_the_colour_camera_are_rejected_over_dds(running, room):
+    """Over DDS, without labels/camera_info: half-resolution labels, a 16:9 crop, a wider view and a rotated label
+    image (before: stretched into labelled keyframes) are each counted as labels_not_registered and add no
+    keyframe; half-resolution labels with their labels/camera_info become a labelled keyframe (the registered
+    values are checked exactly in test_online_intake)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+
+    from sray_ros import geometry
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    client = running["client"]
+    labels_info_pub = client.node.create_publisher(CameraInfo, "/labels/camera_info",
+                                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def flush(stamp_s):
+        """A later stamp on a synchronised stream ends the wait for optional streams (seen in earlier tests)."""
+        time.sleep(0.05)
+        info = make_camera_info(room.intrinsics, room.width, room.height)
+        info.header.stamp.sec = int(stamp_s)
+        client.info_pub.publish(info)
+
+    before = client.latest_status()
+    truth = room.labels[0]  # 80x60
+    cases = [truth[::2, ::2], truth[7:52], np.pad(truth, ((6, 6), (8, 8))), np.rot90(truth)]
+    for n, labels in enumerate(cases):
+        client.publish_frame(room, n, 700.0 + 0.2 * n, labels=np.ascontiguousarray(labels))
+        time.sleep(0.05)
+    client.publish_frame(room, 4, 701.0)  # a matching frame: accepted
+    flush(703.0)
+    status = client.latest_status(lambda s: s.frames_accepted > before.frames_accepted, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    assert status.frames_accepted == before.frames_accepted + 1
+    assert running["proc"].poll() is None
+
+    time.sleep(1.0)  # discovery of the labels/camera_info publisher
+    half_K = geometry.scale_intrinsics(room.intrinsics.astype(np.float64), 0.5, 0.5)
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    header = Header(stamp=Time(sec=704, nanosec=0), frame_id="camera")
+    labels_info_pub.publish(make_camera_info(half_K, 40, 30, header))
+    time.sleep(0.05)
+    client.publish_frame(room, 5, 704.0, labels=np.ascontiguousarray(truth[::2, ::2]))
+    client.publish_frame(room, 6, 704.2)
+    flush(706.0)
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert counts(status)["labels_not_registered"] == counts(before).get("labels_not_registered", 0) + 4
+    client.node.destroy_publisher(labels_info_pub)
+
+
+def test_tf_trees_of_real_robots_over_dds(running, room):
+    """Over DDS, with tf_timeout_s 5: (a) a camera frame with two parents (SLAM's map -> cam, odometry's
+    odom -> cam, interleaved one message per stamp): every frame becomes a keyframe (before: none, "extrapolation
+    into the past"); (b) two frames whose transform never comes hold up none of the 3 frames behind them: those
+    are keyframes within 3 s (before: 2 x 5 s), the two are counted missing_tf after their own 5 s; (c) a frame in
+    a TF loop is counted missing_tf at once (before: after a 5 s wait)."""
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    client = running["client"]
+
+    def counts(status):
+        return dict(zip(status.reject_reasons, status.reject_counts))
+
+    def tf(parent, child, stamp_s, x=0.0):
+        t = TransformStamped(header=Header(frame_id=parent), child_frame_id=child)
+        t.header.stamp.sec, t.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+        t.transform.translation.x = x
+        t.transform.rotation.w = 1.0
+        return t
+
+    # (a) two parents
+    before = client.latest_status()
+    for n in range(4):
+        stamp = 800.0 + 0.2 * n
+        client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", stamp - 0.1, 0.5 * n)]))
+        client.publish_frame(room, n, stamp, frame_id="robot_camera")  # map -> robot_camera at the stamp
+        time.sleep(0.05)
+    client.tf_pub.publish(TFMessage(transforms=[tf("odom", "robot_camera", 801.0)]))
+    client.info_pub.publish(_flush_info(room, 802.0))
+    status = client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 4, timeout=30.0)
+    assert counts(status)["missing_tf"] == counts(before)["missing_tf"]
+
+    # (b) unresolvable frames do not hold up the frames behind them
+    before = client.latest_status()
+    start = time.monotonic()
+    client.publish_frame(room, 0, 803.0, frame_id="ghost_a", tf=False)
+    client.publish_frame(room, 1, 803.2, frame_id="ghost_b", tf=False)
+    for n in range(3):
+        client.publish_frame(room, 2 + n, 803.4 + 0.2 * n)
+    client.info_pub.publish(_flush_info(room, 805.0))
+    client.latest_status(lambda s: s.frames_accepted >= before.frames_accepted + 3, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    status = client.latest_status(lambda s: counts(s)["missing_tf"] >= counts(before)["missing_tf"] + 2, timeout=30.0)
+    assert time.monotonic() - start >= 4.5  # each waited its own tf_timeout_s
+    assert status.frames_accepted == before.frames_accepted + 3
+
+    # (c) a loop is named at once
+    before = client.latest_status()
+    client.tf_pub.publish(TFMessage(transforms=[tf("loop_a", "loop_cam", 806.0), tf("loop_cam", "loop_b", 806.0),
+                                                tf("loop_b", "loop_a", 806.0)]))
+    time.sleep(0.05)
+    start = time.monotonic()
+    client.publish_frame(room, 0, 806.0, frame_id="loop_cam", tf=False)
+    client.info_pub.publish(_flush_info(room, 807.5))
+    client.latest_status(lambda s: counts(s)["missing_tf"] == counts(before)["missing_tf"] + 1, timeout=30.0)
+    assert time.monotonic() - start < 3.0
+    assert running["proc"].poll() is None
+
+
+def _flush_info(room, stamp_s):
+    """A colour camera_info at a later stamp: ends the synchroniser's wait for optional streams of earlier frames."""
+    from sray_ros.ros.image_conversion import make_camera_info
+
+    info = make_camera_info(room.intrinsics, room.width, room.height)
+    info.header.stamp.sec, info.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+    info.header.frame_id = "camera"
+    return info
+
+
+@pytest.mark.parametrize("order", ["images_first", "tf_first", "clock_first"])
+def test_time_going_backwards_clears_the_old_timeline_in_every_arrival_order(order, tiny_checkpoint, rclpy_context):
+    """In-process node fed message by message as DDS delivers them (sim time): after 3 keyframes at 200 s the
+    timeline restarts at 100 s, the jump seen first on the images, on /tf or on /clock; late messages of the old
+    timeline (a /tf and a frame at 200.6 s) come after the jump. Right value: the keyframes are exactly the new
+    timeline's 3 frames (100.0, 100.2, 100.4 s), none lost and none of the old timeline kept."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.parameter import Parameter
+    from rclpy.serialization import serialize_message
+    from rclpy.time import Time as RclTime
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    from sray_ros.ros.image_conversion import make_camera_info, numpy_to_image
+    from sray_ros.ros.node import SrayNode
+
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
+                 Parameter("keyframe_width", value=80), Parameter("keyframe_height", value=60),
+                 Parameter("min_translation_m", value=0.0), Parameter("min_rotation_deg", value=0.0),
+                 Parameter("use_sim_time", value=True), Parameter("tf_timeout_s", value=5.0)]
+    node = SrayNode(context=rclpy_context, parameter_overrides=overrides)
+    K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
+    info_cb, color_cb = node._make_intake("camera_info"), node._make_intake("color", raw=True)
+
+    def stamp(t):
+        return Time(sec=int(t), nanosec=int(round((t % 1) * 1e9)))
+
+    def tf(t):
+        msg = TransformStamped(header=Header(stamp=stamp(t), frame_id="map"), child_frame_id="camera")
+        msg.transform.translation.x = t % 10
+        msg.transform.rotation.w = 1.0
+        node._on_tf(TFMessage(transforms=[msg]), False)
+
+    def image(t):
+        header = Header(stamp=stamp(t), frame_id="camera")
+        info_cb(make_camera_info(K, 80, 60, header))
+        rgb = np.random.default_rng(int(t * 10)).integers(0, 256, (60, 80, 3), np.uint8)
+        color_cb(serialize_message(numpy_to_image(rgb, "rgb8", header)))
+
+    def clock(t):
+        node.get_clock().set_ros_time_override(RclTime(nanoseconds=int(round(t * 1e9))))
+
+    def stamps(expected_count):
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            kept = [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+            if len(kept) >= expected_count and not len(node.intake.waiting) and not node.intake.worker.pending():
+                time.sleep(0.3)
+                return [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+            time.sleep(0.05)
+        return [kf.stamp_ns / 1e9 for kf in node.keyframes.snapshot()]
+
+    try:
+        for t in (200.0, 200.2, 200.4):
+            clock(t)
+            tf(t)
+            image(t)
+        assert stamps(3) == pytest.approx([200.0, 200.2, 200.4])
+        for n, t in enumerate((100.0, 100.2, 100.4)):
+            if order == "clock_first" or n:
+                clock(t)
+            if order == "images_first" and n == 0:
+                image(t)
+                tf(t)
+            else:
+                tf(t)
+                image(t)
+            if n == 0:  # the old timeline's late messages, after the jump
+                tf(200.6)
+                image(200.6)
+        assert stamps(3) == pytest.approx([100.0, 100.2, 100.4])
+        assert node.time_jumps.jumps == 1 and node.time_jumps.stale == 3  # the late /tf, camera_info and colour
+    finally:
+        node.destroy_node()

@@ -4,6 +4,7 @@ overwritten, automatic runs are cancellable, yield to requested runs and are joi
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -136,7 +137,8 @@ def test_second_requested_run_is_refused_while_one_runs(tiny, tmp_path):
     assert started.wait(60)
     assert runner.state().state == "running" and runner.requested_run_active
     second = runner.run(FineTuneGoal(max_steps=2, **GOAL))
-    assert second.status == FAILED and "in progress" in second.message
+    assert second.status == FAILED
+    assert second.message == "another fine-tuning goal is running (step 1); cancel it or send this goal after it ends"
     release.set()
     thread.join(60)
     assert results[0].status == SUCCEEDED
@@ -180,6 +182,53 @@ def test_close_cancels_and_joins_the_automatic_run(tiny, tmp_path):
 
 def test_default_path(monkeypatch, tmp_path):
     monkeypatch.setenv("ROS_HOME", str(tmp_path))
-    assert default_fine_tune_path() == tmp_path / "sray_ros" / "fine_tuned.pt"
+    assert default_fine_tune_path() == tmp_path / "sray_ros" / "checkpoints" / "fine_tuned.pt"
     assert str(default_fine_tune_path("", "/x/c.pt")) == "/x/c.pt"
     assert str(default_fine_tune_path("/y/g.pt", "/x/c.pt")) == "/y/g.pt"
+
+
+def test_a_goal_sent_right_after_a_cancel_waits_for_the_cancelled_run_and_runs(tiny, tmp_path):
+    """It used to be rejected with no reason the client could see (and worked 0.2 s later)."""
+    runner, _, _ = make_runner(tiny, tmp_path)
+    started, release, cancel = threading.Event(), threading.Event(), threading.Event()
+    results = {}
+
+    def hold(stats):
+        started.set()
+        release.wait(30)
+
+    first = threading.Thread(target=lambda: results.__setitem__("first", runner.run(
+        FineTuneGoal(max_steps=100_000, **GOAL), on_step=hold, cancel_requested=cancel.is_set)))
+    first.start()
+    assert started.wait(60)
+    cancel.set()  # the client cancelled; the run stops at its next step
+    second = threading.Thread(target=lambda: results.__setitem__("second", runner.run(FineTuneGoal(max_steps=2, **GOAL))))
+    second.start()
+    time.sleep(0.3)
+    assert "second" not in results  # waiting for the cancelled run, not refused
+    release.set()
+    first.join(60)
+    second.join(120)
+    assert results["first"].status == CANCELED and results["first"].message.startswith("canceled after ")
+    assert results["second"].status == SUCCEEDED and results["second"].steps_done == 2
+
+
+def test_closing_stops_a_requested_run_with_the_reason_and_waits_for_it(tiny, tmp_path):
+    runner, renderer, _ = make_runner(tiny, tmp_path)
+    handle = renderer.handle
+    started = threading.Event()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(runner.run(FineTuneGoal(max_steps=100_000, **GOAL),
+                                                                       on_step=lambda stats: started.set())))
+    thread.start()
+    assert started.wait(60)
+    runner.close(timeout=60)
+    assert results, "close returned before the requested run did"
+    outcome = results[0]
+    assert outcome.status == CANCELED
+    assert outcome.message.startswith("stopped because the node is shutting down after ")
+    assert outcome.message.endswith("steps; the weights in use and the checkpoint file are unchanged")
+    assert renderer.handle is handle and not list(tmp_path.glob("*.pt"))
+    thread.join(10)
+    late = runner.run(FineTuneGoal(max_steps=2, **GOAL))
+    assert late.status == FAILED and late.message == "not started: the node is shutting down"

@@ -29,6 +29,7 @@ RUN = {
     "ros2launch": ("launch/sray.launch.py", "ros2 launch sray_ros sray.launch.py"),
     "ros2bag": ("launch/replay.launch.py", '["ros2", "bag", "play"'),
     "rosbag2_storage_default_plugins": ("launch/replay.launch.py", '["ros2", "bag", "play"'),
+    "rviz2": ("launch/sray.launch.py", 'Node(package="rviz2", executable="rviz2"'),
     "rosidl_default_runtime": ("package.xml", "<member_of_group>rosidl_interface_packages</member_of_group>"),
 }
 # Every key package.xml may use, each checked to exist on Humble and Jazzy (README, "Dependencies"):
@@ -39,7 +40,7 @@ CHECKED_KEYS = {
     "ament_cmake", "ament_cmake_python", "ament_cmake_pytest", "ament_index_python", "rosidl_default_generators",
     "rosidl_default_runtime", "builtin_interfaces", "geometry_msgs", "sensor_msgs", "std_msgs", "std_srvs",
     "action_msgs", "diagnostic_msgs", "rosgraph_msgs", "rcl_interfaces", "rclpy", "tf2_msgs", "launch",
-    "launch_ros", "ros2launch", "ros2bag", "rosbag2_storage_default_plugins",
+    "launch_ros", "ros2launch", "ros2bag", "rosbag2_storage_default_plugins", "rviz2",
 }
 # The user's named packages the code replaces (README, "What replaces cv_bridge, ..."), and keys that
 # would install something the code does not use.

@@ -320,7 +320,7 @@ def test_point_cloud_packs_xyz_rgb_label_at_the_declared_offsets() -> None:
     # offset and type must give the input; rgb is 0x00RRGGBB in the float32 slot RViz reads.
     from std_msgs.msg import Header
 
-    from sray_ros.ros.node import point_cloud
+    from sray_ros.ros.render_edge import point_cloud
 
     points = np.array([[1.5, -2.0, 3.25], [0.0, 0.5, 7.0]], np.float32)
     colors = np.array([[255, 128, 1], [0, 0, 0]], np.uint8)

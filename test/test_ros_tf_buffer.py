@@ -16,6 +16,7 @@ from sray_ros.ros.tf_buffer import (
     ExtrapolationError,
     FrameNotFoundError,
     InvalidTransformError,
+    LoopError,
     TransformBuffer,
     to_nanoseconds,
 )
@@ -277,3 +278,33 @@ def test_stamped_lookup_rotation_round_trip() -> None:
     m = buf.lookup_transform("world", "camera", 5 * S)
     assert np.allclose(np.linalg.inv(m) @ (m @ point_cam), point_cam)
     assert np.allclose((m @ point_cam)[:3], m[:3, :3] @ point_cam[:3] + [1, 2, 3])
+
+
+def test_a_frame_with_two_parents_keeps_both_histories_and_names_the_conflict_once() -> None:
+    """SLAM publishes map -> camera, odometry odom -> camera, interleaved (one message per stamp each). Before: every
+    re-parenting wiped the camera's history and lookups failed with "extrapolation into the past"."""
+    buf = TransformBuffer()
+    for i in range(10):
+        buf.set_transform(_tf("map", "camera", (10 + i) * S, (i, 0, 0)), "slam")
+        buf.set_transform(_tf("odom", "camera", (10 + i) * S + S // 2, (0, i, 0)), "odometry")
+    conflicts = buf.take_conflicts()
+    assert len(conflicts) == 1 and "'camera' has 2 parents" in conflicts[0]
+    assert "'map' (authority 'slam')" in conflicts[0] and "'odom' (authority 'odometry')" in conflicts[0]
+    assert buf.take_conflicts() == []  # named once
+    # Each parent's history is whole: map <- camera interpolates between SLAM's stamps, odom's likewise.
+    np.testing.assert_allclose(buf.lookup_transform("map", "camera", int(14.5 * S))[:3, 3], [4.5, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(buf.lookup_transform("odom", "camera", 15 * S)[:3, 3], [0, 4.5, 0], atol=1e-9)
+    # With map -> odom as well, both chains connect map and camera: the last updated parent (odom) is used.
+    buf.set_transform(_tf("map", "odom", 0, (100, 0, 0)), "static", is_static=True)
+    np.testing.assert_allclose(buf.lookup_transform("map", "camera", 15 * S)[:3, 3], [100, 4.5, 0], atol=1e-9)
+
+
+def test_a_loop_is_named_at_once_even_with_a_timeout() -> None:
+    buf = TransformBuffer()
+    buf.set_transform(_tf("a", "b", 1 * S), "test")
+    buf.set_transform(_tf("b", "c", 1 * S), "test")
+    buf.set_transform(_tf("c", "a", 1 * S), "test")
+    start = time.monotonic()
+    with pytest.raises(LoopError, match="loops: .*a -> .*a"):
+        buf.lookup_transform("a", "c", 1 * S, timeout=5.0)
+    assert time.monotonic() - start < 0.5  # before: the 5 s timeout was waited out

@@ -18,17 +18,23 @@ def test_second_setup_run_is_a_no_op():
     assert "nothing to do" in result.stdout, result.stdout
 
 
+def _setup_py():
+    """The repository's setup.py as a module (loaded from its path: no sys.path edit)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sray_setup_py", REPO / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_console_commands_of_setup_py_are_on_the_path(tmp_path):
     """The commands the docs use (sray-train, sray-eval, ...) exist after set-up and run from any folder,
     the repository root included (where the source tree must not shadow the installed package)."""
     import shutil
     import sys
 
-    sys.path.insert(0, str(REPO))
-    try:
-        from setup import CONSOLE_SCRIPTS
-    finally:
-        sys.path.remove(str(REPO))
+    CONSOLE_SCRIPTS = _setup_py().CONSOLE_SCRIPTS
     missing = [name for name in CONSOLE_SCRIPTS if shutil.which(name) is None]
     assert not missing, f"not on PATH after set-up: {missing}"
     for cwd in (tmp_path, REPO):
@@ -53,11 +59,8 @@ def test_one_list_of_commands():
 
     from conftest import BUILD_TREE, installed_executable
 
-    sys.path.insert(0, str(REPO))
-    try:
-        from setup import CONSOLE_SCRIPTS, read_commands
-    finally:
-        sys.path.remove(str(REPO))
+    setup_py = _setup_py()
+    CONSOLE_SCRIPTS, read_commands = setup_py.CONSOLE_SCRIPTS, setup_py.read_commands
     assert CONSOLE_SCRIPTS == read_commands() and "sray-node" in CONSOLE_SCRIPTS
     lib = BUILD_TREE / "install" / "sray_ros" / "lib" / "sray_ros"
     installed = {p.name for p in lib.iterdir() if p.exists()}  # a dangling link is a removed command

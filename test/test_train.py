@@ -175,7 +175,13 @@ def test_eval_cli_writes_metrics_and_panels(synthetic_mini_set, tmp_path):
     for key in ("miou", "frame_miou", "total_acc", "class_acc", "psnr", "ssim"):
         assert key in report["overall"]
     assert 0.0 <= report["overall"]["total_acc"] <= 1.0
-    assert len(list((out / "panels").glob("*.png"))) == 1
+    panels = list((out / "panels").glob("*.png"))
+    assert len(panels) == 1
+    import cv2
+
+    image = cv2.imread(str(panels[0]))
+    # camera | GT | labels | confidence | depth, 80 px enlarged 4x to 320 px (+ 4 px separators), legend below
+    assert image.shape[1] == 5 * 320 + 4 * 4 and image.shape[0] > 26 + 240 + 20, image.shape
     assert "| test_" in (out / "metrics.md").read_text()
 
 

@@ -158,10 +158,75 @@ def test_sray_train_reports_a_bad_configuration_in_one_line(extra, message, caps
     assert not (tmp_path / "run").exists()
 
 
-def test_sray_train_names_a_missing_data_folder(tmp_path):
+def test_sray_train_names_a_missing_data_folder(tmp_path, capsys):
     from conftest import REPO
     from sray_ros.train import train_cli
 
-    with pytest.raises(SystemExit, match="sray-train: cannot load the data: .*no-rooms"):
-        train_cli.main(["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run"),
-                        "--set", f"train_root={tmp_path / 'no-rooms'}"])
+    assert train_cli.main(["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run"),
+                           "--set", f"train_root={tmp_path / 'no-rooms'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sray-train: cannot load the data: ") and "no-rooms" in err and err.count("\n") == 1
+
+
+class _NotWeights:
+    """Only a full (unsafe) unpickling could rebuild this."""
+
+
+def _bad_checkpoints(tmp_path):
+    """name -> (file, the words its one-line refusal must contain)."""
+    import torch
+
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.model.config import SRayConfig
+    from sray_ros.model.sray import SRay
+    from sray_ros.train.checkpoint import save_checkpoint
+
+    good = save_checkpoint(tmp_path / "good.pt", SRay(SRayConfig.tiny(num_classes=20)),
+                           load_label_set("scannet20").to_dict())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    crafted = tmp_path / "crafted.pt"
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["ffn_hidden"], payload["state_dict"] = 20_000_000, {}
+    torch.save(payload, crafted)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": _NotWeights()}, pickled)
+    return {"truncated": (truncated, "cannot be read as a torch checkpoint (truncated or corrupt?)"),
+            "crafted": (crafted, "ffn_hidden = 20000000 is outside [1, 4096]"),
+            "pickled": (pickled, "not an sray_ros weights file"),
+            "missing": (tmp_path / "missing.pt", "no such file")}
+
+
+@pytest.mark.parametrize("option", ["--init", "--resume"])
+@pytest.mark.parametrize("kind", ["truncated", "crafted", "pickled", "missing"])
+def test_sray_train_with_a_bad_checkpoint_exits_2_with_one_line(tmp_path, capsys, option, kind):
+    """It used to exit 1 with two tracebacks. The file is checked before any data is loaded (there is none here)."""
+    from conftest import REPO
+    from sray_ros.train import train_cli
+
+    path, words = _bad_checkpoints(tmp_path)[kind]
+    code = train_cli.main(["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run"),
+                           "--set", f"train_root={tmp_path / 'no-rooms'}", option, str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"sray-train: {option}: checkpoint {path}: ") and words in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "weights_only" not in err
+
+
+def test_sray_train_init_from_another_architecture_exits_2_naming_the_fields(tmp_path, capsys):
+    from conftest import REPO
+    from sray_ros.train import train_cli
+
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.model.config import SRayConfig
+    from sray_ros.model.sray import SRay
+    from sray_ros.train.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "wider.pt", SRay(SRayConfig.tiny(num_classes=20, ffn_hidden=32)),
+                           load_label_set("scannet20").to_dict())  # smoke.yaml trains ffn_hidden 16
+    code = train_cli.main(["--config", str(REPO / "config/train/smoke.yaml"), "--output-dir", str(tmp_path / "run"),
+                           "--set", f"train_root={tmp_path / 'no-rooms'}", "--init", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"sray-train: --init {path}: its model differs from this run's in "
+                                        "['ffn_hidden']"), err
+    assert err.count("\n") == 1

@@ -18,6 +18,11 @@ keyframes (callers never pass held-out targets: their labels are the ground trut
   keep labels; the others become all 255 (Semantic-NeRF's sparse-label task).
 
 They apply in that order, so noise lands only on the frames and resolution the robot would have had.
+
+Beside them, :class:`SegmenterNoise` imitates a real 2D segmenter's errors (the labels a robot's own network
+would publish): boundary errors, confusions between similar classes, small objects missed and per-frame
+flicker (each frame draws its own errors). ``LabelCorruption(segmenter=SegmenterNoise(...))`` applies it
+first, before the tasks above.
 """
 
 from __future__ import annotations
@@ -29,9 +34,111 @@ import cv2
 import numpy as np
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX
 
-UNKNOWN_LABEL = 255
-_TASK_KEEP, _TASK_PIXEL, _TASK_REGION = 1, 2, 3
+_TASK_KEEP, _TASK_PIXEL, _TASK_REGION, _TASK_SEGMENTER = 1, 2, 3, 4
+
+# Classes a segmenter confuses with each other (by name, so any label set that has them gets the groups).
+SIMILAR_CLASSES: tuple[tuple[str, ...], ...] = (
+    ("table", "desk", "counter"),
+    ("cabinet", "otherfurniture", "bookshelf"),
+    ("curtain", "window", "shower curtain"),
+    ("chair", "sofa"),
+)
+
+
+def similar_class_groups(class_names, groups=SIMILAR_CLASSES) -> tuple[tuple[int, ...], ...]:
+    """Class-id groups of :data:`SIMILAR_CLASSES` present in ``class_names`` (groups with < 2 members dropped)."""
+    index = {str(n).lower(): i for i, n in enumerate(class_names)}
+    out = []
+    for g in groups:
+        ids = tuple(index[n] for n in g if n in index)
+        if len(ids) >= 2:
+            out.append(ids)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SegmenterNoise:
+    """Errors of a real 2D segmenter, drawn independently per frame (so they flicker between frames).
+
+    boundary_px: each class present is, with probability 1/2, dilated into its neighbours by 1..boundary_px
+        pixels (random order, so a neighbour is eroded by as much): labels bleed over edges;
+    confusion: probability that a connected region of a class in a ``groups`` entry (similar classes, e.g.
+        table/desk/counter) is labelled as another class of its group;
+    small_fraction / miss_small: a region smaller than ``small_fraction`` of the image is, with probability
+        ``miss_small``, missed: it takes the most common label on its border (the segmenter sees through it);
+    flicker: share of regions relabelled to a random other class (a frame's stray mistakes);
+    groups: class-id groups; None = :func:`similar_class_groups` of the ScanNet-20 names when there are 20
+        classes, else none.
+    Raises ``ValueError`` for values out of range.
+    """
+
+    boundary_px: int = 2
+    confusion: float = 0.3
+    small_fraction: float = 0.003
+    miss_small: float = 0.5
+    flicker: float = 0.05
+    groups: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.boundary_px) != self.boundary_px or self.boundary_px < 0:
+            raise ValueError(f"boundary_px must be an integer >= 0, got {self.boundary_px}")
+        for name in ("confusion", "small_fraction", "miss_small", "flicker"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def describe(self) -> str:
+        return (f"segmenter-like (boundaries +-{self.boundary_px} px, similar-class confusion "
+                f"{100 * self.confusion:g} %, small objects missed {100 * self.miss_small:g} %, flicker "
+                f"{100 * self.flicker:g} %)")
+
+    def resolve_groups(self, num_classes: int) -> tuple[tuple[int, ...], ...]:
+        if self.groups is not None:
+            return tuple(tuple(int(c) for c in g if 0 <= c < num_classes) for g in self.groups)
+        if num_classes == 20:
+            from sray_ros.data.label_sets import load_label_set
+            return similar_class_groups(load_label_set("scannet20").class_names)
+        return ()
+
+    def apply_frame(self, labels: np.ndarray, num_classes: int, rng: np.random.Generator,
+                    groups: tuple[tuple[int, ...], ...]) -> np.ndarray:
+        """One frame ``[H, W]`` with this frame's own draw of every error."""
+        out = labels.copy()
+        known = out != IGNORE_INDEX
+        # boundary errors: some classes bleed into their neighbours (which are eroded by as much)
+        if self.boundary_px > 0:
+            present = [int(c) for c in np.unique(out[known])]
+            for c in rng.permutation(present):
+                if rng.random() < 0.5:
+                    r = int(rng.integers(1, self.boundary_px + 1))
+                    grown = cv2.dilate((out == c).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+                    out[grown & known] = c
+        regions, classes = label_regions(out)
+        if not classes:
+            return out
+        new_class = np.asarray(classes, np.int64)
+        sizes = np.bincount(regions[regions >= 0], minlength=len(classes))
+        member = {c: g for g in groups for c in g}
+        for j, c in enumerate(classes):
+            g = member.get(c)
+            if g is not None and rng.random() < self.confusion:
+                others = [o for o in g if o != c]
+                new_class[j] = others[int(rng.integers(len(others)))]
+        flick = rng.random(len(classes)) < self.flicker
+        new_class[flick] = _other_classes(rng, new_class[flick], num_classes)
+        res = out.copy()
+        res[regions >= 0] = new_class[regions[regions >= 0]].astype(np.uint8)
+        # small objects missed: they take the most common label around them
+        small = np.flatnonzero((sizes < self.small_fraction * out.size) & (rng.random(len(classes)) < self.miss_small))
+        for j in small:
+            mask = (regions == j).astype(np.uint8)
+            ring = (cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0) & (mask == 0) & known
+            around = res[ring]
+            if around.size:
+                res[mask > 0] = np.bincount(around, minlength=256).argmax()
+        return res
+
 
 
 def _other_classes(rng: np.random.Generator, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -52,6 +159,7 @@ class LabelCorruption:
     region_noise: float = 0.0
     downscale: int = 1
     seed: int = 0
+    segmenter: SegmenterNoise | None = None
 
     def __post_init__(self) -> None:
         for name in ("keep_fraction", "pixel_noise", "region_noise"):
@@ -65,10 +173,11 @@ class LabelCorruption:
 
     @property
     def is_identity(self) -> bool:
-        return self.keep_fraction == 1.0 and self.pixel_noise == 0 and self.region_noise == 0 and self.downscale == 1
+        return (self.keep_fraction == 1.0 and self.pixel_noise == 0 and self.region_noise == 0 and self.downscale == 1
+                and self.segmenter is None)
 
     def describe(self) -> str:
-        parts = []
+        parts = [] if self.segmenter is None else [self.segmenter.describe()]
         if self.keep_fraction < 1:
             parts.append(f"{100 * self.keep_fraction:g} % of keyframes labelled")
         if self.pixel_noise:
@@ -98,16 +207,20 @@ class LabelCorruption:
         labels = np.asarray(labels)
         if labels.ndim != 3:
             raise ValueError(f"labels must be [frames, H, W], got shape {labels.shape}")
-        if num_classes < 2 or num_classes > UNKNOWN_LABEL:
-            raise ValueError(f"num_classes must be in [2, {UNKNOWN_LABEL}], got {num_classes}")
-        bad = (labels != UNKNOWN_LABEL) & (labels >= num_classes)
+        if num_classes < 2 or num_classes > IGNORE_INDEX:
+            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
+        bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
         if bad.any():
-            raise ValueError(f"label ids must be < {num_classes} or {UNKNOWN_LABEL}, got {np.unique(labels[bad])[:10]}")
+            raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
         out = labels.astype(np.uint8, copy=True)
         if self.is_identity:
             return out
         f, h, w = out.shape
+        groups = self.segmenter.resolve_groups(num_classes) if self.segmenter is not None else ()
         for i in range(f):
+            if self.segmenter is not None:
+                out[i] = self.segmenter.apply_frame(out[i], num_classes,
+                                                    np.random.default_rng([self.seed, _TASK_SEGMENTER, i]), groups)
             if self.downscale > 1:
                 out[i] = downscale_labels(out[i], self.downscale)
             if self.region_noise > 0:
@@ -117,7 +230,7 @@ class LabelCorruption:
                 out[i] = pixel_noise(out[i], self.pixel_noise, num_classes,
                                      np.random.default_rng([self.seed, _TASK_PIXEL, i]))
         if self.keep_fraction < 1:
-            out[~self.kept_frames(f)] = UNKNOWN_LABEL
+            out[~self.kept_frames(f)] = IGNORE_INDEX
         return out
 
     @classmethod
@@ -145,7 +258,7 @@ def pixel_noise(labels: np.ndarray, fraction: float, num_classes: int, rng: np.r
     """``round(fraction * n)`` of the ``n`` labelled pixels of ``[H, W]`` set to a random other class."""
     out = labels.copy()
     flat = out.reshape(-1)
-    idx = np.flatnonzero(flat != UNKNOWN_LABEL)
+    idx = np.flatnonzero(flat != IGNORE_INDEX)
     pick = rng.permutation(idx.size)[: int(round(fraction * idx.size))]
     flat[idx[pick]] = _other_classes(rng, flat[idx[pick]], num_classes)
     return out
@@ -159,7 +272,7 @@ def label_regions(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     regions = np.full(labels.shape, -1, np.int32)
     classes: list[int] = []
     for c in np.unique(labels):
-        if c == UNKNOWN_LABEL:
+        if c == IGNORE_INDEX:
             continue
         count, comp = cv2.connectedComponents((labels == c).astype(np.uint8), connectivity=4)
         mask = comp > 0
@@ -206,3 +319,6 @@ SEMANTIC_NERF_TASKS = {
     "region30": LabelCorruption(region_noise=0.3),
     "down8": LabelCorruption(downscale=8),
 }
+
+# Segmenter-like noise (:class:`SegmenterNoise` defaults) as a task beside Semantic-NeRF's.
+LABEL_TASKS = {**SEMANTIC_NERF_TASKS, "segmenter": LabelCorruption(segmenter=SegmenterNoise())}

@@ -110,6 +110,15 @@ class LabelSet:
         )
 
 
+def as_label_set(value: "LabelSet | dict") -> LabelSet:
+    """The :class:`LabelSet` of a label set or of its dict form (as checkpoints store it); ValueError otherwise."""
+    if isinstance(value, LabelSet):
+        return value
+    if isinstance(value, dict):
+        return LabelSet.from_dict(value)
+    raise ValueError(f"expected a LabelSet or its dict, got {type(value).__name__}")
+
+
 def label_set_dirs() -> list[Path]:
     """Folders searched for ``<name>.yaml``: ``$SRAY_LABEL_SETS`` (os.pathsep list), the repo's config,
     and the installed ROS share folder when ament_index_python is importable."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +12,17 @@ from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.model.samplers import SAMPLING_MODES, SURFACE_DISTRIBUTIONS, DepthGuidedSampler, HierarchicalSampler
 
 ATTENTION_VARIANTS = ("cra", "dense", "none", "radial", "cross")
+# Largest value of each size field (widths, head and sample counts). A checkpoint's stored config is checked
+# against these before any layer is built, so a crafted file asking for a 20-million-wide layer is refused
+# without allocating it. Far above every paper or trained setting (widths <= 160, 64 + 64 samples); the label
+# output is mono8 with 255 = unknown, hence at most 255 classes.
+SIZE_LIMITS = {
+    "num_classes": 255, "stem_channels": 1024, "encoder_channels": 1024, "feature_channels": 1024,
+    "prior_channels": 1024, "prior_input_height": 4096, "view_embed_hidden": 1024, "num_heads": 64,
+    "attention_dim": 1024, "ffn_hidden": 4096, "semantic_weight_hidden": 1024, "geometry_hidden": 1024,
+    "geometry_feature": 1024, "ray_attention_dim": 1024, "ray_attention_heads": 64, "num_coarse": 1024,
+    "num_fine": 1024, "num_surface_samples": 1024, "num_uniform_samples": 1024, "coarse_depth_scale": 64,
+}
 PRIOR_ENCODERS = ("none", "resunet", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
@@ -80,6 +93,23 @@ class SRayConfig:
     # semantics of a depth-guided ray: "volume" (logits volume-rendered with the K samples' weights) or
     # "surface" (GSNeRF: the logits of the single max-weight sample)
     surface_semantics: str = "volume"
+    # fast views (render_view with a target depth only; training and render_rays are unaffected): the network
+    # runs at every view_scale-th pixel per axis and the rest is upsampled with weights from the full-resolution
+    # fused keyframe depth (sray_ros.model.upsample), pixels chosen by upsample_refine ("none" | "depth":
+    # no anchor on the pixel's surface | "labels": also where the anchors disagree on the class) are rendered
+    # exactly; rays whose target depth has confidence >= confident_surface_threshold get
+    # confident_surface_samples samples instead of num_surface_samples (0 = off). view_scale 1 and
+    # confident_surface_samples 0 give the exact per-pixel path. Default 4 (every 4th pixel, refined at every 2nd,
+    # then every pixel): 160x120 views of the real sequence and 10 unseen rooms 6.4x faster, mIoU 20.18 -> 20.30.
+    view_scale: int = 4
+    upsample_refine: str = "labels"
+    upsample_depth_sigma: float = 0.03  # relative depth difference of the range kernel
+    # "labels" refinement only where the upsampled class probabilities' top-1 minus top-2 is below this (1 = all)
+    upsample_refine_margin: float = 1.0
+    # 0: adaptive K is off by default: the shipped model was trained with K = 8 (its attention encodes the sample
+    # index), and K = 4 on confident rays changed 12 % of the labels of a real-sequence view while not running faster
+    confident_surface_samples: int = 0
+    confident_surface_threshold: float = 0.6
     coarse_depth_confidence: float = 0.2  # confidence given to a coarse-pass depth (no keyframe depth there)
     coarse_depth_scale: int = 2  # RGB-only views: the coarse depth pass runs at 1/scale resolution
     # losses (supp. Table 5: 0.5 / 0.5)
@@ -105,7 +135,42 @@ class SRayConfig:
         "separate_fine_field", "semantic_prior", "prior_channels", "prior_geometry_cues", "prior_frozen_encoder",
     )
 
+    def _check_types_and_sizes(self) -> None:
+        """Every field of its declared kind (int, number, bool, str, tuple), numbers finite and sizes within
+        :data:`SIZE_LIMITS`; raises ValueError naming the field, the value and the bound."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{f.name} must be an integer, got {value!r}")
+                setattr(self, f.name, int(value))
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+                setattr(self, f.name, float(value))
+            elif isinstance(default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{f.name} must be a string, got {value!r}")
+        for name in ("encoder_channels", "prior_up"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise ValueError(f"{name} needs 3 entries, got {value!r}")
+        if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in self.encoder_channels):
+            raise ValueError(f"encoder_channels must be integers, got {self.encoder_channels!r}")
+        if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and math.isfinite(c) for c in self.prior_up):
+            raise ValueError(f"prior_up must be finite numbers, got {self.prior_up!r}")
+        for name, limit in SIZE_LIMITS.items():
+            values = getattr(self, name)
+            for value in (values if isinstance(values, (list, tuple)) else (values,)):
+                low = 0 if name in ("num_fine", "num_uniform_samples") else 1
+                if not low <= value <= limit:
+                    raise ValueError(f"{name} = {value} is outside [{low}, {limit}]")
+
     def __post_init__(self) -> None:
+        self._check_types_and_sizes()
         self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
         self.prior_up = tuple(float(c) for c in self.prior_up)
         if self.semantic_prior not in PRIOR_ENCODERS:
@@ -141,6 +206,14 @@ class SRayConfig:
             raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {self.surface_semantics!r}")
         if self.num_surface_samples < 2 or self.coarse_depth_scale < 1:
             raise ValueError("num_surface_samples >= 2 and coarse_depth_scale >= 1 are required")
+        if self.view_scale < 1 or self.upsample_refine not in ("none", "depth", "labels"):
+            raise ValueError(f"need view_scale >= 1 and upsample_refine in ('none', 'depth', 'labels'), got "
+                             f"{self.view_scale}, {self.upsample_refine!r}")
+        if not self.upsample_depth_sigma > 0 or self.confident_surface_samples == 1 or \
+                self.confident_surface_samples < 0:
+            raise ValueError("need upsample_depth_sigma > 0 and confident_surface_samples 0 (off) or >= 2")
+        if not 0.0 <= self.upsample_refine_margin <= 1.0:
+            raise ValueError(f"upsample_refine_margin must be in [0, 1], got {self.upsample_refine_margin}")
         if not 0.0 < self.default_near < self.default_far:
             raise ValueError("need 0 < default_near < default_far")
 

@@ -15,10 +15,11 @@ from torch import Tensor
 
 from sray_ros import geometry
 from sray_ros.model.feature_net import SourceViews
-from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_with_logits, \
+from sray_ros.model.label_transfer import LabelEvidence, LabelTransferConfig, fuse_reliable, fuse_with_logits, \
     label_distribution_maps, transfer_labels
 from sray_ros.model.sray import SRay, contextual_space
 from sray_ros.model.surface import SurfaceConfig, SurfaceDepth, surface_from_sources
+from sray_ros.model.upsample import anchor_axes, joint_weights, refine_mask, upsample
 
 
 @dataclass
@@ -26,7 +27,8 @@ class RenderOutput:
     """Per-ray rendering of one pass. rgb ``[R, 3]``, depth ``[R]`` (expected z-depth, sum_k w_k t_k,
     not divided by opacity), acc ``[R]`` (sum of weights), logits ``[R, K]`` or None (coarse pass at
     inference), optionally the per-sample weights/depths ``[R, N]``, and with label transfer the rendered
-    label evidence ``[R, K]`` and its mass ``[R]`` (:mod:`sray_ros.model.label_transfer`)."""
+    label evidence ``[R, K]`` and its mass ``[R]``, and for reliability fusion each label view's votes
+    ``[R, m, K]`` and mass ``[R, m]`` (:mod:`sray_ros.model.label_transfer`)."""
 
     rgb: Tensor
     depth: Tensor
@@ -36,6 +38,8 @@ class RenderOutput:
     depths: Tensor | None = None
     label_evidence: Tensor | None = None
     label_mass: Tensor | None = None
+    label_view_votes: Tensor | None = None
+    label_view_mass: Tensor | None = None
 
 
 @dataclass
@@ -98,6 +102,7 @@ def _pass(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, dep
                              result.weights, label_transfer, None if out.blend is None else out.blend.float(),
                              lv.depths)
         result.label_evidence, result.label_mass = ev.evidence, ev.mass
+        result.label_view_votes, result.label_view_mass = ev.view_votes, ev.view_mass
     return result
 
 
@@ -224,7 +229,7 @@ def _cat(parts: list[RenderOutput]) -> RenderOutput:
         vals = [getattr(p, name) for p in parts]
         return None if vals[0] is None else torch.cat(vals, 0)
     return RenderOutput(cat("rgb"), cat("depth"), cat("acc"), cat("logits"), cat("weights"), cat("depths"),
-                        cat("label_evidence"), cat("label_mass"))
+                        cat("label_evidence"), cat("label_mass"), cat("label_view_votes"), cat("label_view_mass"))
 
 
 def near_far_from_sources(sources: SourceViews, default_near: float, default_far: float) -> tuple[float, float]:
@@ -250,10 +255,12 @@ class ViewRender:
     """A rendered view: labels ``[H, W]`` long (argmax), confidence ``[H, W]`` (max softmax probability),
     rgb ``[H, W, 3]``, depth ``[H, W]`` (expected z-depth / opacity, metres), acc ``[H, W]`` (opacity);
     ``sampling`` is the mode used and ``target_depth`` ``[H, W]`` the depth depth-guided sampling sampled
-    around (None for hierarchical).
+    around (None for hierarchical); ``network_rays`` the rays the per-sample network rendered (anchors and
+    refined pixels of a fast view, every pixel otherwise).
 
     With label transfer (sources carry labels), labels / confidence are the fused ones
-    (:func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
+    (``label_transfer.fusion``: :func:`~sray_ros.model.label_transfer.fuse_reliable` by default, or
+    :func:`~sray_ros.model.label_transfer.fuse_with_logits`), and ``sray_labels`` (S-Ray alone),
     ``sray_confidence``, ``transfer_labels`` (evidence argmax, 255 where there is none), ``coverage`` and
     ``agreement`` ``[H, W]`` are set."""
 
@@ -264,6 +271,7 @@ class ViewRender:
     acc: Tensor
     sampling: str = "hierarchical"
     target_depth: Tensor | None = None
+    network_rays: int = 0
     sray_labels: Tensor | None = None
     sray_confidence: Tensor | None = None
     transfer_labels: Tensor | None = None
@@ -306,6 +314,117 @@ def target_surface(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, he
     return surf
 
 
+_RAY_FIELDS = ("rgb", "depth", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass")
+
+
+def _scatter(parts: list[tuple[Tensor, RenderOutput]], total: int, into: RenderOutput | None = None) -> RenderOutput:
+    """Per-ray outputs of ray subsets ``(indices [R_g], output)`` written into one output of ``total`` rays
+    (or into ``into``, overwriting those rays)."""
+    out = into or RenderOutput(None, None, None, None)
+    for name in _RAY_FIELDS:
+        vals = [(idx, getattr(p, name)) for idx, p in parts]
+        if vals[0][1] is None:
+            continue
+        dst = getattr(out, name)
+        if dst is None:
+            dst = vals[0][1].new_zeros((total, *vals[0][1].shape[1:]))
+        for idx, v in vals:
+            dst[idx] = v.to(dst.dtype)
+        setattr(out, name, dst)
+    return out
+
+
+def _guided_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, depth: Tensor, confidence: Tensor,
+                 near: float, far: float, num_samples: int, confident_samples: int, threshold: float,
+                 **kw) -> RenderOutput:
+    """Depth-guided rendering of rays with target ``depth`` / ``confidence`` ``[R]`` and adaptive K
+    (:func:`~sray_ros.model.samplers.adaptive_sample_counts`); ``kw`` go to :func:`render_rays`."""
+    from sray_ros.model.samplers import adaptive_sample_counts
+
+    groups = adaptive_sample_counts(confidence, num_samples, confident_samples, threshold)
+    parts = []
+    for idx, k in groups:
+        sub = idx if len(groups) > 1 else slice(None)
+        part = render_rays(model, sources, rays_o[sub], rays_d[sub], near, far, sampling="depth_guided",
+                           target_depth=depth[sub], target_confidence=confidence[sub], num_surface_samples=k,
+                           **kw).best
+        if len(groups) == 1:
+            return part
+        parts.append((idx, part))
+    return _scatter(parts, rays_o.shape[0])
+
+
+def render_guided_view(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, surf: SurfaceDepth,
+                       near: float, far: float, num_samples: int, view_scale: int, confident_samples: int,
+                       refine: str, **kw) -> tuple[RenderOutput, int]:
+    """A depth-guided view's per-pixel output (rays ``[H*W, 3]`` in row-major pixel order, target ``surf``
+    ``[H, W]``) and the number of rays the network rendered.
+
+    ``view_scale`` 1: every pixel (adaptive K when ``confident_samples`` > 0). ``view_scale`` s > 1: the
+    network renders every s-th pixel per axis; the others are upsampled with joint bilateral weights on the
+    full-resolution target depth (:mod:`sray_ros.model.upsample`): colour, opacity, semantic logits and label
+    evidence directly, depth as the target depth plus the upsampled residual ``rendered - target`` (so depth
+    edges stay at full resolution); pixels :func:`~sray_ros.model.upsample.refine_mask` picks (``refine``) are
+    rendered exactly. An even s > 2 goes in steps of 2 (s = 4: every 4th pixel, upsampled and refined to every
+    2nd, then to every pixel), so refinement near class edges is paid at the finer level only where needed.
+    With s = 2 or an odd s, anchors and refined pixels equal the per-pixel path's values."""
+    cfg = model.cfg
+    rays = dict(num_samples=num_samples, confident_samples=confident_samples,
+                threshold=cfg.confident_surface_threshold, **kw)
+    height, width = surf.depth.shape
+    if view_scale <= 1:
+        return _guided_rays(model, sources, rays_o, rays_d, surf.depth.reshape(-1), surf.confidence.reshape(-1),
+                            near, far, **rays), rays_o.shape[0]
+    every_row = torch.arange(height, device=rays_o.device)
+    every_col = torch.arange(width, device=rays_o.device)
+    return _fast_grid(model, sources, rays_o, rays_d, surf, every_row, every_col, view_scale, refine, near, far, rays)
+
+
+def _fast_grid(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tensor, surf: SurfaceDepth, rows: Tensor,
+               cols: Tensor, scale: int, refine: str, near: float, far: float, rays: dict) -> tuple[RenderOutput, int]:
+    """:func:`render_guided_view` on the pixel grid ``rows x cols`` (full-resolution indices): the output per grid
+    pixel (row-major) and the network's ray count."""
+    cfg = model.cfg
+    flat = (rows[:, None] * surf.depth.shape[1] + cols[None, :]).reshape(-1)
+    td, tc = surf.depth.reshape(-1)[flat], surf.confidence.reshape(-1)[flat]
+    if scale <= 1:
+        return _guided_rays(model, sources, rays_o[flat], rays_d[flat], td, tc, near, far, **rays), flat.numel()
+    h, w = rows.numel(), cols.numel()
+    step = 2 if scale % 2 == 0 and scale > 2 else scale
+    a_rows, a_cols = anchor_axes(h, w, step, device=rows.device)
+    low, count = _fast_grid(model, sources, rays_o, rays_d, surf, rows[a_rows], cols[a_cols], scale // step, refine,
+                            near, far, rays)
+    anchors = (a_rows[:, None] * w + a_cols[None, :]).reshape(-1)
+    weights = joint_weights(td.view(h, w), a_rows, a_cols, cfg.upsample_depth_sigma)
+    out = RenderOutput(None, None, None, None)
+    for name in ("rgb", "acc", "logits", "label_evidence", "label_mass", "label_view_votes", "label_view_mass"):
+        value = getattr(low, name)
+        if value is not None and value.dim() > 2:  # per-view votes [R, m, K]: upsampled as [R, m * K]
+            value = upsample(value.reshape(value.shape[0], -1), weights).view(-1, *value.shape[1:])
+        elif value is not None:
+            value = upsample(value, weights)
+        setattr(out, name, value)
+    low_depth = low.depth / low.acc.clamp_min(1e-6)
+    known = td[anchors] > 0
+    residual = torch.where(known, low_depth - td[anchors], torch.zeros_like(low_depth))
+    full_depth = torch.where(td > 0, td + upsample(residual, weights), upsample(low_depth, weights))
+    out.depth = full_depth * out.acc
+    out = _scatter([(anchors, low)], td.shape[0], out)
+    labels = margin = None
+    if low.logits is not None:
+        labels = low.logits.argmax(-1)
+        if cfg.upsample_refine_margin < 1.0:
+            top2 = torch.softmax(out.logits.float(), -1).topk(min(2, out.logits.shape[-1]), -1).values
+            margin = top2[:, 0] - top2[:, -1] if top2.shape[-1] > 1 else torch.ones_like(top2[:, 0])
+    exact = refine_mask(weights, labels, refine if labels is not None else "depth", margin=margin,
+                        max_margin=cfg.upsample_refine_margin).nonzero().squeeze(-1)
+    if exact.numel():
+        part = _guided_rays(model, sources, rays_o[flat[exact]], rays_d[flat[exact]], td[exact], tc[exact], near, far,
+                            **rays)
+        out = _scatter([(exact, part)], td.shape[0], out)
+    return out, count + exact.numel()
+
+
 @torch.no_grad()
 def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, height: int, width: int,
                 near: float | None = None, far: float | None = None, chunk: int | None = None,
@@ -313,7 +432,8 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
                 sampling: str | None = None, num_surface_samples: int | None = None,
                 surface_semantics: str | None = None, surface_cfg: SurfaceConfig | None = None,
                 label_transfer: LabelTransferConfig | None = None,
-                label_sources: SourceViews | None = None) -> ViewRender:
+                label_sources: SourceViews | None = None, view_scale: int | None = None,
+                confident_surface_samples: int | None = None, upsample_refine: str | None = None) -> ViewRender:
     """Render a full ``height x width`` view at pose ``c2w`` ``[4, 4]`` with intrinsics ``K`` ``[3, 3]``.
 
     Runs on the device of ``sources`` (CPU or CUDA, nothing hard-coded). ``near``/``far`` default to
@@ -322,7 +442,10 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     hierarchically otherwise; ``"depth_guided"`` without source depth samples around the coarse pass's depth
     (:func:`target_surface`). ``num_surface_samples`` / ``surface_semantics``: see :func:`render_rays`.
     ``label_transfer`` fuses the labels of the sources (or of ``label_sources``, see :func:`render_rays`), when
-    they carry any, into the output.
+    they carry any, into the output. ``view_scale``, ``confident_surface_samples``, ``upsample_refine``
+    (defaults: the config's) set the fast depth-guided path (:func:`render_guided_view`); ``view_scale=1,
+    confident_surface_samples=0`` renders every pixel with the same K, the exact path. With label transfer from
+    labelled sources every pixel is rendered (keyframe labels are per-pixel evidence).
     """
     from sray_ros.model.samplers import resolve_sampling
 
@@ -346,15 +469,22 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
         with ctx:  # the coarse pass needs semantics only when there is no fine pass
             if mode == "depth_guided":
                 surf = target_surface(model, sources, K, c2w, height, width, near, far, surface_cfg, chunk)
-                best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
-                                   sampling="depth_guided", target_depth=surf.depth.reshape(-1),
-                                   target_confidence=surf.confidence.reshape(-1),
-                                   num_surface_samples=num_surface_samples, surface_semantics=surface_semantics,
-                                   label_transfer=label_transfer, label_sources=label_sources).best
+                cfg = model.cfg
+                scale = cfg.view_scale if view_scale is None else view_scale
+                evidence = sources if label_sources is None else label_sources
+                if label_transfer is not None and evidence.labels is not None:
+                    scale = 1  # keyframe labels are per-pixel evidence that upsampling would blur: every pixel
+                best, network_rays = render_guided_view(
+                    model, sources, rays_o, rays_d, surf, near, far, num_surface_samples or cfg.num_surface_samples,
+                    scale,
+                    cfg.confident_surface_samples if confident_surface_samples is None else confident_surface_samples,
+                    upsample_refine or cfg.upsample_refine, chunk=chunk, num_coarse=num_coarse,
+                    surface_semantics=surface_semantics, label_transfer=label_transfer, label_sources=label_sources)
             else:
                 best = render_rays(model, sources, rays_o, rays_d, near, far, chunk=chunk, num_coarse=num_coarse,
                                    num_fine=num_fine, coarse_semantics=num_fine == 0, sampling="hierarchical",
                                    label_transfer=label_transfer, label_sources=label_sources).best
+                network_rays = height * width
     finally:
         model.train(was_training)
     probs = torch.softmax(best.logits.float(), -1)
@@ -362,11 +492,15 @@ def render_view(model: SRay, sources: SourceViews, K: Tensor, c2w: Tensor, heigh
     depth = best.depth / best.acc.clamp_min(1e-6)
     view = ViewRender(labels.view(height, width), conf.view(height, width), best.rgb.view(height, width, 3),
                       depth.view(height, width), best.acc.view(height, width), mode,
-                      None if surf is None else surf.depth)
+                      None if surf is None else surf.depth, network_rays)
     if best.label_evidence is not None:
-        evidence = LabelEvidence(best.label_evidence, best.label_mass)
-        fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
-                                 label_transfer.full_coverage)
+        evidence = LabelEvidence(best.label_evidence, best.label_mass, best.label_view_votes, best.label_view_mass)
+        if label_transfer.fusion == "reliability":
+            fused = fuse_reliable(best.logits, evidence, best.acc, label_transfer.full_coverage,
+                                  label_transfer.em_iterations)
+        else:
+            fused = fuse_with_logits(best.logits, evidence, best.acc, label_transfer.beta, label_transfer.eps,
+                                     label_transfer.full_coverage)
         view.sray_labels, view.sray_confidence = view.labels, view.confidence
         view.labels, view.confidence = fused.labels.view(height, width), fused.confidence.view(height, width)
         view.transfer_labels = evidence.labels().view(height, width)

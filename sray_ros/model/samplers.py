@@ -127,6 +127,24 @@ class DepthGuidedSampler:
         return samples.sort(-1).values
 
 
+def adaptive_sample_counts(confidence: Tensor, num_samples: int, confident_samples: int,
+                           threshold: float) -> list[tuple[Tensor, int]]:
+    """Adaptive K for depth-guided sampling: rays whose target-depth confidence ``[R]`` is at least
+    ``threshold`` (keyframes agree on the surface) get ``confident_samples`` samples, the others
+    ``num_samples``. Returns ``(ray indices [R_g] long, K_g)`` per non-empty group; with
+    ``confident_samples`` 0 (off) or not below ``num_samples``, one group of all rays with ``num_samples``.
+    Raises ValueError for ``confident_samples`` of 1 or ``num_samples`` < 2."""
+    if num_samples < 2 or confident_samples == 1 or confident_samples < 0:
+        raise ValueError(f"need num_samples >= 2 and confident_samples 0 (off) or >= 2, got {num_samples}, "
+                         f"{confident_samples}")
+    every = torch.arange(confidence.shape[0], device=confidence.device)
+    if confident_samples == 0 or confident_samples >= num_samples:
+        return [(every, num_samples)]
+    sure = confidence >= threshold
+    groups = [(every[sure], confident_samples), (every[~sure], num_samples)]
+    return [(idx, k) for idx, k in groups if idx.numel() > 0]
+
+
 def resolve_sampling(mode: str, has_depth: bool) -> str:
     """``"hierarchical"`` or ``"depth_guided"`` for a sampling setting; ``"auto"`` is depth-guided when the
     source views carry depth. Raises ValueError for anything else."""

@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 
 from sray_ros import geometry
+from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet, as_label_set
 from sray_ros.data.scene import SceneArrays
 from sray_ros.model.sray import SRay
 from sray_ros.online.keyframes import Keyframe
-from sray_ros.online.renderer import UNKNOWN_LABEL, RenderRequest, Renderer
+from sray_ros.online.renderer import RenderRequest, Renderer
 from sray_ros.train.finetune import FINE_TUNE_LR, fine_tune
 from sray_ros.train.metrics import ConfusionMatrix
 from sray_ros.train.trainer import StepStats
@@ -84,7 +85,7 @@ def split_holdout(keyframes: list[Keyframe], max_holdout: int) -> tuple[list[Key
     return train, held
 
 
-def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = UNKNOWN_LABEL) -> SceneArrays:
+def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_INDEX) -> SceneArrays:
     """Stack keyframes (same size and intrinsics) into the in-memory scene the training loop samples."""
     first = keyframes[0].frame
     h, w = first.rgb.shape[:2]
@@ -110,7 +111,7 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = UNKNOWN_LA
                        intrinsics=K, intrinsics_depth=K, near=near, far=far, ignore_index=ignore_index)
 
 
-def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[Keyframe], held: list[Keyframe],
+def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, train: list[Keyframe], held: list[Keyframe],
                  num_sources: int, scale: float = 1.0) -> float:
     """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``, at
     ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do)."""
@@ -119,7 +120,8 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: dict, train: list[K
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
                      chunk=renderer.chunk, max_pixels=10**9)
     probe.swap(model, label_set, "holdout probe")
-    cm = ConfusionMatrix(len(label_set["class_names"]), label_set.get("ignore_index", UNKNOWN_LABEL))
+    label_set = as_label_set(label_set)
+    cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_index)
     for kf in held:
         h0, w0 = kf.frame.rgb.shape[:2]
         w, h = max(8, round(w0 * scale)), max(8, round(h0 * scale))
@@ -152,21 +154,21 @@ class FineTuneJob:
         if not (lr == 0 or (math.isfinite(lr) and 0 < lr <= MAX_LEARNING_RATE)):
             raise FineTuneError(f"learning_rate {lr:g} is outside (0, {MAX_LEARNING_RATE:g}] (0 = the default "
                                 f"{FINE_TUNE_LR:g})")
-        num_classes = len(handle.label_set["class_names"])
+        num_classes = handle.label_set.num_classes
         for kf in selected:
             labels = kf.frame.labels
-            if labels is not None and np.any((labels >= num_classes) & (labels != UNKNOWN_LABEL)):
-                bad = sorted(set(np.unique(labels[(labels >= num_classes) & (labels != UNKNOWN_LABEL)]).tolist()))
+            if labels is not None and np.any((labels >= num_classes) & (labels != IGNORE_INDEX)):
+                bad = sorted(set(np.unique(labels[(labels >= num_classes) & (labels != IGNORE_INDEX)]).tolist()))
                 raise FineTuneError(f"keyframe {kf.id} has label ids {bad[:5]} outside the label set "
-                                    f"'{handle.label_set.get('name')}' (0..{num_classes - 1}, {UNKNOWN_LABEL} = unknown)")
+                                    f"'{handle.label_set.name}' (0..{num_classes - 1}, {IGNORE_INDEX} = unknown)")
         self.renderer, self.goal, self.handle = renderer, goal, handle
         self.train, self.held = split_holdout(selected, goal.max_holdout)
-        self.scene = keyframes_to_scene(self.train, handle.label_set.get("ignore_index", UNKNOWN_LABEL))
+        self.scene = keyframes_to_scene(self.train, handle.label_set.ignore_index)
         self.stop = threading.Event()
 
     def run(self, on_step: Callable[[StepStats], None] | None = None) -> FineTuneOutcome:
         goal = self.goal
-        result = fine_tune(self.handle.model, self.handle.label_set, self.scene, goal.max_steps,
+        result = fine_tune(self.handle.model, self.handle.label_set.to_dict(), self.scene, goal.max_steps,
                            lr=goal.learning_rate or FINE_TUNE_LR, stop=self.stop,
                            max_duration_s=goal.max_duration_s or None, on_step=on_step, num_rays=goal.num_rays,
                            num_sources=goal.num_sources, device=self.renderer.device)

@@ -6,9 +6,9 @@ is the rejection reason, and the counter of that reason is incremented):
 1. ``invalid_pose``: ``c2w`` is not a finite rigid transform (:func:`sray_ros.geometry.is_finite_pose`;
    ScanNet poses can hold -inf). ``invalid_intrinsics``: K rejected by
    :func:`sray_ros.geometry.intrinsics_problem`. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth/labels of another size.
-2. Time: a stamp more than ``time_jump_s`` *older* than the previous frame's is a backwards jump of
-   ROS time (bag loop): the buffer is cleared (``time_jumps`` counter) and the frame is considered
-   as the first one. A smaller step back is rejected as ``out_of_order``.
+2. Time: a stamp older than the previous frame's is rejected as ``out_of_order``. A backwards jump of
+   ROS time (bag loop) is the owner's to detect (its one :class:`~sray_ros.online.time_jump.TimeJumpDetector`),
+   which then calls :meth:`KeyframeBuffer.clear`.
 3. Motion, relative to the **most recent keyframe**: with ``d`` its camera-centre distance,
    ``a`` the relative rotation angle and ``dt`` the stamp difference, the frame is rejected as
    ``too_close`` when ``d < min_translation_m`` AND ``a < min_rotation_deg`` AND
@@ -67,7 +67,6 @@ import numpy as np
 import torch
 
 from sray_ros import geometry
-from sray_ros.online.time_jump import is_backwards_jump
 
 NS_PER_S = 1_000_000_000
 UINT32_MAX = 2**32 - 1
@@ -128,7 +127,6 @@ class KeyframeBuffer:
         encode_fn: Callable[[Frame], Any] | None = None,
         *,
         target_size: tuple[int, int] | None = None,
-        time_jump_s: float = 1.0,
         rotation_weight_m_per_rad: float | None = None,
     ) -> None:
         if max_keyframes < 1:
@@ -147,7 +145,6 @@ class KeyframeBuffer:
         self.blur_threshold = float(blur_threshold)
         self.encode_fn = encode_fn
         self.target_size = None if target_size is None else (int(target_size[0]), int(target_size[1]))
-        self.time_jump_ns = int(time_jump_s * NS_PER_S)
         if rotation_weight_m_per_rad is None:
             rotation_weight_m_per_rad = (self.min_translation_m / math.radians(self.min_rotation_deg)
                                          if self.min_translation_m > 0 and self.min_rotation_deg > 0 else 0.5)
@@ -162,7 +159,7 @@ class KeyframeBuffer:
         self.rejected: dict[str, int] = {reason: 0 for reason in REJECT_REASONS}
         self.accepted: dict[str, int] = {reason: 0 for reason in ACCEPT_REASONS}
         self.evicted = 0
-        self.time_jumps = 0
+        self.clears = 0
         self.last_encode_error: BaseException | None = None
 
     # -------------------------------------------------------------------------------- queries
@@ -182,7 +179,7 @@ class KeyframeBuffer:
                 "accepted": dict(self.accepted),
                 "rejected": dict(self.rejected),
                 "evicted": self.evicted,
-                "time_jumps": self.time_jumps,
+                "clears": self.clears,
             }
 
     # ------------------------------------------------------------------------------- mutation
@@ -191,6 +188,7 @@ class KeyframeBuffer:
         with self._intake, self._lock:
             self._ring.clear()
             self._last_stamp_ns = None
+            self.clears += 1
 
     def consider(self, frame: Frame) -> tuple[bool, str]:
         """Apply the acceptance policy; on acceptance encode once and store. Returns (accepted, reason)."""
@@ -266,11 +264,7 @@ class KeyframeBuffer:
     def _check_motion(self, stamp: int, c2w) -> str:
         """Time (jump / out of order) and motion policy for a pose at a stamp (no image needed)."""
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
-            if not is_backwards_jump(self._last_stamp_ns, stamp, self.time_jump_ns):
-                return "out_of_order"
-            with self._lock:
-                self._ring.clear()
-                self.time_jumps += 1
+            return "out_of_order"
         self._last_stamp_ns = stamp
         with self._lock:
             last = self._ring[-1] if self._ring else None

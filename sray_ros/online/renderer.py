@@ -11,10 +11,12 @@ from the previous generation are re-encoded once, on first use, and cached. A ke
 
 Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): with
 ``use_keyframe_labels`` on and labelled keyframes, the nearest labelled keyframes' labels are reprojected
-along each target ray's samples, volume-rendered into per-pixel class evidence and fused log-linearly with
-S-Ray's logits, ``log p = log_softmax(logits) + beta * c * log(evidence / mass + eps)`` (renormalised;
-``c`` = evidence coverage of the ray's rendered weight, so a pixel without evidence keeps S-Ray's labels
-exactly). The geometry sources supply the labels when any of them is labelled; otherwise the nearest
+along each target ray's samples, volume-rendered into per-view class votes and fused with S-Ray's logits as
+the prior: by default each keyframe's vote is weighted by its per-class reliability, estimated from its
+agreement with the other keyframes at co-visible surfaces (``fusion="reliability"``,
+:func:`~sray_ros.model.label_transfer.fuse_reliable`; ``"average"`` is the earlier visibility-weighted
+average, :func:`~sray_ros.model.label_transfer.fuse_with_logits`); a pixel without evidence keeps S-Ray's
+labels exactly, and the confidence is the posterior probability of the label. The geometry sources supply the labels when any of them is labelled; otherwise the nearest
 labelled keyframes (up to the number of sources) do.
 """
 
@@ -30,7 +32,8 @@ import numpy as np
 import torch
 
 from sray_ros import geometry
-from sray_ros.data.label_sets import IGNORE_INDEX
+from sray_ros.camera import Camera
+from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet, as_label_set
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
 from sray_ros.model.label_transfer import LabelTransferConfig
@@ -40,9 +43,8 @@ from sray_ros.online.keyframes import Frame, Keyframe
 from sray_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from sray_ros.train.config import resolve_device
 
-UNKNOWN_LABEL = IGNORE_INDEX  # 255 on the wire
 # A render whose rendered surface is seen by a source in fewer than this fraction of its pixels is
-# reported as barely seen (the response's message says so; those pixels are UNKNOWN_LABEL anyway).
+# reported as barely seen (the response's message says so; those pixels are IGNORE_INDEX anyway).
 MIN_SOURCE_OVERLAP = 0.5
 
 
@@ -59,7 +61,7 @@ class StaleModelError(RuntimeError):
 class ModelHandle:
     generation: int
     model: SRay
-    label_set: dict[str, Any]
+    label_set: LabelSet
     source: str  # checkpoint path or a description
     extra: dict[str, Any]
 
@@ -78,6 +80,18 @@ class RenderRequest:
     height: int
     num_source_views: int = 0  # 0 = renderer default
     notes: tuple[str, ...] = ()  # camera_info fields interpreted or ignored, for the response message
+
+    @classmethod
+    def from_camera(cls, camera: Camera, num_source_views: int = 0) -> "RenderRequest":
+        """The request for a posed :class:`~sray_ros.camera.Camera` (its notes go to the response message)."""
+        if camera.c2w is None:
+            raise RenderError("the target camera has no pose")
+        return cls(camera.c2w, camera.K, camera.width, camera.height, int(num_source_views), camera.notes)
+
+    @property
+    def camera(self) -> Camera:
+        """The target as a :class:`~sray_ros.camera.Camera` (raises CameraError for an unusable one)."""
+        return Camera(self.K, self.width, self.height, self.c2w)
 
 
 @dataclass
@@ -104,13 +118,25 @@ class RenderResult:
     sampling: str = ""  # the ray sampling used: "depth_guided" or "hierarchical"
 
 
+def surface_points(result: RenderResult, request: RenderRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The rendered surface as world points: ``(points float32 [N, 3], flat pixel indices [N])`` of the pixels
+    with a known label and finite depth (:attr:`RenderResult.known`), row-major; back-projected along the target
+    camera's rays (:meth:`Camera.rays`) to the rendered z-depth."""
+    keep = (result.known & np.isfinite(result.depth)).reshape(-1)
+    origins, dirs = request.camera.rays()
+    depth = torch.from_numpy(np.nan_to_num(result.depth).astype(np.float32))
+    points = (origins + dirs * depth.reshape(-1, 1)).numpy()
+    flat = np.flatnonzero(keep)
+    return points[flat], flat
+
+
 class Renderer:
     def __init__(self, device: str = "auto", num_source_views: int = 8, confidence_threshold: float = 0.0,
-                 opacity_threshold: float = 0.5, max_pixels: int = 640 * 480, chunk: int | None = None,
+                 opacity_threshold: float = 0.5, max_pixels: int = 320 * 240, chunk: int | None = None,
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
                  surface_semantics: str | None = None, num_threads: int = 1, use_keyframe_labels: bool = True,
-                 label_transfer: LabelTransferConfig | None = None) -> None:
+                 label_transfer: LabelTransferConfig | None = None, view_scale: int | None = None) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
@@ -125,6 +151,10 @@ class Renderer:
         measured 1.8x faster than 1 (a hierarchical 320x240 view: 241 s vs 134 s), so a robot whose cores are
         reserved for the node may raise it.
 
+        ``view_scale``: fast depth-guided views (:func:`sray_ros.model.render.render_guided_view`): the network
+        renders every ``view_scale``-th pixel per axis, the rest is upsampled on the fused keyframe depth; None =
+        the model config's (4), 1 = every pixel. Raises ValueError below 1.
+
         ``use_keyframe_labels``: fuse the label images of labelled keyframes into the rendered labels (module
         docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,
         which falls back to untested views for keyframes without depth; it also works for label keyframes
@@ -138,6 +168,9 @@ class Renderer:
             raise ValueError(f"surface_semantics must be 'volume' or 'surface', got {surface_semantics!r}")
         if num_surface_samples is not None and int(num_surface_samples) < 2:
             raise ValueError(f"num_surface_samples must be >= 2, got {num_surface_samples}")
+        if view_scale is not None and int(view_scale) < 1:
+            raise ValueError(f"view_scale must be >= 1 (or None for the model's), got {view_scale}")
+        self.view_scale = None if view_scale is None else int(view_scale)
         self.sampling = sampling
         self.num_surface_samples = None if num_surface_samples is None else int(num_surface_samples)
         self.surface_semantics = surface_semantics
@@ -174,9 +207,15 @@ class Renderer:
 
     def configure(self, *, num_source_views: int | None = None, confidence_threshold: float | None = None,
                   opacity_threshold: float | None = None, max_pixels: int | None = None,
-                  chunk: int | None | bool = False, use_keyframe_labels: bool | None = None) -> None:
+                  chunk: int | None | bool = False, use_keyframe_labels: bool | None = None,
+                  view_scale: int | None | bool = False) -> None:
         """Change render settings at runtime (the node's writable parameters); renders that start later use
-        them. ``chunk``: rays per model call, None = automatic; the default False leaves it unchanged."""
+        them. ``chunk``: rays per model call, None = automatic; ``view_scale``: None = the model's; for both the
+        default False leaves it unchanged. Raises ValueError (nothing changed) for a view_scale below 1."""
+        if view_scale is not False and view_scale is not None and int(view_scale) < 1:
+            raise ValueError(f"view_scale must be >= 1 (or None for the model's), got {view_scale}")
+        if view_scale is not False:
+            self.view_scale = None if view_scale is None else int(view_scale)
         if num_source_views is not None:
             self.num_source_views = int(num_source_views)
         if confidence_threshold is not None:
@@ -190,21 +229,22 @@ class Renderer:
         if use_keyframe_labels is not None:
             self.use_keyframe_labels = bool(use_keyframe_labels)
 
-    def swap(self, model: SRay, label_set: dict[str, Any], source: str, extra: dict[str, Any] | None = None,
+    def swap(self, model: SRay, label_set: LabelSet | dict[str, Any], source: str, extra: dict[str, Any] | None = None,
              if_generation: int | None = None) -> ModelHandle:
         """Make ``model`` the one renders use. With ``if_generation``, only while that model generation is
         still current: raises :class:`StaleModelError` (and keeps the current model) otherwise."""
+        label_set = as_label_set(label_set)
         current = self._handle
-        if current is not None and list(label_set["class_names"]) != list(current.label_set["class_names"]):
-            raise ValueError(f"{source}: label set '{label_set.get('name')}' differs from the one in use "
-                             f"('{current.label_set.get('name')}'); restart the node to change label sets")
+        if current is not None and label_set.class_names != current.label_set.class_names:
+            raise ValueError(f"{source}: label set '{label_set.name}' differs from the one in use "
+                             f"('{current.label_set.name}'); restart the node to change label sets")
         model = model.to(self.device).eval()
         with self._swap_lock:
             if if_generation is not None and self._generation != if_generation:
                 raise StaleModelError(f"model generation {if_generation} was replaced by generation "
                                       f"{self._generation} ({self._handle.source if self._handle else 'none'})")
             self._generation += 1
-            handle = ModelHandle(self._generation, model, dict(label_set), source, dict(extra or {}))
+            handle = ModelHandle(self._generation, model, label_set, source, dict(extra or {}))
             self._handle = handle
         with self._cache_lock:
             self._reencoded.clear()
@@ -212,7 +252,7 @@ class Renderer:
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         handle = self.require_model()
-        return save_checkpoint(path, handle.model, handle.label_set, {**handle.extra, **(extra or {})})
+        return save_checkpoint(path, handle.model, handle.label_set.to_dict(), {**handle.extra, **(extra or {})})
 
     def require_model(self) -> ModelHandle:
         handle = self._handle
@@ -333,16 +373,15 @@ class Renderer:
                            chunk=self.chunk, num_coarse=self.num_coarse, num_fine=self.num_fine,
                            sampling=self.sampling, num_surface_samples=self.num_surface_samples,
                            surface_semantics=self.surface_semantics, label_transfer=transfer,
-                           label_sources=label_sources)
+                           label_sources=label_sources, view_scale=self.view_scale)
         depth = view.depth.float()
-        _, rays_d = geometry.generate_rays(K.to(depth.device), c2w.to(depth.device),
-                                           geometry.pixel_grid(request.height, request.width, device=depth.device))
+        _, rays_d = request.camera.rays(device=depth.device)
         points = c2w[:3, 3].to(depth.device) + rays_d * depth.reshape(-1, 1)
         seen = self._seen_by_any(points, sources).view(request.height, request.width)
         known = seen & (view.acc >= self.opacity_threshold) & (view.confidence >= self.confidence_threshold)
         raw_labels = view.labels.to(torch.uint8)
         labels = raw_labels.clone()
-        labels[~known] = UNKNOWN_LABEL
+        labels[~known] = IGNORE_INDEX
         depth_out = depth.clone()
         depth_out[~(seen & (view.acc >= self.opacity_threshold))] = float("nan")
         color = (view.rgb.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -354,7 +393,7 @@ class Renderer:
         if view.sray_labels is not None:
             sray_known = seen & (view.acc >= self.opacity_threshold) & (view.sray_confidence >= self.confidence_threshold)
             sray = view.sray_labels.to(torch.uint8)
-            sray[~sray_known] = UNKNOWN_LABEL
+            sray[~sray_known] = IGNORE_INDEX
             result.sray_labels = sray.cpu().numpy()
             result.label_coverage = view.coverage.float().cpu().numpy()
             result.label_agreement = torch.where(view.coverage > 0, view.agreement.float(),

@@ -23,9 +23,9 @@ Policy (exact):
 * Matched messages are consumed. Queued messages older than ``t - slop`` after a pivot is decided
   can never match a later pivot and are dropped (``unmatched``). Every queue holds at most
   ``queue_size`` messages (oldest dropped, ``queue_overflow``).
-* A stamp more than ``time_jump_s`` older than the newest stamp of its stream is a backwards time
-  jump (bag loop): all queues are cleared (``time_jumps`` counter) and the message is queued anew.
-  A smaller step backwards is dropped as ``out_of_order``.
+* A stamp older than the newest stamp of its stream is dropped as ``out_of_order``. Backwards time
+  jumps (bag loop) are not this class's to detect: the owner's one
+  :class:`~sray_ros.online.time_jump.TimeJumpDetector` sees every stamp first and calls :meth:`reset`.
 
 Thread safety: ``add`` may be called from several executor threads; matching runs under a lock.
 Callbacks run after it is released, one at a time and in decision order; when another thread is
@@ -40,8 +40,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from sray_ros.online.time_jump import is_backwards_jump
 
 NS_PER_S = 1_000_000_000
 
@@ -74,17 +72,15 @@ class StampSynchronizer:
         slop_s: float = 0.02,
         queue_size: int = 10,
         optional_wait_s: float = 0.5,
-        time_jump_s: float = 1.0,
     ) -> None:
         if not required:
             raise ValueError("at least one required stream is needed (the first one is the pivot)")
         names = list(required) + list(optional)
         if len(set(names)) != len(names):
             raise ValueError(f"stream names must be unique, got {names}")
-        if slop_s < 0 or queue_size < 1 or optional_wait_s < 0 or time_jump_s <= 0:
+        if slop_s < 0 or queue_size < 1 or optional_wait_s < 0:
             raise ValueError(
-                f"need slop_s >= 0, queue_size >= 1, optional_wait_s >= 0, time_jump_s > 0; got {slop_s}, "
-                f"{queue_size}, {optional_wait_s}, {time_jump_s}"
+                f"need slop_s >= 0, queue_size >= 1, optional_wait_s >= 0; got {slop_s}, {queue_size}, {optional_wait_s}"
             )
         self.required = tuple(required)
         self.optional = tuple(optional)
@@ -93,7 +89,6 @@ class StampSynchronizer:
         self.slop_ns = int(round(slop_s * NS_PER_S))
         self.queue_size = int(queue_size)
         self.optional_wait_ns = int(round(optional_wait_s * NS_PER_S))
-        self.time_jump_ns = int(round(time_jump_s * NS_PER_S))
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
         self._pending: deque[MatchedSet] = deque()
@@ -101,7 +96,7 @@ class StampSynchronizer:
         self._newest: dict[str, int | None] = {name: None for name in names}
         self._now_ns: int | None = None
         self.emitted = 0
-        self.time_jumps = 0
+        self.resets = 0
         self.dropped: dict[str, dict[str, int]] = {name: {} for name in names}
         self.optional_missing: dict[str, int] = {name: 0 for name in self.optional}
 
@@ -114,12 +109,8 @@ class StampSynchronizer:
         with self._lock:
             newest = self._newest[stream]
             if newest is not None and stamp_ns < newest:
-                if is_backwards_jump(newest, stamp_ns, self.time_jump_ns):
-                    self._reset_locked()
-                    self.time_jumps += 1
-                else:
-                    self._count(stream, "out_of_order")
-                    return []
+                self._count(stream, "out_of_order")
+                return []
             queue = self._queues[stream]
             queue.append((stamp_ns, msg))
             if len(queue) > self.queue_size:
@@ -158,16 +149,18 @@ class StampSynchronizer:
                     return
 
     def reset(self) -> None:
-        """Forget all queued messages and which optional streams were seen (counters are kept)."""
+        """Forget all queued messages and which optional streams were seen (counters are kept); for a
+        backwards time jump."""
         with self._lock:
             self._reset_locked()
+            self.resets += 1
 
     def counters(self) -> dict[str, Any]:
-        """Snapshot of the counters: emitted, time_jumps, dropped[stream][reason], optional_missing."""
+        """Snapshot of the counters: emitted, resets, dropped[stream][reason], optional_missing."""
         with self._lock:
             return {
                 "emitted": self.emitted,
-                "time_jumps": self.time_jumps,
+                "resets": self.resets,
                 "dropped": {name: dict(reasons) for name, reasons in self.dropped.items()},
                 "optional_missing": dict(self.optional_missing),
                 "queued": {name: len(queue) for name, queue in self._queues.items()},
@@ -268,12 +261,16 @@ class SheddingWorker:
     """
 
     def __init__(self, handler: Callable[[Any], None], capacity: int, on_error: Callable[[BaseException], None],
-                 name: str = "shedding_worker") -> None:
+                 name: str = "shedding_worker", on_wake: Callable[[], float | None] | None = None) -> None:
+        """``on_wake()`` (optional) runs on the worker thread after each item, after :meth:`poke` and when the
+        time it returned last (seconds; None = no timeout) has passed: work that waits for something other
+        than new items (here: frames waiting for their transform)."""
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.shed = 0
-        self._handler, self._on_error = handler, on_error
+        self._handler, self._on_error, self._on_wake = handler, on_error, on_wake
+        self._poked = False
         self._items: deque = deque()
         self._cv = threading.Condition()
         self._closing = False
@@ -288,6 +285,12 @@ class SheddingWorker:
                 self._items.popleft()  # keep the freshest
                 self.shed += 1
             self._items.append(item)
+            self._cv.notify()
+
+    def poke(self) -> None:
+        """Run ``on_wake`` soon on the worker thread (e.g. a transform arrived that waiting frames need)."""
+        with self._cv:
+            self._poked = True
             self._cv.notify()
 
     def clear(self) -> None:
@@ -308,14 +311,22 @@ class SheddingWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        timeout: float | None = None
         while True:
             with self._cv:
-                while not self._items and not self._closing:
-                    self._cv.wait()
+                if not self._items and not self._closing and not self._poked:
+                    self._cv.wait(timeout)
                 if self._closing:
                     return
-                item = self._items.popleft()
+                item = self._items.popleft() if self._items else _NOTHING
+                self._poked = False
             try:
-                self._handler(item)
+                if item is not _NOTHING:
+                    self._handler(item)
+                if self._on_wake is not None:
+                    timeout = self._on_wake()
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the worker
                 self._on_error(exc)
+
+
+_NOTHING = object()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import array
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -38,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sray_ros import geometry
+from sray_ros.camera import Camera
 from sray_ros.data.label_sets import IGNORE_INDEX
 
 # encoding -> (numpy dtype of one channel, number of channels)
@@ -55,7 +55,6 @@ _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 _COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 _DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 _LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
-LABEL_IGNORE = IGNORE_INDEX  # mono8 class ids, 255 = unknown/ignore
 MM_PER_M = 1000.0
 
 
@@ -157,7 +156,7 @@ def image_to_labels(msg: Image) -> np.ndarray:
     pixels = _pixels(msg, copy=False)
     if pixels.dtype == np.uint8:
         return pixels.copy()
-    return np.minimum(pixels, LABEL_IGNORE).astype(np.uint8)
+    return np.minimum(pixels, IGNORE_INDEX).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,19 +250,12 @@ def _require(array_: np.ndarray, dtype, ndim: int, encoding: str) -> np.ndarray:
 KNOWN_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 
 
-@dataclass(frozen=True)
-class CameraModel:
-    """What the node uses of a CameraInfo: pinhole ``K`` ``float64 [3, 3]`` of the image *as published*
-    (ROI and binning applied), the image size ``width x height`` that goes with it, and ``notes``:
-    fields the node ignores or interprets (each a sentence to log once)."""
-
-    K: np.ndarray
-    width: int
-    height: int
-    notes: tuple[str, ...] = ()
+# What the node uses of a CameraInfo: the package's one camera type (intrinsics of the image as published, its
+# size, notes on interpreted fields).
+CameraModel = Camera
 
 
-def camera_model_from_info(msg: CameraInfo) -> CameraModel:
+def camera_model_from_info(msg: CameraInfo) -> Camera:
     """Validate every CameraInfo field the node relies on or ignores; raise :class:`ImageConversionError`
     (naming the field and what is expected) for a camera it cannot use correctly.
 
@@ -332,7 +324,7 @@ def camera_model_from_info(msg: CameraInfo) -> CameraModel:
         k[0, 2] -= rx
         k[1, 2] -= ry
         k = geometry.scale_intrinsics(k, 1.0 / bx, 1.0 / by)
-    return CameraModel(k, out_w, out_h, tuple(notes))
+    return Camera(k, out_w, out_h, notes=tuple(notes))
 
 
 def camera_info_to_K(msg: CameraInfo) -> np.ndarray:
@@ -369,7 +361,7 @@ def _validate_K(k: np.ndarray, width: int, height: int) -> None:
 
 
 __all__ = [
-    "CameraModel", "ImageConversionError", "LABEL_IGNORE", "bytes_per_pixel", "camera_info_to_K",
+    "CameraModel", "ImageConversionError", "bytes_per_pixel", "camera_info_to_K",
     "camera_model_from_info", "depth_to_image",
     "float_to_image", "image_to_depth", "image_to_labels", "image_to_numpy", "image_to_rgb",
     "labels_to_image", "make_camera_info", "numpy_to_image", "rgb_to_image", "supported_encodings",

@@ -24,7 +24,13 @@ Semantics, following tf2's ``BufferCore``:
 * Data older than ``newest - cache_time`` for its frame is dropped (``set_transform`` returns False),
   like tf2's TF_OLD_DATA. After a backwards jump of ROS time (bag loop) the owner calls :meth:`clear`,
   which keeps static transforms (as tf2's static cache does).
-* A child frame has one parent. A transform that re-parents a frame replaces that frame's history.
+* A child frame normally has one parent. Real robots sometimes publish two (SLAM's ``map -> camera`` and
+  odometry's ``odom -> camera``): the buffer keeps each parent's history (a re-parenting wipes nothing),
+  names the conflict once (:meth:`TransformBuffer.take_conflicts`: the child and both parents), and a
+  lookup uses the parent updated last whose chain connects the two frames at the requested time, else
+  another parent's (tf2 would answer with the last parent only, or fail with "extrapolation").
+* A parent loop (``a -> b -> a``) is a :class:`LoopError` naming the loop; a lookup with a timeout raises it
+  at once instead of waiting (more transforms cannot remove a loop from the chain that was asked for).
 
 Threading: every public method holds one lock; ``lookup_transform(..., timeout=s)`` waits on a
 condition variable notified by ``set_transform``, so the node's render worker can block for a
@@ -37,6 +43,7 @@ Times are integer nanoseconds; :func:`to_nanoseconds` also accepts ``rclpy.time.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 import time as _time
 from dataclasses import dataclass, field
@@ -50,6 +57,7 @@ from sray_ros import geometry
 
 NS_PER_S = 1_000_000_000
 MAX_GRAPH_DEPTH = 1000  # tf2's limit; guards against parent loops
+MAX_CHAINS = 16  # parent-chain combinations a lookup tries when frames have more than one parent
 
 
 class TransformError(Exception):
@@ -66,6 +74,10 @@ class ExtrapolationError(TransformError):
 
 class ConnectivityError(TransformError):
     """The two frames are not connected in the tree (different roots)."""
+
+
+class LoopError(ConnectivityError):
+    """The parent chain of a frame returns to a frame already on it (published transforms form a loop)."""
 
 
 class InvalidTransformError(TransformError, ValueError):
@@ -157,7 +169,10 @@ class TransformBuffer:
         if not cache_time_s > 0:
             raise ValueError(f"cache_time_s must be > 0, got {cache_time_s}")
         self.cache_time_ns = int(cache_time_s * NS_PER_S)
-        self._links: dict[str, _Link] = {}
+        # child -> parent -> link; a child's last-updated parent is its dict's last entry (the current one).
+        self._links: dict[str, dict[str, _Link]] = {}
+        self._conflicts: dict[str, tuple[str, ...]] = {}  # child -> parents, once named
+        self._new_conflicts: list[str] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
 
@@ -189,10 +204,13 @@ class TransformBuffer:
         stamp = to_nanoseconds(transform.header.stamp)
         matrix = None
         with self._changed:
-            link = self._links.get(child)
-            if link is None or link.parent != parent or link.static != is_static:
+            parents = self._links.setdefault(child, {})
+            link = parents.pop(parent, None)
+            if link is None or link.static != is_static:
                 link = _Link(parent=parent, authority=authority, static=is_static)
-                self._links[child] = link
+            parents[parent] = link  # last entry: the current parent
+            if len(parents) > 1:
+                self._note_conflict(child, parents)
             link.authority = authority
             if is_static:
                 link.stamps[:] = [stamp]
@@ -226,18 +244,37 @@ class TransformBuffer:
                 errors.append(str(exc))
         return errors
 
+    def _note_conflict(self, child: str, parents: dict[str, _Link]) -> None:
+        names = tuple(sorted(parents))
+        if self._conflicts.get(child) != names:
+            self._conflicts[child] = names
+            described = ", ".join(f"'{p}' (authority {link.authority!r})" for p, link in parents.items())
+            self._new_conflicts.append(
+                f"frame '{child}' has {len(names)} parents: {described}; both histories are kept and a lookup "
+                f"uses the parent that connects the frames asked for (the last updated first). Publish one "
+                f"parent per frame (e.g. map -> odom -> camera) to make the tree unambiguous")
+
+    def take_conflicts(self) -> list[str]:
+        """Messages naming frames found with more than one parent since the last call (each conflict once)."""
+        with self._lock:
+            messages, self._new_conflicts = self._new_conflicts, []
+        return messages
+
     def clear(self, include_static: bool = False) -> None:
         """Drop all dynamic transforms (e.g. after ROS time jumped backwards); static ones stay."""
         with self._changed:
             if include_static:
                 self._links.clear()
             else:
-                self._links = {child: link for child, link in self._links.items() if link.static}
+                kept = {child: {p: link for p, link in parents.items() if link.static}
+                        for child, parents in self._links.items()}
+                self._links = {child: parents for child, parents in kept.items() if parents}
+            self._conflicts.clear()
 
     # ------------------------------------------------------------------------------------ query
     def known_frames(self) -> list[str]:
         with self._lock:
-            frames = set(self._links) | {link.parent for link in self._links.values()}
+            frames = set(self._links) | {parent for parents in self._links.values() for parent in parents}
         return sorted(frames)
 
     def lookup_transform(self, target_frame: str, source_frame: str, time=0, timeout: float | None = None) -> np.ndarray:
@@ -281,54 +318,91 @@ class TransformBuffer:
             while True:
                 try:
                     return self._lookup_locked(target, source, t_ns)
+                except LoopError:
+                    raise
                 except TransformError:
                     remaining = None if deadline is None else deadline - _time.monotonic()
                     if remaining is None or remaining <= 0:
                         raise
                     self._changed.wait(remaining)
 
-    def _chain(self, frame: str) -> list[str]:
-        """[frame, parent, grandparent, ..., root]."""
-        chain = [frame]
-        while chain[-1] in self._links:
-            chain.append(self._links[chain[-1]].parent)
-            if len(chain) > MAX_GRAPH_DEPTH:
-                raise ConnectivityError(f"frame {frame!r}: parent chain longer than {MAX_GRAPH_DEPTH} (a loop?): "
-                                        f"{' -> '.join(chain[:10])} ...")
-        return chain
+    def _chains(self, frame: str):
+        """Every parent chain of ``frame`` up to a root, as ``[(child, link), ...]`` (frame first), the current
+        parents' chain first; a chain that returns to a frame on it raises :class:`LoopError` when reached."""
+        def walk(chain: list[tuple[str, _Link]], seen: list[str]):
+            parents = self._links.get(seen[-1])
+            if not parents:
+                yield chain
+                return
+            for link in reversed(list(parents.values())):
+                if link.parent in seen or len(seen) > MAX_GRAPH_DEPTH:
+                    loop = seen[seen.index(link.parent):] + [link.parent] if link.parent in seen else seen[:10]
+                    raise LoopError(f"frame {frame!r}: the parent chain loops: {' -> '.join(loop)} (a parent "
+                                    "published for a frame that is its own ancestor)")
+                yield from walk(chain + [(seen[-1], link)], seen + [link.parent])
+        yield from walk([], [frame])
 
     def _lookup_locked(self, target: str, source: str, t_ns: int) -> tuple[np.ndarray, int]:
-        known = set(self._links) | {link.parent for link in self._links.values()}
+        known = set(self._links) | {parent for parents in self._links.values() for parent in parents}
         for role, frame in (("target", target), ("source", source)):
             if frame not in known:
                 listing = ", ".join(sorted(known)) if known else "none (no transforms received yet)"
                 raise FrameNotFoundError(f"{role} frame {frame!r} does not exist; known frames: {listing}")
         if target == source:
             return np.eye(4), t_ns
-        up_source, up_target = self._chain(source), self._chain(target)
-        in_target = {frame: i for i, frame in enumerate(up_target)}
-        common = next((i for i, frame in enumerate(up_source) if frame in in_target), None)
+        first_error: TransformError | None = None
+        loop: LoopError | None = None
+        try:
+            target_chains = list(itertools.islice(self._chains(target), MAX_CHAINS))
+        except LoopError as exc:
+            raise exc from None
+        source_chains = self._chains(source)
+        for _ in range(MAX_CHAINS):
+            try:
+                up_source = next(source_chains)
+            except StopIteration:
+                break
+            except LoopError as exc:
+                loop = exc
+                break
+            for up_target in target_chains:
+                try:
+                    return self._evaluate(up_source, up_target, source, target, t_ns)
+                except TransformError as exc:
+                    first_error = first_error or exc
+        if first_error is not None and not isinstance(first_error, ConnectivityError):
+            raise first_error
+        if loop is not None:
+            raise loop
+        raise first_error
+
+    def _evaluate(self, up_source, up_target, source: str, target: str, t_ns: int) -> tuple[np.ndarray, int]:
+        """T_target_source along one parent chain of each frame (lists of ``(child, link)``)."""
+        source_frames = [source] + [link.parent for _, link in up_source]
+        target_frames = [target] + [link.parent for _, link in up_target]
+        in_target = {frame: i for i, frame in enumerate(target_frames)}
+        common = next((i for i, frame in enumerate(source_frames) if frame in in_target), None)
         if common is None:
             raise ConnectivityError(
                 f"cannot transform {source!r} into {target!r}: they are in disconnected trees "
-                f"(root of {source!r} is {up_source[-1]!r}, root of {target!r} is {up_target[-1]!r})"
+                f"(root of {source!r} is {source_frames[-1]!r}, root of {target!r} is {target_frames[-1]!r})"
             )
-        # Children whose link to their parent is on the path; the ancestor itself contributes no link.
+        # Links on the path up to the common ancestor (which itself contributes none).
         source_links = up_source[:common]
-        target_links = up_target[: in_target[up_source[common]]]
+        target_links = up_target[: in_target[source_frames[common]]]
         if t_ns == 0:
             t_ns = self._latest_common_time(source_links + target_links, source, target)
         ancestor_from_source = np.eye(4)
-        for child in reversed(source_links):
-            ancestor_from_source = ancestor_from_source @ self._links[child].at(t_ns, child)
+        for child, link in reversed(source_links):
+            ancestor_from_source = ancestor_from_source @ link.at(t_ns, child)
         ancestor_from_target = np.eye(4)
-        for child in reversed(target_links):
-            ancestor_from_target = ancestor_from_target @ self._links[child].at(t_ns, child)
+        for child, link in reversed(target_links):
+            ancestor_from_target = ancestor_from_target @ link.at(t_ns, child)
         target_from_ancestor = geometry.invert_pose(torch.from_numpy(ancestor_from_target)).numpy()
         return target_from_ancestor @ ancestor_from_source, t_ns
 
-    def _latest_common_time(self, children: list[str], source: str, target: str) -> int:
-        dynamic = [(child, self._links[child]) for child in children if not self._links[child].static]
+    def _latest_common_time(self, links: list[tuple[str, _Link]], source: str, target: str) -> int:
+        dynamic = [(child, link) for child, link in links if not link.static]
         if not dynamic:
             return 0
         newest = min(link.stamps[-1] for _, link in dynamic)
@@ -343,6 +417,7 @@ class TransformBuffer:
 
 
 __all__ = [
-    "ConnectivityError", "ExtrapolationError", "FrameNotFoundError", "InvalidTransformError", "TransformBuffer",
+    "ConnectivityError", "ExtrapolationError", "FrameNotFoundError", "InvalidTransformError", "LoopError",
+    "TransformBuffer",
     "TransformError", "nanoseconds_to_msg", "to_nanoseconds",
 ]

@@ -14,7 +14,9 @@ a diverged training run leaves behind and which would render every pixel as "unk
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,17 +104,53 @@ def save_checkpoint(path: str | Path, model: SRay, label_set: dict[str, Any], ex
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load and validate a checkpoint; returns the model (eval mode), its config, label set and extras."""
+def read_weights_file(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with errors a user can act on, as :class:`CheckpointError`.
+
+    A pickle holding Python objects other than tensors and plain data is refused as "not an sray_ros weights
+    file": such objects are never unpickled (that could run code), and torch's advice to retry with
+    ``weights_only=False`` is not passed on. A truncated or otherwise unreadable file is named as such."""
     path = Path(path)
-    where = f"checkpoint {path}"
+    where = f"{what} {path}"
     if not path.is_file():
         raise CheckpointError(f"{where}: no such file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or not a torch file at all
-        raise CheckpointError(f"{where}: cannot be read as a torch checkpoint (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}") from exc
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise CheckpointError(f"{where}: not an sray_ros weights file (it holds Python objects other than "
+                                  "tensors, numbers, strings, lists and dicts, which are never loaded)") from None
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    except Exception as exc:  # noqa: BLE001 - truncated, corrupt, or not a torch file at all
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    raise CheckpointError(f"{where}: cannot be read as a torch checkpoint (truncated or corrupt?): {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, never advice to load unsafely."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return "" if "weights_only" in line else line
+
+
+def expected_weight_shapes(config: SRayConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state_dict of ``SRay(config)``, found on the meta device (nothing is
+    allocated, so a config whose sizes are absurd costs nothing to check)."""
+    with torch.device("meta"):
+        model = SRay(config)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint; returns the model (eval mode), its config, label set and extras.
+
+    The stored config's sizes (:data:`~sray_ros.model.config.SIZE_LIMITS`) and the weights' names and shapes
+    are checked before the model is built, so a file whose config asks for huge layers is refused without
+    allocating them. Raises :class:`CheckpointError` naming the file and what is wrong."""
+    path = Path(path)
+    where = f"checkpoint {path}"
+    payload = read_weights_file(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{where}: not an sray_ros checkpoint (expected a dict with format='{FORMAT_NAME}')")
     missing = [k for k in ("version", "state_dict", "config", "label_set") if k not in payload]
@@ -126,25 +164,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: invalid model config: {exc}") from exc
     _check_label_set(payload["label_set"], config.num_classes, where)
-    model = SRay(config)
-    expected = model.state_dict()
     state = payload["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: state_dict is not a dict")
+    try:
+        expected = expected_weight_shapes(config)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an encoder whose package is missing
+        raise CheckpointError(f"{where}: cannot build the model its config describes: {exc}") from None
     missing_w = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing_w or unexpected:
         raise CheckpointError(f"{where}: weights do not match the config: missing {missing_w[:5]}"
                               f"{'...' if len(missing_w) > 5 else ''}, unexpected {unexpected[:5]}"
                               f"{'...' if len(unexpected) > 5 else ''}")
-    for name, ref in expected.items():
-        if tuple(state[name].shape) != tuple(ref.shape):
+    for name, shape in expected.items():
+        if not torch.is_tensor(state[name]):
+            raise CheckpointError(f"{where}: weight '{name}' is a {type(state[name]).__name__}, not a tensor")
+        if tuple(state[name].shape) != shape:
             raise CheckpointError(f"{where}: weight '{name}' has shape {tuple(state[name].shape)}, the config "
-                                  f"implies {tuple(ref.shape)}")
+                                  f"implies {shape}")
     bad = non_finite_tensors(state)
     if bad:
         raise CheckpointError(f"{where}: {len(bad)} weight tensors hold NaN or inf values (e.g. {bad[:3]}); "
                               "a diverged training run wrote it")
+    model = SRay(config)
     model.load_state_dict(state)
     model.to(map_location).eval()
     return Checkpoint(model, config, payload["label_set"], payload.get("extra") or {}, path)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sray_ros import geometry
+from sray_ros import geometry, viz
 from sray_ros.data.label_noise import LabelCorruption, add_label_corruption_args
 from sray_ros.data.label_sets import LabelSet
 from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
@@ -118,17 +118,32 @@ class SceneResult:
         return out
 
 
+PANEL_MIN_TILE_WIDTH = 320  # px per panel tile (tiles are enlarged by an integer factor, nearest-neighbour)
+
+
 def panel(rgb_gt: np.ndarray, labels_gt: np.ndarray | None, labels_pred: np.ndarray, confidence: np.ndarray,
-          depth: np.ndarray, label_set: LabelSet) -> np.ndarray:
-    """RGB | GT labels | predicted labels | confidence | depth, as one uint8 RGB image."""
+          depth: np.ndarray, label_set: LabelSet, min_tile_width: int = PANEL_MIN_TILE_WIDTH) -> np.ndarray:
+    """Camera | GT labels | predicted labels | confidence | depth with captions and a class legend, as one
+    uint8 RGB image; each ``[H, W]`` tile is enlarged nearest-neighbour by the smallest integer factor that
+    makes it at least ``min_tile_width`` px wide. Unknown (255) is hatched grey, as in the legend."""
     h, w = labels_pred.shape
-    gt = label_set.colorize(labels_gt) if labels_gt is not None else np.zeros((h, w, 3), np.uint8)
-    conf = cv2.applyColorMap((np.clip(confidence, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    factor = viz.integer_factor(w, min_tile_width)
+    tw, th = w * factor, h * factor
+    colors, names = label_set.colors, list(label_set.class_names)
     valid = depth[np.isfinite(depth) & (depth > 0)]
     hi = float(np.percentile(valid, 99)) if valid.size else 1.0
-    d8 = (np.clip(np.nan_to_num(depth) / max(hi, 1e-6), 0, 1) * 255).astype(np.uint8)
-    dep = cv2.applyColorMap(d8, cv2.COLORMAP_TURBO)[..., ::-1]
-    return np.concatenate([rgb_gt, gt, label_set.colorize(labels_pred), conf, dep], axis=1)
+    depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
+    tiles = [(viz.upscale(np.asarray(rgb_gt, np.uint8), tw, th), "camera (held out)")]
+    shown = [labels_pred]
+    if labels_gt is not None:
+        tiles.append((viz.label_tile(labels_gt, colors, tw, th), "ground truth"))
+        shown.append(labels_gt)
+    tiles += [(viz.label_tile(labels_pred, colors, tw, th), "rendered labels"),
+              (viz.scalar_tile(confidence, 0.0, 1.0, cv2.COLORMAP_VIRIDIS, tw, th),
+               viz.colorbar_caption("confidence", 0.0, 1.0, "", "viridis")),
+              (viz.scalar_tile(depth, 0.0, hi, cv2.COLORMAP_TURBO, tw, th),
+               viz.colorbar_caption("depth", 0.0, hi, "m", "turbo"))]
+    return viz.panel(tiles, names, colors, shown)
 
 
 def source_labels(scene: SceneArrays, pool: np.ndarray, num_classes: int,
@@ -327,6 +342,13 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-surface-samples", type=int, help="samples per ray around the depth (depth-guided)")
     p.add_argument("--surface-semantics", choices=("volume", "surface"),
                    help="depth-guided semantics: weights-rendered logits or the max-weight sample's (GSNeRF)")
+    p.add_argument("--view-scale", type=int, default=None,
+                   help="fast depth-guided views: the network renders every N-th pixel per axis, the rest is "
+                        "upsampled on the fused keyframe depth (1 = every pixel; default: the model's)")
+    p.add_argument("--upsample-refine", choices=("none", "depth", "labels"), default=None,
+                   help="fast views: pixels rendered exactly instead of upsampled (default: the model's)")
+    p.add_argument("--confident-surface-samples", type=int, default=None,
+                   help="adaptive K: samples per ray where the keyframes agree on the depth (0 = off)")
     p.add_argument("--keyframe-depth", action=argparse.BooleanOptionalAction, default=True,
                    help="source views carry their depth (RGB-D keyframes); --no-keyframe-depth for RGB-only")
     p.add_argument("--prior-weight", type=float, default=None,
@@ -337,6 +359,21 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
     add_label_corruption_args(p)
+
+
+def apply_fast_view_options(cfg, args: argparse.Namespace) -> None:
+    """Set the fast-view options of :func:`add_view_arguments` that were given on the model config ``cfg``
+    (an :class:`~sray_ros.model.config.SRayConfig`); ValueError (config left valid) for a bad value."""
+    before = {n: getattr(cfg, n) for n in ("view_scale", "upsample_refine", "confident_surface_samples")}
+    for name in before:
+        if getattr(args, name, None) is not None:
+            setattr(cfg, name, getattr(args, name))
+    try:
+        cfg.__post_init__()
+    except ValueError:
+        for name, value in before.items():
+            setattr(cfg, name, value)
+        raise
 
 
 def label_options(args: argparse.Namespace) -> tuple[LabelTransferConfig | None, LabelCorruption]:
@@ -375,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sray-eval: --prior-weight must be >= 0, got {args.prior_weight}", file=sys.stderr)
             return 2
         ckpt.model.cfg.prior_weight = args.prior_weight
+    try:
+        apply_fast_view_options(ckpt.model.cfg, args)
+    except ValueError as exc:
+        print(f"sray-eval: {exc}", file=sys.stderr)
+        return 2
     if args.prior_up not in (None, "auto"):
         try:
             ckpt.model.cfg.prior_up = tuple(float(v) for v in args.prior_up.split(","))
@@ -406,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
               "device": str(device), "sampling": args.sampling or ckpt.model.cfg.sampling,
               "keyframe_depth": args.keyframe_depth, "num_surface_samples": args.num_surface_samples,
               "surface_semantics": args.surface_semantics, "label_transfer": args.label_transfer,
+              "view_scale": ckpt.model.cfg.view_scale, "upsample_refine": ckpt.model.cfg.upsample_refine,
+              "confident_surface_samples": ckpt.model.cfg.confident_surface_samples,
               "semantic_prior": ckpt.model.cfg.semantic_prior, "prior_weight": ckpt.model.cfg.prior_weight,
               "label_corruption": label_corruption.describe(), "scenes": rows, "overall": overall}
     (out / "metrics.json").write_text(json.dumps(strict_json(report), indent=2, allow_nan=False))

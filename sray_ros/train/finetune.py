@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
     from sray_ros.train.metrics import strict_json
     from sray_ros.train.config import resolve_device
-    from sray_ros.train.evaluate import (add_view_arguments, evaluate_scene, label_options, load_model_for_scenes,
-                                         source_labels, split_frames, subset)
+    from sray_ros.train.evaluate import (add_view_arguments, apply_fast_view_options, evaluate_scene, label_options,
+                                         load_model_for_scenes, source_labels, split_frames, subset)
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(prog="sray-finetune", description="Fine-tune a pretrained S-Ray on one scene.")
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
         label_transfer, label_corruption = label_options(args)
+        apply_fast_view_options(loaded.checkpoint.model.cfg, args)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)
         return 2

@@ -214,6 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-set", default="scannet20")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, read_weights_file
+    try:  # bad input files are named before any work starts (one line, exit 2)
+        if args.base:
+            load_checkpoint(args.base)
+        state = read_weights_file(args.out / "last.pt", what="prior run state") if (args.out / "last.pt").is_file() \
+            else None
+    except CheckpointError as exc:
+        print(f"sray_ros.train.prior: {exc}", file=sys.stderr)
+        return 2
+    if state is not None and not (isinstance(state, dict) and {"net", "opt", "step", "best"} <= set(state)):
+        print(f"sray_ros.train.prior: {args.out / 'last.pt'}: not a prior run state (expected net, opt, step, best)",
+              file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -241,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                      prior_frozen_encoder=frozen)
     step, best, elapsed, cpu_used = 0, -1.0, 0.0, 0.0
     last = args.out / "last.pt"
-    if last.is_file():
-        st = torch.load(last, map_location="cpu", weights_only=True)
+    if state is not None:
+        st = state
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         step, best, elapsed = int(st["step"]), float(st["best"]), float(st.get("elapsed", 0.0))

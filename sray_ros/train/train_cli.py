@@ -33,7 +33,7 @@ from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
 from sray_ros.data.scene import SceneArrays
 from sray_ros.model.config import SRayConfig
 from sray_ros.model.sray import SRay
-from sray_ros.train.checkpoint import load_checkpoint
+from sray_ros.train.checkpoint import CheckpointError, load_checkpoint
 from sray_ros.train.config import TrainConfig, resolve_device
 from sray_ros.train.trainer import Trainer
 
@@ -126,6 +126,12 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**cfg.to_dict(), **overrides})
 
 
+def _fail(message: str) -> int:
+    """One line on stderr, exit status 2 (what every sray_ros CLI does with bad input)."""
+    print(message, file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(cfg.device)
     except ValueError as exc:
-        raise SystemExit(f"sray-train: {exc}") from None
+        return _fail(f"sray-train: {exc}")
     if distributed and device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -155,21 +161,38 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = SRayConfig.from_dict({**SRayConfig().to_dict(), **cfg.model, "num_classes": label_set.num_classes,
                                           "ignore_index": label_set.ignore_index})
     except (OSError, ValueError, TypeError) as exc:
-        raise SystemExit(f"sray-train: bad label_set / model settings: {exc}") from None
+        return _fail(f"sray-train: bad label_set / model settings: {exc}")
+
+    init = None
+    if args.init:  # checked before the data is loaded: a bad file costs nothing
+        try:
+            init = load_checkpoint(args.init)
+        except CheckpointError as exc:
+            return _fail(f"sray-train: --init: {exc}")
+        differing = [k for k in SRayConfig.ARCHITECTURE_FIELDS if getattr(init.config, k) != getattr(model_cfg, k)]
+        if differing:
+            return _fail(f"sray-train: --init {args.init}: its model differs from this run's in {differing}; "
+                         "set the run's model settings to match (config 'model:' or --set)")
+    resume = args.resume or (None if args.fresh or not (out / "last.pt").exists() else out / "last.pt")
+    if resume:
+        try:
+            load_checkpoint(resume)
+        except CheckpointError as exc:
+            return _fail(f"sray-train: --resume: {exc}")
 
     try:
         train_scenes = load_scene_arrays(cfg.train_root, cfg, cfg.max_train_scenes, progress=is_main)
         val_scenes = load_scene_arrays(cfg.val_root, cfg, cfg.max_val_scenes, progress=is_main)
     except (OSError, ValueError) as exc:  # missing folders, unreadable or malformed scenes
-        raise SystemExit(f"sray-train: cannot load the data: {exc}") from None
+        return _fail(f"sray-train: cannot load the data: {exc}")
     if not train_scenes:
-        raise SystemExit(f"sray-train: no training scenes (train_root={cfg.train_root!r})")
+        return _fail(f"sray-train: no training scenes (train_root={cfg.train_root!r})")
     class_balance = None
     if cfg.class_balance_power > 0:
         try:
             freq = RayBatchSampler.dataset_class_frequencies(train_scenes, label_set.num_classes)
         except ValueError as exc:
-            raise SystemExit(f"sray-train: class balancing: {exc}") from None
+            return _fail(f"sray-train: class balancing: {exc}")
         balance = ClassBalanceConfig(cfg.class_balance_power, cfg.class_balance_max_weight,
                                      ignore_weight=0.0 if cfg.labeled_only else 1.0)
         class_balance = ClassBalancedPixelSampler(freq, balance, label_set.ignore_index)
@@ -183,17 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     val_batches = validation_batches(val_scenes, cfg)
 
     model = SRay(model_cfg)
-    if args.init:
-        init = load_checkpoint(args.init)
+    if init is not None:
         model.load_state_dict(init.model.state_dict())
+        del init
     trainer = Trainer(model, label_set.to_dict(), sampler, lr=cfg.lr, lr_final=cfg.lr_final,
                       max_steps=cfg.max_steps, grad_clip=cfg.grad_clip, chunk=cfg.chunk, device=device,
                       distributed=distributed, train_config=cfg.to_dict(), sampling=cfg.sampling,
                       depth_guided_fraction=cfg.depth_guided_fraction, depth_perturb=cfg.depth_perturb,
                       depth_loss_weight=cfg.depth_loss_weight)
-    resume = args.resume or (None if args.fresh or not (out / "last.pt").exists() else out / "last.pt")
     if resume:
-        trainer.resume(resume)
+        try:
+            trainer.resume(resume)
+        except (CheckpointError, ValueError, KeyError, TypeError) as exc:  # another run's file, no optimiser state
+            return _fail(f"sray-train: --resume {resume}: {exc}")
         # best_val holds a loss (> 0) or a negated mIoU (<= 0): a run resumed with the other select_metric
         # starts its selection afresh rather than comparing the two
         if (cfg.select_metric == "val_miou") != (trainer.best_val <= 0):

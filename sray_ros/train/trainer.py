@@ -247,7 +247,7 @@ class Trainer:
             raise ValueError(f"{path}: model config differs from this run's in {differing}")
         self.model.load_state_dict(checkpoint.model.state_dict())
         extra = checkpoint.extra
-        if "optimizer" not in extra or "step" not in extra:
+        if any(key not in extra for key in ("optimizer", "scheduler", "step")):
             raise ValueError(f"{path}: has no optimiser state / step (a model-only checkpoint cannot be resumed; "
                              "use it as --init instead)")
         self.optimizer.load_state_dict(extra["optimizer"])
