@@ -2,7 +2,7 @@
 
     ros2 launch sray_ros replay.launch.py bag:=/path/scene0000_00_bag [rate:=1.0] [loop:=false]
         [delay:=0.0] [topic_prefix:=/camera] [any argument of sray.launch.py: checkpoint:=..., device:=...,
-        params_file:=..., namespace:=..., rviz:=true]
+        params_file:=..., namespace:=..., label_map:=..., rviz:=true]
 
 Starts ``ros2 bag play --clock BAG --rate RATE [--loop] [--delay D]`` and includes ``sray.launch.py`` (the
 node exactly as it is launched live) with ``use_sim_time:=true`` and its input topics remapped to the

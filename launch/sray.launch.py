@@ -2,8 +2,13 @@
 
     ros2 launch sray_ros sray.launch.py [namespace:=robot1] [params_file:=/path/sray.yaml]
         [use_sim_time:=true] [checkpoint:=/path/model.pt] [device:=cuda] [sensor_data_qos:=false]
+        [label_map:=ade20k150_to_scannet20]
         [color_topic:=/camera/color/image_raw] [camera_info_topic:=/camera/color/camera_info]
         [depth_topic:=...] [depth_info_topic:=...] [labels_topic:=...] [labels_info_topic:=...]
+        [labels_confidence_topic:=...]
+
+``label_map`` converts the label image's ids (a 2D segmenter's, e.g. ADE20K-150) into the node's label set: a
+shipped map's name (``config/label_maps``) or a YAML path; empty = the params file's.
         [rviz:=true] [rviz_config:=/path/x.rviz]
 
 ``rviz:=true`` also starts RViz 2 with ``rviz/sray.rviz`` (the keyframe camera, the rendered labels, colour
@@ -28,6 +33,7 @@ TOPIC_ARGUMENTS = {
     "depth/camera_info": ("depth_info_topic", "/camera/depth/camera_info"),
     "labels/image": ("labels_topic", "/camera/labels/image_raw"),
     "labels/camera_info": ("labels_info_topic", "/camera/labels/camera_info"),
+    "labels/confidence": ("labels_confidence_topic", "/camera/labels/confidence"),
 }
 
 
@@ -64,8 +70,8 @@ def _rviz(context, value):
 def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = {"use_sim_time": value("use_sim_time").lower() in TRUE}
-    # checkpoint / device override the params file only when given.
-    for name in ("checkpoint", "device"):
+    # checkpoint / device / label_map override the params file only when given.
+    for name in ("checkpoint", "device", "label_map"):
         if value(name):
             overrides[name] = value(name)
     if value("sensor_data_qos"):
@@ -98,6 +104,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="Model checkpoint; empty = the params file's (shipped default)"),
         DeclareLaunchArgument("device", default_value="",
                               description="Torch device (cpu, cuda, cuda:1); empty = the params file's"),
+        DeclareLaunchArgument("label_map", default_value="",
+                              description="Label map of labels_topic's ids into the node's label set: a shipped "
+                                          "map's name (ade20k150_to_scannet20, coco_panoptic133_to_scannet20, "
+                                          "nyu40_to_scannet20) or a YAML path; empty = the params file's"),
         DeclareLaunchArgument("sensor_data_qos", default_value="",
                               description="Best-effort image subscriptions (true, camera drivers) or reliable "
                                           "(false, bag replay); empty = the params file's"),

@@ -31,6 +31,8 @@ def test_sray_launch_defaults():
     remaps = dict(node.kwargs["remappings"])
     assert remaps["color/image"] == "/camera/color/image_raw"
     assert remaps["color/camera_info"] == "/camera/color/camera_info"
+    assert remaps["labels/confidence"] == "/camera/labels/confidence"
+    assert "label_map" not in overrides  # the params file's (no map) unless given
 
 
 def test_sray_launch_arguments_override():
@@ -38,12 +40,15 @@ def test_sray_launch_arguments_override():
     node = _only_node(description.resolve({
         "namespace": "robot1", "params_file": "/tmp/p.yaml", "use_sim_time": "true",
         "checkpoint": "/tmp/m.pt", "device": "cuda", "color_topic": "/cam/rgb",
+        "label_map": "ade20k150_to_scannet20", "labels_confidence_topic": "/seg/confidence",
     }))
     assert node.kwargs["namespace"] == "robot1"
     params_file, overrides = node.kwargs["parameters"]
     assert params_file == "/tmp/p.yaml"
-    assert overrides == {"use_sim_time": True, "checkpoint": "/tmp/m.pt", "device": "cuda"}
+    assert overrides == {"use_sim_time": True, "checkpoint": "/tmp/m.pt", "device": "cuda",
+                         "label_map": "ade20k150_to_scannet20"}
     assert dict(node.kwargs["remappings"])["color/image"] == "/cam/rgb"
+    assert dict(node.kwargs["remappings"])["labels/confidence"] == "/seg/confidence"
 
 
 def _replay(arguments: dict[str, str]):
@@ -76,6 +81,7 @@ def test_replay_launch_defaults():
         "color/image": topics["color"], "color/camera_info": topics["camera_info"],
         "depth/image": topics["depth"], "depth/camera_info": topics["depth_info"], "labels/image": topics["labels"],
         "labels/camera_info": "/camera/labels/camera_info",  # sray.launch's default: the converter writes none
+        "labels/confidence": "/camera/labels/confidence",  # likewise
     }
 
 

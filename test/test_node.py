@@ -580,7 +580,7 @@ def test_stamp_zero_is_its_own_rejection(running, room):
     assert status.frames_accepted == before.frames_accepted
 
 
-def test_labels_outside_the_label_set_are_rejected_at_intake(running, room):
+def test_labels_outside_the_label_set_are_counted_and_the_frame_kept(running, room):
     client = running["client"]
     before = settled(client)
     # Labels pair with colour by stamp with a short wait, so a keyframe may (rarely) lack them.
@@ -588,10 +588,57 @@ def test_labels_outside_the_label_set_are_rejected_at_intake(running, room):
     bad = room.labels[0].copy()
     bad[:5, :5] = 30  # scannet20 has ids 0..19 (255 = unknown)
     client.publish_frame(room, 0, 340.0, labels=bad)
-    status = client.latest_status(lambda s: counts(s).get("labels_out_of_set", 0) == 1)
-    assert list(status.keyframe_ids) == list(before.keyframe_ids)
+    # Before: the whole frame was rejected (labels_out_of_set). Now those 25 pixels are unknown (255) and counted,
+    # and the frame is a keyframe like any other.
+    status = client.latest_status(lambda s: s.frames_accepted == before.frames_accepted + 1)
+    assert status.label_unknown_pixels == before.label_unknown_pixels + 25
+    assert status.label_unknown_frames == before.label_unknown_frames + 1
+    assert status.frames_rejected == before.frames_rejected and status.label_map == ""
     # (test_fine_tune_action_feedback_cancel_success then fine-tunes on the buffer: it used to fail with an
-    # IndexError once such a frame was a keyframe.)
+    # IndexError once such ids reached a keyframe.)
+
+
+def test_label_map_is_set_at_runtime_and_a_bad_map_is_refused_with_the_reason(running, room, tmp_path):
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = running["client"]
+    setter = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def set_map(value: str):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        return client.call(setter, SetParameters.Request(parameters=[ParameterMsg(name="label_map", value=value)]
+                                                         )).results[0]
+
+    before = settled(client)
+    missing = str(tmp_path / "missing.yaml")
+    refused = set_map(missing)
+    assert not refused.successful
+    assert refused.reason == f"parameter 'label_map' = '{missing}': label map file '{missing}' does not exist"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"source_classes": {0: "a"}, "map": {"a": "spaceship"}}))
+    refused = set_map(str(bad))
+    assert not refused.successful and "target 'spaceship' of 'a' is not a class of the label set" in refused.reason
+    assert set_map("nyu40_to_scannet20").successful  # a shipped map by name, from the installed share folder
+    try:
+        from sray_ros.data.label_sets import load_label_set
+
+        # the room's labels as a NYU40 segmenter publishes them (the map takes them back to the same classes)
+        to_nyu40 = np.full(256, 255, np.uint8)
+        to_nyu40[:20] = load_label_set("scannet20").nyu40_ids
+        nyu40 = to_nyu40[room.labels[2]]
+        nyu40[:, :20] = 0  # NYU40 0 is no class of the map: unknown, counted
+        unknown = 20 * room.height
+        client.publish_frame(room, 2, 345.0, labels=nyu40)
+        status = client.latest_status(lambda s: s.frames_accepted == before.frames_accepted + 1)
+        assert status.label_map == "nyu40_to_scannet20"
+        assert status.label_unknown_pixels == before.label_unknown_pixels + unknown
+        assert status.label_unknown_frames == before.label_unknown_frames + 1
+        assert len(set(before.keyframe_ids) - set(status.keyframe_ids)) <= 1  # at most one evicted for the new one
+    finally:
+        assert set_map("").successful
+    assert running["proc"].poll() is None
+    client.node.destroy_client(setter)
 
 
 def test_writable_parameters_apply_at_runtime(running, room):

@@ -7,7 +7,7 @@ import pytest
 
 from sray_ros import geometry
 from sray_ros.camera import Camera
-from sray_ros.online.intake import IntakeRejection, PerPixelImage, build_frame, labels_outside_set, register
+from sray_ros.online.intake import REJECT_REASONS, IntakeRejection, PerPixelImage, build_frame, register
 
 W, H = 64, 48
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
@@ -119,17 +119,33 @@ def test_any_per_pixel_stream_follows_the_same_rule():
     assert register("confidence", PerPixelImage(confidence, "", half), COLOR, "camera").shape == (H, W)
 
 
-def test_build_frame_checks_the_colour_camera_and_the_label_set():
+def test_build_frame_checks_the_colour_camera_and_registers_the_label_confidence_with_the_labels():
     labels = _labels()
-    frame = build_frame(5, np.eye(4), _rgb(), COLOR, "camera", labels=PerPixelImage(labels, "camera"), num_classes=16)
+    frame = build_frame(5, np.eye(4), _rgb(), COLOR, "camera", labels=PerPixelImage(labels, "camera"))
     assert frame.labels is labels and frame.K is COLOR.K and frame.stamp_ns == 5 and frame.frame_id == "camera"
+    assert frame.label_confidence is None
     error = _reject(build_frame, 5, np.eye(4), _rgb()[:, :32], COLOR, "camera")
     assert error.reason == "camera_info_mismatch" and "32x48" in error.detail
-    error = _reject(build_frame, 5, np.eye(4), _rgb(), COLOR, "camera", labels=PerPixelImage(labels, ""),
-                    num_classes=10)
-    assert error.reason == "labels_out_of_set" and "[10, 11, 12, 13, 14]" in error.detail
-    assert labels_outside_set(np.array([3, 255, 300]), 10) == [300]
-    assert labels_outside_set(np.array([3, 255, 300]), None) == []
+    # Ids outside the label set are no rejection any more (before: labels_out_of_set): LabelIntake converts them
+    # to 255 and counts them before build_frame (test_label_intake).
+    assert "labels_out_of_set" not in REJECT_REASONS and "bad_label_map" in REJECT_REASONS
+    # Half-resolution labels with their camera: the confidence (of the label image's size) lands on the same
+    # colour pixels as the labels, 0 where the label image does not see.
+    half = Camera(geometry.scale_intrinsics(K, 0.5, 0.5), W // 2, H // 2)
+    confidence = (labels[::2, ::2] / 15.0).astype(np.float32)
+    frame = build_frame(5, np.eye(4), _rgb(), COLOR, "camera", labels=PerPixelImage(labels[::2, ::2], "camera", half),
+                        label_confidence=confidence)
+    np.testing.assert_array_equal(frame.label_confidence, (frame.labels / 15.0).astype(np.float32))
+    assert frame.label_confidence.dtype == np.float32
+    crop_K = K.copy()
+    crop_K[1, 2] -= 6
+    crop = Camera(crop_K, W, 36)
+    frame = build_frame(5, np.eye(4), _rgb(), COLOR, "camera", labels=PerPixelImage(labels[6:42], "camera", crop),
+                        label_confidence=np.ones((36, W), np.float32))
+    assert (frame.label_confidence[6:42] == 1).all() and (frame.label_confidence[:6] == 0).all()
+    assert (frame.labels[:6] == 255).all()
+    # no label image: nothing to weight
+    assert build_frame(5, np.eye(4), _rgb(), COLOR, "camera", label_confidence=confidence).label_confidence is None
 
 
 def test_a_frame_waiting_for_its_transform_holds_up_none_behind_it():

@@ -204,6 +204,21 @@ def test_resize_to_model_resolution() -> None:
     np.testing.assert_allclose(frame.K, [[50.0, 0, 15.5], [0, 50.0, 11.5], [0, 0, 1]])
 
 
+def test_label_confidence_is_resized_with_its_labels_and_checked_like_them() -> None:
+    labels = np.zeros((48, 64), np.uint8)
+    labels[:, 32:] = 7
+    confidence = np.where(labels == 7, 0.25, 1.0).astype(np.float32)
+    buf, _ = _buffer(target_size=(32, 24))
+    assert buf.consider(_frame(0.0, labels=labels, label_confidence=confidence))[0]
+    frame = buf.snapshot()[0].frame
+    assert frame.label_confidence.shape == (24, 32) and not frame.label_confidence.flags.writeable
+    np.testing.assert_array_equal(frame.label_confidence, np.where(frame.labels == 7, 0.25, 1.0))  # pixel for pixel
+    assert buf.consider(_frame(1.0, x=1.0, labels=labels, label_confidence=confidence[:, :32])) == (False,
+                                                                                                    "invalid_image")
+    assert buf.consider(_frame(2.0, x=2.0, label_confidence=confidence))[0]  # no labels: nothing to weight
+    assert buf.snapshot()[-1].frame.label_confidence is None
+
+
 def test_reencode_all_replaces_features() -> None:
     buf, enc = _buffer()
     for i in range(3):

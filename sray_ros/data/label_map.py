@@ -55,16 +55,36 @@ class LabelMap:
         return MappedLabels(self.lut[flat].astype(np.uint8), int(unknown.sum()), values)
 
 
+def label_map_dirs() -> list[Path]:
+    """Folders searched for a shipped map ``<name>.yaml``: the installed ROS share folder
+    (``share/sray_ros/config/label_maps``, when ament_index_python finds the package) and the source tree's."""
+    dirs = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("sray_ros")) / "config" / "label_maps")
+    except Exception:  # noqa: BLE001 - not a ROS install, or package not installed
+        pass
+    dirs.append(MAPS_DIR)
+    return dirs
+
+
 def resolve_label_map_path(name_or_path: str) -> Path:
-    """A shipped map by name (``ade20k150_to_scannet20``) or a YAML path. Raises ``FileNotFoundError``
-    naming the shipped maps when neither exists."""
+    """A YAML path or a shipped map by name (``ade20k150_to_scannet20``, see :func:`label_map_dirs`). Raises
+    ``FileNotFoundError``: a path (``.yaml`` / ``.yml`` or containing a folder) that is no file, or a name that
+    is no shipped map (the message lists the shipped ones)."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    shipped = MAPS_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(q.stem for q in MAPS_DIR.glob("*.yaml"))
+    looks_like_path = p.suffix in (".yaml", ".yml") or len(p.parts) > 1
+    if looks_like_path:
+        if p.is_file():
+            return p
+        raise FileNotFoundError(f"label map file {str(p)!r} does not exist")
+    dirs = label_map_dirs()
+    for d in dirs:
+        shipped = d / f"{name_or_path}.yaml"
+        if shipped.is_file():
+            return shipped
+    names = sorted({q.stem for d in dirs for q in d.glob("*.yaml")})
     raise FileNotFoundError(f"label map {name_or_path!r} is neither a YAML file nor one of the shipped maps {names}")
 
 
@@ -77,9 +97,11 @@ def load_label_map(name_or_path: str, class_names: list[str], label_set_name: st
     """
     path = resolve_label_map_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot be read as a YAML text file ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("source_classes"), dict) or not isinstance(
             data.get("map"), dict):
         raise ValueError(f"{path}: needs mappings 'source_classes' (id: name) and 'map' (source: target class)")

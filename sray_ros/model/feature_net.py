@@ -78,7 +78,9 @@ class SourceViews:
     view's surface depth (:mod:`sray_ros.model.surface`); optional labels ``[m, H, W]`` integer class ids
     (uint8 / long, 255 = unknown), the evidence of label transfer (:mod:`sray_ros.model.label_transfer`);
     a keyframe without labels is all 255; optional priors ``[m, K, h, w]`` per-view class probabilities of the
-    semantic prior net (:mod:`sray_ros.model.semantic_prior`) on the features' grid.
+    semantic prior net (:mod:`sray_ros.model.semantic_prior`) on the features' grid; optional label_confidence
+    ``[m, H, W]`` float in [0, 1], the weight of each label pixel's vote (a segmenter's per-pixel confidence;
+    None = weight 1 everywhere).
     """
 
     images: Tensor
@@ -88,6 +90,7 @@ class SourceViews:
     depths: Tensor | None = None
     labels: Tensor | None = None
     priors: Tensor | None = None
+    label_confidence: Tensor | None = None
 
     def __post_init__(self) -> None:
         m = self.images.shape[0]
@@ -106,6 +109,9 @@ class SourceViews:
                                  f"{tuple(self.labels.shape)}")
             if self.labels.dtype not in (torch.uint8, torch.int16, torch.int32, torch.int64):
                 raise ValueError(f"labels must be integer class ids (uint8 or long, 255 = unknown), got {self.labels.dtype}")
+        if self.label_confidence is not None and tuple(self.label_confidence.shape) != (m, *self.images.shape[-2:]):
+            raise ValueError(f"label_confidence must be [m, H, W] = {(m, *self.images.shape[-2:])}, got "
+                             f"{tuple(self.label_confidence.shape)}")
         if self.priors is not None and (self.priors.dim() != 4 or self.priors.shape[0] != m):
             raise ValueError(f"priors must be [m, K, h, w] with m={m}, got {tuple(self.priors.shape)}")
 
@@ -135,13 +141,14 @@ class SourceViews:
         return SourceViews(self.images[idx], self.features[idx], self.K[idx], self.c2w[idx],
                            None if self.depths is None else self.depths[idx],
                            None if self.labels is None else self.labels[idx],
-                           None if self.priors is None else self.priors[idx])
+                           None if self.priors is None else self.priors[idx],
+                           None if self.label_confidence is None else self.label_confidence[idx])
 
     def to(self, device=None, dtype=None) -> "SourceViews":
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         return SourceViews(mv(self.images), mv(self.features), mv(self.K), mv(self.c2w), mv(self.depths),
-                           mv(self.labels), mv(self.priors))
+                           mv(self.labels), mv(self.priors), mv(self.label_confidence))
 
     @staticmethod
     def cat(views: list["SourceViews"]) -> "SourceViews":
@@ -152,7 +159,7 @@ class SourceViews:
         discard the depth of all the others (:func:`~sray_ros.model.render.near_far_from_sources` and the
         target-depth estimate of :mod:`sray_ros.model.surface` both ignore zeros). Likewise views without
         labels get all-255 labels (no evidence) when any other view has labels, in the first labelled
-        view's dtype."""
+        view's dtype, and views without a label confidence get confidence 1 when any other view has one."""
         if not views:
             raise ValueError("need at least one SourceViews to concatenate")
         depths = None
@@ -170,9 +177,14 @@ class SourceViews:
             if not all(v.priors is not None for v in views):
                 raise ValueError("either every view or none carries semantic priors (one model encoded them all)")
             priors = torch.cat([v.priors for v in views])
+        confidence = None
+        ref = next((v.label_confidence for v in views if v.label_confidence is not None), None)
+        if ref is not None:
+            confidence = torch.cat([v.label_confidence.to(ref.dtype) if v.label_confidence is not None
+                                    else ref.new_ones((v.num_views, v.height, v.width)) for v in views])
         return SourceViews(
             torch.cat([v.images for v in views]), torch.cat([v.features for v in views]),
-            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths, labels, priors,
+            torch.cat([v.K for v in views]), torch.cat([v.c2w for v in views]), depths, labels, priors, confidence,
         )
 
     def detach(self) -> "SourceViews":

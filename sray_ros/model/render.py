@@ -189,8 +189,10 @@ def render_rays(model: SRay, sources: SourceViews, rays_o: Tensor, rays_d: Tenso
         raise ValueError(f"weighting {label_transfer.weighting!r} uses the geometry sources' blend weights; "
                          "separate label_sources need 'depth' or 'uniform'")
     if label_transfer is not None and evidence_views.labels is not None:
+        confidence = evidence_views.label_confidence
         label_maps = label_distribution_maps(evidence_views.labels.to(sources.device), cfg.num_classes,
-                                             label_transfer.window)
+                                             label_transfer.window,
+                                             None if confidence is None else confidence.to(sources.device))
     lt = dict(label_transfer=label_transfer, label_sources=label_sources)
     coarse_parts: list[RenderOutput] = []
     fine_parts: list[RenderOutput] = []

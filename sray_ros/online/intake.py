@@ -17,8 +17,10 @@ colour camera's pixels. It is **registered from its own camera_info or rejected*
   half-resolution labels, a 16:9 crop, a wider view or a rotated image cannot be told apart without the
   camera_info, so none is guessed.
 
-Label ids must be in the label set (``labels_out_of_set``; 255 = unknown). The colour camera_info must describe
-the colour image's size (``camera_info_mismatch``).
+Label ids are converted before (:mod:`sray_ros.online.label_intake`: a label map, unknown ids -> 255 counted,
+never a reason to reject; ``bad_label_map`` only when the configured map does not fit a newly loaded model's
+label set). A per-pixel confidence of the labels is registered with the label image's camera. The colour
+camera_info must describe the colour image's size (``camera_info_mismatch``).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from sray_ros.camera import Camera
 from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.online.keyframes import Frame
 
-PER_PIXEL_STREAMS = ("depth", "labels")
+PER_PIXEL_STREAMS = ("depth", "labels", "confidence")
 # Value a registered stream holds where it has no data (pixels it does not see).
-UNKNOWN_VALUE = {"depth": 0.0, "labels": IGNORE_INDEX}
+UNKNOWN_VALUE = {"depth": 0.0, "labels": IGNORE_INDEX, "confidence": 0.0}
 REJECT_REASONS = ("bad_encoding", "bad_camera_info", "camera_info_mismatch", "bad_depth", "bad_labels",
-                  "labels_out_of_set", "depth_not_registered", "labels_not_registered")
+                  "bad_label_map", "depth_not_registered", "labels_not_registered")
 # Largest camera-centre offset (metres) between two optical frames treated as sharing their centre.
 SAME_CENTRE_M = 1e-6
 
@@ -137,38 +139,28 @@ def stamp_problem(stream: str, stamp_ns: int, repeated: bool = False) -> str | N
     return None
 
 
-def labels_outside_set(ids: np.ndarray, num_classes: int | None) -> list[int]:
-    """Class ids (at most 5) that are neither in a label set of ``num_classes`` classes nor 255 (unknown);
-    [] when ``num_classes`` is None (no model yet: fine-tuning checks again before it trains)."""
-    if num_classes is None:
-        return []
-    ids = np.asarray(ids)
-    bad = (ids >= num_classes) & (ids != IGNORE_INDEX)
-    return [int(v) for v in np.unique(ids[bad])[:5]] if bad.any() else []
-
-
 def build_frame(stamp_ns: int, c2w: np.ndarray, rgb: np.ndarray, color: Camera, color_frame: str,
                 depth: PerPixelImage | None = None, labels: PerPixelImage | None = None,
-                raw_label_ids: np.ndarray | None = None, num_classes: int | None = None,
-                lookup: Lookup | None = None) -> Frame:
+                label_confidence: np.ndarray | None = None, lookup: Lookup | None = None) -> Frame:
     """One keyframe candidate from decoded images: ``rgb`` ``uint8 [H, W, 3]`` of the ``color`` camera (pose
     ``c2w`` ``[4, 4]`` at ``stamp_ns``), optional depth and labels registered into it (:func:`register`).
-    ``raw_label_ids``: the label image's ids before narrowing to uint8 (mono16), for the label-set check.
-    Raises :class:`IntakeRejection`."""
+    ``labels.values`` are class ids of the node's label set already (a label map applied,
+    :class:`~sray_ros.online.label_intake.LabelIntake`); ``label_confidence`` ``float32`` of the label image's
+    size and optical frame, in [0, 1], is registered with the labels' camera (0 where the label image does not
+    see). Raises :class:`IntakeRejection`."""
     if (rgb.shape[1], rgb.shape[0]) != color.size:
         raise IntakeRejection("camera_info_mismatch", f"camera_info describes a {color.width}x{color.height} image, "
                                                       f"the colour image is {rgb.shape[1]}x{rgb.shape[0]}")
     registered = {}
     for stream, image in (("depth", depth), ("labels", labels)):
-        if image is None:
-            continue
-        if stream == "labels":
-            outside = labels_outside_set(image.values if raw_label_ids is None else raw_label_ids, num_classes)
-            if outside:
-                raise IntakeRejection("labels_out_of_set", f"label image has class ids {outside} outside the label "
-                                                           f"set (0..{num_classes - 1}, {IGNORE_INDEX} = unknown)")
-        registered[stream] = register(stream, image, color, color_frame, lookup)
-    return Frame(int(stamp_ns), c2w, color.K, rgb, registered.get("depth"), registered.get("labels"), color_frame)
+        if image is not None:
+            registered[stream] = register(stream, image, color, color_frame, lookup)
+    confidence = None
+    if labels is not None and label_confidence is not None:
+        confidence = register("confidence", PerPixelImage(np.asarray(label_confidence, np.float32), labels.frame_id,
+                                                          labels.camera), color, color_frame, lookup)
+    return Frame(int(stamp_ns), c2w, color.K, rgb, registered.get("depth"), registered.get("labels"), color_frame,
+                 confidence)
 
 
 class TransformWait:
@@ -232,4 +224,4 @@ class TransformWait:
 
 
 __all__ = ["IntakeRejection", "PER_PIXEL_STREAMS", "PerPixelImage", "REJECT_REASONS", "TransformWait", "build_frame",
-           "labels_outside_set", "register", "stamp_problem"]
+           "register", "stamp_problem"]

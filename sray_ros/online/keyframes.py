@@ -5,7 +5,8 @@ is the rejection reason, and the counter of that reason is incremented):
 
 1. ``invalid_pose``: ``c2w`` is not a finite rigid transform (:func:`sray_ros.geometry.is_finite_pose`;
    ScanNet poses can hold -inf). ``invalid_intrinsics``: K rejected by
-   :func:`sray_ros.geometry.intrinsics_problem`. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth/labels of another size.
+   :func:`sray_ros.geometry.intrinsics_problem`. ``invalid_image``: rgb not ``uint8 [H, W, 3]``, or depth / labels /
+   label_confidence of another size.
 2. Time: a stamp older than the previous frame's is rejected as ``out_of_order``. A backwards jump of
    ROS time (bag loop) is the owner's to detect (its one :class:`~sray_ros.online.time_jump.TimeJumpDetector`),
    which then calls :meth:`KeyframeBuffer.clear`.
@@ -80,7 +81,8 @@ ACCEPT_REASONS = ("first", "moved", "rotated", "interval")
 @dataclass(frozen=True)
 class Frame:
     """One posed camera frame. ``c2w`` camera-to-world (OpenCV optical frame), depth in metres (0 = invalid),
-    labels uint8 class ids (255 = ignore)."""
+    labels uint8 class ids (255 = ignore), label_confidence float32 in [0, 1] per label pixel (the segmenter's;
+    weights that pixel's vote in label fusion, 0 = no vote; None = every label pixel votes with weight 1)."""
 
     stamp_ns: int
     c2w: np.ndarray  # [4, 4]
@@ -89,6 +91,7 @@ class Frame:
     depth: np.ndarray | None = None  # float32 [H, W]
     labels: np.ndarray | None = None  # uint8 [H, W]
     frame_id: str = ""
+    label_confidence: np.ndarray | None = None  # float32 [H, W]
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ class KeyframeBuffer:
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
                 and rgb.shape[0] > 0 and rgb.shape[1] > 0):
             return "invalid_image"
-        for extra in (frame.depth, frame.labels):
+        for extra in (frame.depth, frame.labels, frame.label_confidence):
             if extra is not None and np.shape(extra) != rgb.shape[:2]:
                 return "invalid_image"
         return self._check_motion(int(frame.stamp_ns), frame.c2w)
@@ -298,6 +301,7 @@ class KeyframeBuffer:
     def _prepare(self, frame: Frame) -> Frame:
         """Resize to the model resolution (if set), copy, and freeze the arrays."""
         rgb, depth, labels = frame.rgb, frame.depth, frame.labels
+        confidence = None if labels is None else frame.label_confidence
         K = np.asarray(frame.K, dtype=np.float64)
         if self.target_size is not None and (rgb.shape[1], rgb.shape[0]) != self.target_size:
             width, height = self.target_size
@@ -307,6 +311,8 @@ class KeyframeBuffer:
                 depth = geometry.resize_nearest(np.asarray(depth, np.float32), width, height)
             if labels is not None:
                 labels = geometry.resize_nearest(np.asarray(labels, np.uint8), width, height)
+            if confidence is not None:  # nearest, like the labels it weights
+                confidence = geometry.resize_nearest(np.asarray(confidence, np.float32), width, height)
             K = geometry.scale_intrinsics(K, sx, sy)
         arrays = {
             "c2w": np.array(frame.c2w, dtype=np.float64),
@@ -314,6 +320,7 @@ class KeyframeBuffer:
             "rgb": np.array(rgb, dtype=np.uint8),
             "depth": None if depth is None else np.array(depth, dtype=np.float32),
             "labels": None if labels is None else np.array(labels, dtype=np.uint8),
+            "label_confidence": None if confidence is None else np.array(confidence, dtype=np.float32),
         }
         for value in arrays.values():
             if value is not None:

@@ -269,6 +269,9 @@ class Renderer:
         depth = None if frame.depth is None else torch.from_numpy(np.array(frame.depth)).to(self.device)
         labels = None if frame.labels is None else torch.from_numpy(np.array(frame.labels, np.uint8)).to(self.device)
         views = handle.model.encode_sources(image, K, c2w, depth, labels)
+        if labels is not None and frame.label_confidence is not None:  # weights the label pixels' votes
+            confidence = torch.from_numpy(np.array(frame.label_confidence, np.float32)).to(self.device)
+            views = replace(views, label_confidence=confidence[None])
         return EncodedKeyframe(handle.generation, views)
 
     def encode(self, frame: Frame) -> EncodedKeyframe | None:
@@ -355,7 +358,7 @@ class Renderer:
             sources = replace(sources, depths=None)
         label_sources, label_chosen, transfer = self._label_views(handle, keyframes, chosen, sources, request.c2w)
         if sources.labels is not None and transfer is None:
-            sources = replace(sources, labels=None)
+            sources = replace(sources, labels=None, label_confidence=None)
         model = handle.model
         near, far = near_far_from_sources(sources, self.default_near or model.cfg.default_near,
                                           self.default_far or model.cfg.default_far)

@@ -144,19 +144,34 @@ def image_to_depth(msg: Image) -> np.ndarray:
     return geometry.depth_from_raw(pixels, MM_PER_M if pixels.dtype == np.uint16 else 1.0)
 
 
+def image_to_label_ids(msg: Image) -> np.ndarray:
+    """Class ids ``[H, W]`` of a mono8 / mono16 label image as sent: ``uint8`` or ``uint16`` (a segmenter's ids,
+    which a label map may convert; may be a read-only view of the message buffer)."""
+    if msg.encoding not in _LABEL_ENCODINGS:
+        raise ImageConversionError(
+            f"label image has encoding {msg.encoding!r}; expected one of {', '.join(_LABEL_ENCODINGS)}"
+        )
+    return _pixels(msg, copy=False)
+
+
 def image_to_labels(msg: Image) -> np.ndarray:
     """``uint8 [H, W]`` class ids from a mono8 / mono16 label image.
 
     mono16 ids >= 255 cannot be represented in the mono8 convention and become 255 (ignore).
     """
-    if msg.encoding not in _LABEL_ENCODINGS:
-        raise ImageConversionError(
-            f"label image has encoding {msg.encoding!r}; expected one of {', '.join(_LABEL_ENCODINGS)}"
-        )
-    pixels = _pixels(msg, copy=False)
+    pixels = image_to_label_ids(msg)
     if pixels.dtype == np.uint8:
         return pixels.copy()
     return np.minimum(pixels, IGNORE_INDEX).astype(np.uint8)
+
+
+def image_to_confidence(msg: Image) -> np.ndarray:
+    """``float32 [H, W]`` per-pixel confidence of a 32FC1 image, values as sent (the caller checks their range).
+    Raises :class:`ImageConversionError` for any other encoding."""
+    if msg.encoding != "32FC1":
+        raise ImageConversionError(f"confidence image has encoding {msg.encoding!r}; expected 32FC1 (probabilities "
+                                   "in [0, 1])")
+    return np.array(_pixels(msg, copy=False), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +378,8 @@ def _validate_K(k: np.ndarray, width: int, height: int) -> None:
 __all__ = [
     "CameraModel", "ImageConversionError", "bytes_per_pixel", "camera_info_to_K",
     "camera_model_from_info", "depth_to_image",
-    "float_to_image", "image_to_depth", "image_to_labels", "image_to_numpy", "image_to_rgb",
+    "float_to_image", "image_to_confidence", "image_to_depth", "image_to_label_ids", "image_to_labels",
+    "image_to_numpy", "image_to_rgb",
     "labels_to_image", "make_camera_info", "numpy_to_image", "rgb_to_image", "supported_encodings",
 ]
 

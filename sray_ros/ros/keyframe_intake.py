@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sray_ros.data.label_sets import LabelSet
 from sray_ros.online.intake import IntakeRejection, TransformWait
+from sray_ros.online.label_intake import LabelIntake
 from sray_ros.online.keyframes import Frame, KeyframeBuffer
 from sray_ros.online.sync import MatchedSet, SheddingWorker
 from sray_ros.ros.intake_edge import frame_from_matched
@@ -33,17 +35,20 @@ KEYFRAME_QUEUE_RELIABLE = 64
 
 class KeyframeIntake:
     """``pose_of(matched) -> c2w`` (raises while the transform is missing); ``reject(reason, detail)`` counts a
-    rejection; ``num_classes()`` of the model's label set (None without a model); ``note(notes)`` logs camera_info
+    rejection; ``labels`` converts label images (label map, unknown ids counted, confidence checked) into
+    ``label_set()``, the model's label set (None without a model); ``note(notes)`` logs camera_info
     notes; ``accepted(frame)`` is told of each new keyframe; ``tf_timeout_s()`` is read per frame;
     ``is_current(stamp_ns)`` False drops a set of the timeline before a backwards time jump."""
 
     def __init__(self, tf: TransformBuffer, keyframes: KeyframeBuffer, capacity: int,
                  pose_of: Callable[[MatchedSet], np.ndarray], reject: Callable[[str, str], None],
-                 num_classes: Callable[[], int | None], note: Callable[[tuple[str, ...]], None],
+                 labels: LabelIntake, label_set: Callable[[], LabelSet | None],
+                 note: Callable[[tuple[str, ...]], None],
                  accepted: Callable[[Frame], None], tf_timeout_s: Callable[[], float],
                  is_current: Callable[[int], bool], on_error: Callable[[BaseException], None]) -> None:
         self.tf, self.keyframes = tf, keyframes
-        self._pose_of, self._reject, self._num_classes, self._note = pose_of, reject, num_classes, note
+        self._pose_of, self._reject, self._note = pose_of, reject, note
+        self.labels, self._label_set = labels, label_set
         self._accepted, self._tf_timeout_s, self._is_current = accepted, tf_timeout_s, is_current
         self._on_error = on_error
         self.waiting = TransformWait(capacity, permanent=lambda exc: isinstance(exc, LoopError))
@@ -113,7 +118,7 @@ class KeyframeIntake:
         # Per-pixel streams in another optical frame: TF at the frame's stamp, no wait (its pose resolved).
         lookup = lambda target, source: self.tf.lookup_transform(target, source, matched.stamp_ns)  # noqa: E731
         try:
-            frame = frame_from_matched(matched, c2w, self._num_classes(), lookup, self._note)
+            frame = frame_from_matched(matched, c2w, self.labels, self._label_set(), lookup, self._note)
         except IntakeRejection as exc:
             self._reject(exc.reason, exc.detail)
             return

@@ -1,6 +1,7 @@
 """The sray_ros node: thin ROS wiring over the plain Python objects of :mod:`sray_ros.online`.
 
-Intake (colour + camera_info, optional depth and labels, paired by stamp) -> pose from the node's own TF
+Intake (colour + camera_info, optional depth, labels and the labels' confidence, paired by stamp; label ids
+through the ``label_map``, :class:`~sray_ros.online.label_intake.LabelIntake`) -> pose from the node's own TF
 buffer (or a PoseStamped topic) -> :class:`KeyframeBuffer` (features encoded once by the
 :class:`Renderer`). ``~/render_semantic_view`` renders on an executor thread of its own callback group,
 ``~/fine_tune`` trains in another, so image intake never waits for either. Fine-tuning (requested and
@@ -37,6 +38,7 @@ from sray_ros.online.fine_tune_runner import FineTuneRunner
 from sray_ros.online.render_queue import RenderQueue
 from sray_ros.online.fine_tuner import FineTuneGoal
 from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, stamp_problem
+from sray_ros.online.label_intake import LabelIntake, LabelMapError
 from sray_ros.online.renderer import RenderError, RenderRequest
 from sray_ros.online.sync import MatchedSet, StampSynchronizer
 from sray_ros.online.time_jump import TimeJumpDetector
@@ -90,9 +92,10 @@ class SrayNode(Node):
         # headers and pair stamps, so a slow decode or feature encoding never holds up the camera_info / colour
         # callbacks (whose DDS queues would otherwise overwrite their partners). When the worker falls behind,
         # the oldest waiting set is shed (counted as intake_overflow: overload).
+        self.labels = LabelIntake(lambda message: self.get_logger().warning(message))  # throttled per kind
         self.intake = KeyframeIntake(
             self.tf, self.keyframes, KEYFRAME_QUEUE_LIVE if p("sensor_data_qos") else KEYFRAME_QUEUE_RELIABLE,
-            self._pose_of, self._reject, self._num_classes, self._warn_once, self._keyframe_added,
+            self._pose_of, self._reject, self.labels, self._label_set, self._warn_once, self._keyframe_added,
             lambda: self.get_parameter("tf_timeout_s").value,
             lambda stamp: self.time_jumps.classify(stamp) != "stale",  # decided before a jump: dropped
             lambda exc: self.get_logger().error(f"frame handling failed: {type(exc).__name__}: {exc}",
@@ -118,6 +121,7 @@ class SrayNode(Node):
             self.get_logger().info(f"loaded model {checkpoint} on {self.renderer.device}")
         except CheckpointError as exc:
             self.get_logger().error(f"no model loaded ({exc}); renders fail until ~/load_checkpoint succeeds")
+        self.labels.use(LabelIntake.prepare(p("label_map"), self._label_set()))  # LabelMapError: cannot start
 
         # Callback groups: intake, TF, rendering, fine-tuning and housekeeping run concurrently.
         self._intake_group = MutuallyExclusiveCallbackGroup()
@@ -139,7 +143,8 @@ class SrayNode(Node):
         self._warned: set[str] = set()  # camera_info notes already logged (each once)
         # Images arrive serialized: pairing and the pose check need only their header, and turning a
         # 640x480 message into a Python object costs the executor more than most frames are worth.
-        for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels")):
+        for topic, stream in (("color/image", "color"), ("depth/image", "depth"), ("labels/image", "labels"),
+                              ("labels/confidence", "confidence")):
             self.create_subscription(Image, topic, self._make_intake(stream, raw=True), sensor_qos,
                                      callback_group=self._intake_group, raw=True)
         if TFMessage is not None:
@@ -196,12 +201,18 @@ class SrayNode(Node):
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Runtime changes (``ros2 param set``): rclpy has checked type, range and read-only; the renderer's
         settings take effect for the renders that start afterwards."""
-        for param in parameters:  # validated first: a refused value changes nothing
+        try:  # validated first: a refused value changes nothing
+            maps = [LabelIntake.prepare(q.value, self._label_set()) for q in parameters if q.name == "label_map"]
+        except LabelMapError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for param in parameters:
             if param.name == "fine_tune_checkpoint":
                 try:
                     self.checkpoints.resolve("", param.value)
                 except CheckpointPathError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
+        for bound in maps:
+            self.labels.use(bound)
         for param in parameters:
             if param.name == "max_queued_renders":
                 self.render_queue.configure(int(param.value))
@@ -310,9 +321,9 @@ class SrayNode(Node):
             self.fine_tuner.labelled_keyframe_added(self.get_parameter("auto_fine_tune_every").value,
                                                     self._fine_tune_goal)
 
-    def _num_classes(self) -> int | None:
+    def _label_set(self):
         handle = self.renderer.handle
-        return None if handle is None else handle.label_set.num_classes
+        return None if handle is None else handle.label_set
 
     def _warn_once(self, notes) -> None:
         for note in notes:
@@ -466,7 +477,8 @@ class SrayNode(Node):
     def status(self) -> NodeStatus:
         msg = node_status(self.stats.snapshot(), self.keyframes.snapshot(), self.keyframes.counters(),
                           self.sync.counters(), self.intake.shed,
-                          self.fine_tuner.state(), self.renderer.handle, str(self.renderer.device))
+                          self.fine_tuner.state(), self.renderer.handle, str(self.renderer.device),
+                          self.labels.counters())
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.world_frame
         msg.max_keyframes = self.keyframes.max_keyframes

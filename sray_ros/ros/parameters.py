@@ -107,8 +107,14 @@ PARAMETERS: dict[str, tuple] = {
     "fine_tune_checkpoint": ("", "File fine-tuned weights (and ~/save_checkpoint without a path) are written to: a "
                              "name inside checkpoint_dir, or an absolute path inside it (empty = fine_tuned.pt).", {}),
     "use_keyframe_labels": (True, "Render with the label images of keyframes that carry one (labels/image: mono8 or "
-                            "mono16 class ids of the node's label set, 255 = unknown) besides the model's "
-                            "semantics; false = the model's semantics only.", {}),
+                            "mono16 class ids of the node's label set or of label_map's source, 255 = unknown; "
+                            "optional labels/confidence weights each pixel's vote) besides the model's semantics; "
+                            "false = the model's semantics only.", {}),
+    "label_map": ("", "Label map applied to labels/image at intake: a segmenter's class ids -> the node's label set "
+                  "(a shipped map's name, e.g. ade20k150_to_scannet20, coco_panoptic133_to_scannet20, "
+                  "nyu40_to_scannet20, or a YAML file path; empty = ids of the label set). Ids the map does not know "
+                  "become 255 (unknown) and are counted in NodeStatus.label_unknown_pixels; a bad map is refused "
+                  "with the reason.", {}),
     "auto_fine_tune_every": (0, "Start fine-tuning after this many new labelled keyframes (0 = off).",
                              {"integer_range": (0, 100_000)}),
     "status_period_s": (1.0, "Period of NodeStatus and /diagnostics.", {"floating_point_range": (0.05, 60.0),

@@ -83,9 +83,10 @@ def resident_memory_mb() -> float:
 
 
 def node_status(stats: dict[str, Any], keyframes, keyframe_counters: dict[str, Any], sync_counters: dict[str, Any],
-                shed: int, fine_tune, handle, device: str) -> NodeStatus:
+                shed: int, fine_tune, handle, device: str, labels: dict[str, Any] | None = None) -> NodeStatus:
     """``NodeStatus`` from :meth:`IntakeStats.snapshot`, the keyframe snapshot and counters, the synchroniser's
-    counters, frames shed by the intake queues, the fine-tuner's state and the model handle (None = no model).
+    counters, frames shed by the intake queues, the fine-tuner's state, the model handle (None = no model) and
+    the label intake's counters (:meth:`sray_ros.online.label_intake.LabelIntake.counters`).
     The header is left for the caller to stamp."""
     reasons = dict(keyframe_counters["rejected"])
     reasons.update(stats["rejected"])
@@ -101,6 +102,11 @@ def node_status(stats: dict[str, Any], keyframes, keyframe_counters: dict[str, A
     msg.reject_counts = [int(v) for v in reasons.values()]
     msg.frames_rejected = int(sum(reasons.values()))
     msg.input_rate_hz = float(input_rate_hz(stats["arrivals"], time.monotonic()))
+    if labels is not None:
+        msg.label_map = str(labels["label_map"])
+        msg.label_unknown_pixels = int(labels["unknown_pixels"])
+        msg.label_unknown_frames = int(labels["unknown_frames"])
+        msg.label_confidence_ignored = int(labels["confidence_ignored"])
     msg.checkpoint = handle.source if handle else ""
     msg.device = device
     msg.label_set = handle.label_set.name if handle else ""
@@ -124,7 +130,9 @@ def diagnostics(msg: NodeStatus, name: str) -> DiagnosticArray:
               "input_rate_hz": f"{msg.input_rate_hz:.2f}",
               "frames_received": msg.frames_received, "frames_accepted": msg.frames_accepted,
               "last_render_time_s": f"{msg.last_render_time_s:.3f}", "fine_tune_state": msg.fine_tune_state,
-              "device": msg.device, "checkpoint": msg.checkpoint,
+              "device": msg.device, "checkpoint": msg.checkpoint, "label_map": msg.label_map,
+              "label_unknown_pixels": msg.label_unknown_pixels, "label_unknown_frames": msg.label_unknown_frames,
+              "label_confidence_ignored": msg.label_confidence_ignored,
               "resident_memory_mb": f"{msg.resident_memory_mb:.0f}"}
     values.update({f"rejected/{r}": c for r, c in zip(msg.reject_reasons, msg.reject_counts)})
     status = DiagnosticStatus(level=level, name=f"{name}: sray", message=summary, hardware_id=msg.device,
