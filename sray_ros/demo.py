@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
     parser.add_argument("--no-sray-alone", dest="sray_alone", action="store_false",
                         help="skip the S-Ray-alone renders (label transfer off) beside the label-transfer ones")
+    parser.add_argument("--label-noise", default="clean",
+                        help="the bag's labels with a 2D segmenter's errors (segmenter) or a Semantic-NeRF label task "
+                             "(pixel50, region30, ...); default clean")
+    parser.add_argument("--label-space", default="",
+                        help="the bag's labels in a segmenter's ids through this shipped label map (e.g. "
+                             "ade20k150_to_scannet20); the node's label_map is set to it")
     args = parser.parse_args(argv)
 
     import rclpy
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         keep_dir = work / "bag_scene"
         _link_subset(Path(args.scene), keep_dir, scene, exclude=held)
         log(f"converting {len(scene) - len(held)} of {len(scene)} frames of {scene.name} to a rosbag2 (held out: {held})")
-        summary = convert(keep_dir, bag, fps=5.0, progress=False)
+        summary = convert(keep_dir, bag, fps=5.0, progress=False, label_noise=args.label_noise,
+                          label_space=args.label_space)
         log(f"bag: {summary.frames} frames, {summary.duration_s:.1f} s, topics {sorted(summary.topics)}")
 
         # 2. the node, through the launch file's parameters file
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             params["max_render_pixels"] = args.width * args.height
         if args.checkpoint:
             params["checkpoint"] = args.checkpoint
+        if args.label_space:
+            params["label_map"] = args.label_space
         overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         remaps = []
         for topic in ("color/image", "color/camera_info", "depth/image", "depth/camera_info", "labels/image"):
@@ -303,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                   "render_size": [args.width, args.height], "keyframes": status.keyframe_count,
                   "frames_received": status.frames_received,
                   "rejected": {r: c for r, c in zip(status.reject_reasons, status.reject_counts) if c},
+                  "labels": {"noise": args.label_noise, "label_map": status.label_map,
+                             "unknown_pixels": status.label_unknown_pixels},
                   "before_fine_tuning": dataset(before), "after_fine_tuning": dataset(after),
                   "sray_alone": dataset(alone) if alone else None,
                   "fine_tune": {"steps": result.steps_done, "final_loss": result.final_loss,

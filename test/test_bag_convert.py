@@ -258,8 +258,39 @@ def test_round_trip_through_bag_player(room, tmp_path):
         rclpy.shutdown(context=context)
 
 
+def test_segmenter_like_labels_in_another_label_space(room, tmp_path):
+    """--label-noise segmenter --label-space ade20k150_to_scannet20: the labels topic carries per-frame segmenter
+    errors in ADE20K-150 ids, which the shipped map (the node's label_map) turns back into exactly the corrupted
+    ScanNet-20 labels."""
+    from dataclasses import replace
+
+    from sray_ros.data.label_map import load_label_map
+    from sray_ros.data.label_noise import LABEL_TASKS
+    from sray_ros.data.label_sets import load_label_set
+    from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.ros.image_conversion import image_to_label_ids
+    from sray_ros.ros.scannet_to_bag import convert
+
+    convert(room, tmp_path / "bag", fps=5.0, end=4, progress=False, label_noise="segmenter", label_noise_seed=2,
+            label_space="ade20k150_to_scannet20")
+    scene = load_scannet_scene(room, None, None)
+    classes = load_label_set("scannet20")
+    ade = load_label_map("ade20k150_to_scannet20", classes.class_names, "scannet20")
+    clean = np.stack([scene.load_labels(i) for i in range(4)])
+    noisy = replace(LABEL_TASKS["segmenter"], seed=2).apply(clean, 20)
+    written = [image_to_label_ids(msg) for _, msg in read_bag(tmp_path / "bag")["/camera/labels/image_raw"]]
+    assert len(written) == 4 and written[0].dtype == np.uint8  # ADE ids 0..149: mono8
+    for k in range(4):
+        assert not np.array_equal(written[k], noisy[k])  # another label space on the wire
+        expected = noisy[k].copy()
+        expected[expected == classes.class_names.index("shower curtain")] = 255  # ADE20K-150 has no such class
+        assert np.array_equal(ade.apply(written[k]).labels, expected)
+        assert ade.apply(written[k]).unknown_ids == 0
+    assert (noisy != clean).any() and len({noisy[k].tobytes() for k in range(4)}) == 4  # noise that flickers
+
+
 @pytest.mark.parametrize("case", ["missing_folder", "existing_output", "bad_encoding", "bad_fps", "no_pose",
-                                  "no_frames"])
+                                  "no_frames", "bad_label_noise", "bad_label_space"])
 def test_errors(case, room, tmp_path):
     from sray_ros.ros.scannet_to_bag import BagConversionError, convert
 
@@ -279,6 +310,10 @@ def test_errors(case, room, tmp_path):
         match = "pose/"
     elif case == "no_frames":
         kwargs, match = {"start": 1000}, "no frames selected"
+    elif case == "bad_label_noise":  # keep10 needs the whole sequence; labels are written frame by frame
+        kwargs, match = {"label_noise": "keep10"}, "label_noise must be one of .*segmenter"
+    elif case == "bad_label_space":
+        kwargs, match = {"label_space": "pascal_to_scannet"}, "label_space: .*shipped maps"
     with pytest.raises(BagConversionError, match=match):
         convert(scene_dir, out, progress=False, **kwargs)
     assert out.exists() == (case == "existing_output")  # nothing (partial) left behind

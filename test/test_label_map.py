@@ -28,6 +28,9 @@ def test_a_map_converts_exactly_the_listed_ids_and_counts_the_rest(tmp_path):
     assert np.array_equal(out.labels, expected)
     assert out.unknown_ids == 2 and out.unknown_values == [3, 300]  # sky is known (listed), just unmapped
     assert out.labels.dtype == np.uint8
+    # 255 is unknown on the wire already: stays 255, not counted
+    assert lm.apply(np.array([[255, 3]], np.uint16)).unknown_ids == 1
+    assert lm.apply(np.array([[255]])).labels[0, 0] == 255
 
 
 @pytest.mark.parametrize("content, match", [

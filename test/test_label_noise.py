@@ -186,6 +186,20 @@ def test_segmenter_noise_is_deterministic_per_seed_and_flickers_between_frames()
     assert not LabelCorruption(segmenter=SegmenterNoise()).is_identity
 
 
+def test_one_frame_at_a_time_equals_the_whole_sequence():
+    from sray_ros.data.label_noise import LabelCorruption, SegmenterNoise
+    lab = _room_labels(4)
+    task = LabelCorruption(segmenter=SegmenterNoise(), pixel_noise=0.2, region_noise=0.1, seed=5)
+    whole = task.apply(lab, 20)
+    for i in range(4):
+        assert np.array_equal(task.apply_frame(lab[i], 20, i), whole[i])
+    assert np.array_equal(lab, _room_labels(4))  # input untouched
+    with pytest.raises(ValueError, match="keep_fraction needs the whole sequence"):
+        LabelCorruption(keep_fraction=0.5).apply_frame(lab[0], 20, 0)
+    with pytest.raises(ValueError, match="label ids must be < 20"):
+        task.apply_frame(np.full((4, 4), 30, np.uint8), 20, 0)
+
+
 def test_segmenter_confusions_stay_within_similar_classes_and_boundaries_move_by_at_most_the_radius():
     from sray_ros.data.label_noise import SegmenterNoise, similar_class_groups
     from sray_ros.data.label_sets import load_label_set

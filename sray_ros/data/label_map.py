@@ -9,7 +9,7 @@ ScanNet-20) with
 
 :meth:`LabelMap.apply` converts a label image through a lookup table. Ids the map does not know (not in
 ``source_classes``, e.g. a segmenter with more classes than the map) become 255 too and are *counted*
-(``MappedLabels.unknown_ids``), so a frame is never dropped for them.
+(``MappedLabels.unknown_ids``; 255, unknown already, is not), so a frame is never dropped for them.
 """
 
 from __future__ import annotations
@@ -44,15 +44,28 @@ class LabelMap:
     known: np.ndarray
 
     def apply(self, ids: np.ndarray) -> MappedLabels:
-        """``[H, W]`` integer ids (uint8 / uint16, the mono8 / mono16 image) -> :class:`MappedLabels`.
-        Raises ``ValueError`` for negative ids or ids above 65535."""
+        """``[H, W]`` integer ids (uint8 / uint16, the mono8 / mono16 image) -> :class:`MappedLabels`. 255 is
+        unknown on the wire already (the labels topic's convention): it stays 255 and is not counted, unless the
+        map lists 255 as a source class. Raises ``ValueError`` for negative ids or ids above 65535."""
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() > 65535):
             raise ValueError(f"label ids must be in [0, 65535], got [{ids.min()}, {ids.max()}]")
         flat = ids.astype(np.int64, copy=False)
-        unknown = ~self.known[flat]
+        unknown = ~self.known[flat] & (flat != IGNORE_INDEX)
         values = sorted(set(np.unique(flat[unknown]).tolist()))[:5] if unknown.any() else []
         return MappedLabels(self.lut[flat].astype(np.uint8), int(unknown.sum()), values)
+
+
+    def source_ids(self, num_classes: int) -> np.ndarray:
+        """``int64 [256]``: node class ``k`` -> the smallest segmenter id the map sends to ``k`` (255 -> 255; classes
+        no segmenter id maps to -> 255), to write labels of the node's set as this segmenter would publish them
+        (e.g. a test bag in ADE20K ids). ``apply`` of the result gives back each class that has a source."""
+        out = np.full(256, IGNORE_INDEX, np.int64)
+        for k in range(num_classes):
+            sources = np.flatnonzero(self.known & (self.lut == k))
+            if sources.size:
+                out[k] = int(sources[0])
+        return out
 
 
 def label_map_dirs() -> list[Path]:

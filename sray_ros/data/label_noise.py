@@ -215,22 +215,41 @@ class LabelCorruption:
         out = labels.astype(np.uint8, copy=True)
         if self.is_identity:
             return out
-        f, h, w = out.shape
+        f = out.shape[0]
         groups = self.segmenter.resolve_groups(num_classes) if self.segmenter is not None else ()
         for i in range(f):
-            if self.segmenter is not None:
-                out[i] = self.segmenter.apply_frame(out[i], num_classes,
-                                                    np.random.default_rng([self.seed, _TASK_SEGMENTER, i]), groups)
-            if self.downscale > 1:
-                out[i] = downscale_labels(out[i], self.downscale)
-            if self.region_noise > 0:
-                out[i] = region_noise(out[i], self.region_noise, num_classes,
-                                      np.random.default_rng([self.seed, _TASK_REGION, i]))
-            if self.pixel_noise > 0:
-                out[i] = pixel_noise(out[i], self.pixel_noise, num_classes,
-                                     np.random.default_rng([self.seed, _TASK_PIXEL, i]))
+            out[i] = self._corrupt_frame(out[i], num_classes, i, groups)
         if self.keep_fraction < 1:
             out[~self.kept_frames(f)] = IGNORE_INDEX
+        return out
+
+    def apply_frame(self, labels: np.ndarray, num_classes: int, index: int) -> np.ndarray:
+        """Frame ``index`` of a sequence corrupted one frame at a time (e.g. while writing a bag): the same result
+        as ``apply(sequence)[index]`` except ``keep_fraction``, which needs the whole sequence
+        (:meth:`kept_frames`). ``labels`` uint8 ``[H, W]``; the input is never modified."""
+        if self.keep_fraction < 1:
+            raise ValueError("keep_fraction needs the whole sequence: use apply() or kept_frames()")
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
+        if num_classes < 2 or num_classes > IGNORE_INDEX:
+            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
+        bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
+        if bad.any():
+            raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
+        groups = self.segmenter.resolve_groups(num_classes) if self.segmenter is not None else ()
+        return self._corrupt_frame(labels.astype(np.uint8, copy=True), num_classes, int(index), groups)
+
+    def _corrupt_frame(self, out: np.ndarray, num_classes: int, i: int, groups) -> np.ndarray:
+        if self.segmenter is not None:
+            out = self.segmenter.apply_frame(out, num_classes, np.random.default_rng([self.seed, _TASK_SEGMENTER, i]),
+                                             groups)
+        if self.downscale > 1:
+            out = downscale_labels(out, self.downscale)
+        if self.region_noise > 0:
+            out = region_noise(out, self.region_noise, num_classes, np.random.default_rng([self.seed, _TASK_REGION, i]))
+        if self.pixel_noise > 0:
+            out = pixel_noise(out, self.pixel_noise, num_classes, np.random.default_rng([self.seed, _TASK_PIXEL, i]))
         return out
 
     @classmethod

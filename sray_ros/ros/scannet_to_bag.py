@@ -4,6 +4,7 @@
         [--every N] [--start I] [--end J] [--encoding rgb8|bgr8] [--no-depth] [--no-labels]
         [--storage sqlite3|mcap] [--label-set scannet20] [--format auto|scannet|replica]
         [--world-frame map] [--topic-prefix /camera] [--no-progress]
+        [--label-noise segmenter] [--label-noise-seed N] [--label-space ade20k150_to_scannet20]
 
 The bag is what a robot driver plus a localisation stack would record, so that the node (or
 ``ros2 bag play --clock`` + the node with ``use_sim_time``) sees the scene as live input.
@@ -22,7 +23,9 @@ topic                          type                   content
 ``/tf_static``                 tf2_msgs/TFMessage     ``camera_link -> camera_color_optical_frame``
 =============================  =====================  ==========================================
 
-Depth and labels are written only when the scene has them (and ``with_depth`` / ``with_labels``).
+Depth and labels are written only when the scene has them (and ``with_depth`` / ``with_labels``). For a test of
+a robot's own segmenter, ``label_noise`` corrupts the written labels like a segmenter (or a Semantic-NeRF label
+task) and ``label_space`` writes them in a segmenter's ids (mono16 when an id exceeds 255) through a label map.
 
 Frames and poses: every image and camera_info has ``header.frame_id = camera_color_optical_frame``.
 The scene's c2w poses are in the OpenCV / REP-103 optical convention (x right, y down, z forward).
@@ -62,7 +65,7 @@ import argparse
 import math
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -225,17 +228,49 @@ def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
+def _segmenter_labels(label_noise: str, seed: int, label_space: str, label_set: str):
+    """``(labels uint8 [H, W], frame position) -> ids`` written on the labels topic (see :func:`convert`)."""
+    from sray_ros.data.label_map import load_label_map
+    from sray_ros.data.label_noise import LABEL_TASKS
+    from sray_ros.data.label_sets import IGNORE_INDEX, load_label_set
+
+    if label_noise not in LABEL_TASKS or LABEL_TASKS[label_noise].keep_fraction < 1:
+        names = [n for n, t in LABEL_TASKS.items() if t.keep_fraction == 1]
+        raise BagConversionError(f"label_noise must be one of {names}, got {label_noise!r}")
+    task = replace(LABEL_TASKS[label_noise], seed=int(seed))
+    classes = load_label_set(label_set)
+    to_source = None
+    if label_space:
+        try:
+            to_source = load_label_map(label_space, classes.class_names, classes.name).source_ids(classes.num_classes)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BagConversionError(f"label_space: {exc}") from None
+    dtype = np.uint8 if to_source is None or to_source.max() <= IGNORE_INDEX else np.uint16
+
+    def write(labels: np.ndarray, position: int) -> np.ndarray:
+        labels = labels if task.is_identity else task.apply_frame(labels, classes.num_classes, position)
+        return labels if to_source is None else to_source[labels].astype(dtype)
+    return write
+
+
 def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, height: int | None = None,
             every: int = 1, start: int = 0, end: int | None = None, encoding: str = "rgb8",
             with_depth: bool = True, with_labels: bool = True, storage: str = "sqlite3",
             label_set: str = "scannet20", fmt: str = "auto",
-            world_frame: str = "map", topic_prefix: str = "/camera", progress: bool = True) -> BagSummary:
+            world_frame: str = "map", topic_prefix: str = "/camera", progress: bool = True,
+            label_noise: str = "clean", label_noise_seed: int = 0, label_space: str = "") -> BagSummary:
     """Write the scene at ``scene_dir`` to a new rosbag2 directory ``out_bag`` (see module docstring).
 
     ``every`` / ``start`` / ``end`` select frames by position in the scene's (valid-pose) frame list,
     like ``frames[start:end:every]``. Raises :class:`BagConversionError` for invalid options or input
     (also for any frame file that is unreadable or of the wrong type/size, naming the file: the readers
     raise ``SceneFormatError`` for it); a partly written bag is removed.
+
+    ``label_noise`` (a :data:`~sray_ros.data.label_noise.LABEL_TASKS` name other than the sequence-wide
+    ``keep10``, e.g. ``segmenter``) corrupts each written label image, deterministically per
+    ``label_noise_seed`` and frame; ``label_space`` (a label map, :mod:`sray_ros.data.label_map`, e.g.
+    ``ade20k150_to_scannet20``) writes the labels in that map's segmenter ids (mono16 when an id exceeds 255),
+    as a robot's segmenter would publish them for the node's ``label_map``.
     """
     scene_dir, out_bag = _validate(scene_dir, out_bag, fps, width, height, every, start, end, encoding, storage, fmt)
     if not world_frame or world_frame.startswith("/"):
@@ -248,6 +283,7 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
                                  f"poses and start={start}, end={end}, every={every} selects none")
     write_depth = bool(with_depth) and scene.has_depth
     write_labels = bool(with_labels) and scene.has_labels
+    segmenter_labels = _segmenter_labels(label_noise, label_noise_seed, label_space, label_set)
 
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
@@ -315,7 +351,9 @@ def convert(scene_dir, out_bag, *, fps: float = 10.0, width: int | None = None, 
                     put("depth", stamp, numpy_to_image(depth_to_millimetres(scene.load_depth(idx)), "16UC1",
                                                        _header(stamp, OPTICAL_FRAME)))
                 if write_labels:
-                    put("labels", stamp, numpy_to_image(scene.load_labels(idx), "mono8", _header(stamp, OPTICAL_FRAME)))
+                    ids = segmenter_labels(scene.load_labels(idx), k)
+                    put("labels", stamp, numpy_to_image(ids, "mono8" if ids.dtype == np.uint8 else "mono16",
+                                                        _header(stamp, OPTICAL_FRAME)))
                 if bar is not None:
                     bar.update(1)
     except BaseException as exc:
@@ -357,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--world-frame", default="map", help="parent frame of the camera poses (default map)")
     parser.add_argument("--topic-prefix", default="/camera", help="topic prefix (default /camera)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--label-noise", default="clean",
+                        help="corrupt the written labels with this task: segmenter (a 2D segmenter's errors), "
+                             "pixel50, pixel90, region30, down8 or clean (default)")
+    parser.add_argument("--label-noise-seed", type=int, default=0, help="seed of the label noise (default 0)")
+    parser.add_argument("--label-space", default="",
+                        help="write the labels in a segmenter's ids through this label map (e.g. "
+                             "ade20k150_to_scannet20); the node needs label_map set to the same map")
     return parser
 
 
@@ -367,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
                           every=args.every, start=args.start, end=args.end, encoding=args.encoding,
                           with_depth=not args.no_depth, with_labels=not args.no_labels, storage=args.storage,
                           label_set=args.label_set, fmt=args.fmt, world_frame=args.world_frame,
-                          topic_prefix=args.topic_prefix, progress=not args.no_progress)
+                          topic_prefix=args.topic_prefix, progress=not args.no_progress,
+                          label_noise=args.label_noise, label_noise_seed=args.label_noise_seed,
+                          label_space=args.label_space)
     except BagConversionError as exc:
         print(f"[scannet_to_bag] error: {exc}", file=sys.stderr)
         return 2
