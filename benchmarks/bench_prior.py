@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from sray_ros.data.scannet import load_scannet_scene
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.render import render_view

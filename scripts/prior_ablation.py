@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 VARIANTS = {  # name -> extra arguments of sray_ros.train.prior
     "lite0_frozen_cues": [],
     "lite0_frozen_nocues": ["--no-cues"],

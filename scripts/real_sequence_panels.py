@@ -24,6 +24,9 @@ import cv2
 import numpy as np
 import torch
 
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from sray_ros import viz
 from sray_ros.data.scannet import load_scannet_scene
 from sray_ros.data.view_selection import select_source_views

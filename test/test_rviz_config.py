@@ -22,10 +22,11 @@ def _displays() -> list[dict]:
 
 
 def _node_publishers() -> dict[str, str]:
-    """Topic (absolute, node name sray_node, no namespace) -> message type, read from the node's source."""
-    source = (REPO / "sray_ros" / "ros" / "node.py").read_text()
+    """Topic (absolute, node name sray_node, no namespace) -> message type, read from the node's source and
+    its render edge's (``RenderPublishers``, where ``pub`` is the node's ``create_publisher``)."""
+    source = "".join((REPO / "sray_ros" / "ros" / name).read_text() for name in ("node.py", "render_edge.py"))
     found = {}
-    for msg_type, topic in re.findall(r'create_publisher\(\s*(\w+),\s*"([^"]+)"', source):
+    for msg_type, topic in re.findall(r'(?:create_publisher|pub)\(\s*(\w+),\s*"([^"]+)"', source):
         found[topic.replace("~", f"/{NODE_NAME}", 1) if topic.startswith("~") else topic] = msg_type
     return found
 

@@ -232,8 +232,26 @@ def test_shipped_model_loads_and_renders_with_its_prior():
     from sray_ros.train.checkpoint import load_checkpoint
     ck = load_checkpoint(REPO / "models" / "sray_default.pt")
     model = ck.model
-    if model.semantic_prior is None:
-        pytest.skip("the shipped model has no semantic prior")
+    assert model.semantic_prior is not None, "the shipped model must carry its semantic prior net"
+    assert model.cfg.prior_weight > 0
     sources, K, h, w = _tiny_scene(model)
     assert sources.priors is not None and sources.priors.shape[1] == model.cfg.num_classes
     assert torch.allclose(sources.priors.sum(1), torch.ones(()), atol=1e-5)
+
+
+def test_prior_trainer_scores_and_keeps_the_end_of_a_cpu_budget(tmp_path):
+    """A run whose CPU budget ends between validations is still scored and leaves best.pt; resuming a spent
+    budget trains no step and scores nothing twice."""
+    import json
+    import subprocess
+    cmd = [sys.executable, "-m", "sray_ros.train.prior", "--train", str(SAMPLE_ROOM), "--val", str(SAMPLE_ROOM),
+           "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), "--cpu-minutes", "0.02",
+           "--steps", "1000", "--val-every", "1000", "--threads", "1"]
+    for _ in range(2):
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert len(log) == 1 and log[0]["step"] == last["step"] >= 1
+    best = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["step"] == last["step"] and 0.0 <= best["val"]["miou"] <= 1.0

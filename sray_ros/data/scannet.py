@@ -170,3 +170,16 @@ def list_scannet_scenes(root: str | os.PathLike) -> list[Path]:
     """Scene folders (those with a pose/ folder) directly under ``root``, sorted; skips ``*.partial``."""
     r = Path(root)
     return sorted(p for p in r.iterdir() if p.is_dir() and (p / "pose").is_dir() and not p.name.endswith(".partial"))
+
+
+def scene_folders(data: str | os.PathLike) -> list[Path]:
+    """``data`` itself when it is a ScanNet-layout scene (it has a pose/ folder), else the scenes directly under it.
+
+    Raises FileNotFoundError when it is neither."""
+    root = Path(data)
+    if (root / "pose").is_dir():
+        return [root]
+    folders = list_scannet_scenes(root) if root.is_dir() else []
+    if not folders:
+        raise FileNotFoundError(f"{data}: neither a ScanNet-layout scene (no pose/) nor a folder of scenes")
+    return folders

@@ -10,7 +10,6 @@ automatic) is orchestrated by :class:`~sray_ros.online.fine_tune_runner.FineTune
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -18,7 +17,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
@@ -27,31 +25,29 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from sray_ros.action import FineTune
 from sray_ros.msg import LabelInfo, NodeStatus
 from sray_ros.online.checkpoint_paths import CheckpointDirectory, CheckpointPathError
 from sray_ros.online.fine_tune_runner import FineTuneRunner
 from sray_ros.online.render_queue import RenderQueue
-from sray_ros.online.fine_tuner import FineTuneGoal
 from sray_ros.online.intake import REJECT_REASONS as INTAKE_POLICY_REASONS, stamp_problem
 from sray_ros.online.label_intake import LabelIntake, LabelMapError
 from sray_ros.online.renderer import RenderError, RenderRequest
 from sray_ros.online.sync import MatchedSet, StampSynchronizer
 from sray_ros.online.time_jump import TimeJumpDetector
-from sray_ros.ros.image_conversion import (ImageConversionError, float_to_image, labels_to_image, make_camera_info,
-                                           rgb_to_image, serialized_header)
+from sray_ros.ros.fine_tune_edge import FineTuneActionEdge
+from sray_ros.ros.image_conversion import ImageConversionError, serialized_header
 from sray_ros.ros.intake_edge import OPTIONAL_STREAMS, RawImage
 from sray_ros.ros.keyframe_intake import KEYFRAME_QUEUE_LIVE, KEYFRAME_QUEUE_RELIABLE, KeyframeIntake
 from sray_ros.ros.parameters import (ParameterError, check_choices, declare_parameters, default_checkpoint, make_keyframe_buffer,
                                      make_renderer, renderer_changes)
-from sray_ros.ros.pose_conversion import matrix_to_transform, pose_stamped_to_transform
-from sray_ros.ros.render_edge import fill_response, semantic_point_cloud, target_camera
+from sray_ros.ros.pose_conversion import pose_stamped_to_transform
+from sray_ros.ros.render_edge import RenderPublishers, fill_response, target_camera
 from sray_ros.ros.status import IntakeStats, diagnostics, label_info, node_status
-from sray_ros.ros.serving import REQUEST_QOS, action_server_qos, create_render_service, spin_until_signalled
+from sray_ros.ros.serving import REQUEST_QOS, create_render_service, spin_until_signalled
 from sray_ros.ros.tf_buffer import TransformBuffer, to_nanoseconds
 from sray_ros.srv import LoadCheckpoint, RenderSemanticView, SaveCheckpoint
 from sray_ros.train.checkpoint import CheckpointError
@@ -103,8 +99,6 @@ class SrayNode(Node):
         self.sync = StampSynchronizer(["color", "camera_info"], OPTIONAL_STREAMS, self.intake.submit,
                                       slop_s=p("sync_slop_s"))
         self.stats = IntakeStats(INTAKE_REJECT_REASONS)
-        self._goals_lock = threading.Lock()
-        self._goals_executing = 0
         try:
             self.checkpoints = CheckpointDirectory(p("checkpoint_dir"))
             self.checkpoints.resolve("", p("fine_tune_checkpoint"))
@@ -159,22 +153,13 @@ class SrayNode(Node):
             self.create_subscription(PoseStamped, "pose", self._on_pose, QoSProfile(depth=100),
                                      callback_group=self._tf_group)
 
-        self.semantic_pub = self.create_publisher(Image, "~/semantic/image_raw", 1)
-        self.semantic_color_pub = self.create_publisher(Image, "~/semantic_color/image_raw", 1)
-        self.semantic_info_pub = self.create_publisher(CameraInfo, "~/semantic/camera_info", 1)
-        self.render_color_pub = self.create_publisher(Image, "~/render/color/image_raw", 1)
-        self.render_depth_pub = self.create_publisher(Image, "~/render/depth/image_raw", 1)
-        self.points_pub = self.create_publisher(PointCloud2, "~/semantic/points", 1)
         self.status_pub = self.create_publisher(NodeStatus, "~/status", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.label_info_pub = self.create_publisher(LabelInfo, "~/label_info", latched)
         self.render_frame = f"{self.get_fully_qualified_name().strip('/')}/{RENDER_FRAME_SUFFIX}"
-        self.render_frame_pub = (None if TFMessage is None else
-                                 self.create_publisher(TFMessage, "/tf_static", QoSProfile(
-                                     depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)))
+        self.render_pubs = RenderPublishers(self, TFMessage)
         self._publish_label_info()
 
         create_render_service(self, RenderSemanticView, "~/render_semantic_view", self._on_render, self.render_queue,
@@ -184,10 +169,9 @@ class SrayNode(Node):
                                          (LoadCheckpoint, "~/load_checkpoint", self._on_load),
                                          (Trigger, "~/clear_keyframes", self._on_clear)):
             self.create_service(srv_type, name, callback, qos_profile=REQUEST_QOS, callback_group=self._service_group)
-        self.fine_tune_server = ActionServer(
-            self, FineTune, "~/fine_tune", execute_callback=self._execute_fine_tune,
-            goal_callback=self._on_fine_tune_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
-            callback_group=self._fine_tune_group, **action_server_qos())
+        self.fine_tune_edge = FineTuneActionEdge(self, "~/fine_tune", self.fine_tuner, lambda: dict(
+            max_steps=p("fine_tune_default_steps"), num_rays=p("fine_tune_num_rays"),
+            num_sources=p("num_source_views")), self._fine_tune_group)
         # Wall (steady) time: on sim time the status would freeze when /clock stops (a replayed bag ended).
         if self.get_parameter("use_sim_time").value:  # /clock going backwards is a time jump too
             self._clock_jumps = self.get_clock().create_jump_callback(
@@ -295,11 +279,8 @@ class SrayNode(Node):
         self.render_queue.close(timeout=0.0, abandon_running=True)
         deadline = time.monotonic() + timeout_s
         self.fine_tuner.close(timeout=timeout_s)
-        while time.monotonic() < deadline:
-            with self._goals_lock:
-                if self._goals_executing == 0:
-                    break
-            time.sleep(0.02)
+        if hasattr(self, "fine_tune_edge"):
+            self.fine_tune_edge.wait_idle(max(0.0, deadline - time.monotonic()))
         time.sleep(0.3)  # the executor sends the results and responses just made
 
     def destroy_node(self) -> None:
@@ -319,7 +300,7 @@ class SrayNode(Node):
     def _keyframe_added(self, frame) -> None:
         if frame.labels is not None:
             self.fine_tuner.labelled_keyframe_added(self.get_parameter("auto_fine_tune_every").value,
-                                                    self._fine_tune_goal)
+                                                    self.fine_tune_edge.goal)
 
     def _label_set(self):
         handle = self.renderer.handle
@@ -352,86 +333,14 @@ class SrayNode(Node):
             response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
             return response
         header = Header(stamp=request.target_pose.header.stamp, frame_id=self.render_frame)
-        self._broadcast_render_frame(render_request.c2w, header)
+        self.render_pubs.broadcast_frame(render_request.c2w, header, self.world_frame)
         fill_response(response, request, result, render_request, header)
         response.render_time_s = float(time.perf_counter() - start)
         self.stats.render_served(response.render_time_s)
-        self._publish_render(result, render_request, header)
-        return response
-
-    def _broadcast_render_frame(self, c2w: np.ndarray, header: Header) -> None:
-        """world_frame -> the rendered images' optical frame on /tf_static (latched: the latest render's pose)."""
-        if self.render_frame_pub is None:
-            return
-        t = matrix_to_transform(c2w, Header(stamp=header.stamp, frame_id=self.world_frame), header.frame_id)
-        self.render_frame_pub.publish(TFMessage(transforms=[t]))
-
-    def _publish_render(self, result, render_request: RenderRequest, header: Header) -> None:
         handle = self.renderer.handle
-        self.semantic_pub.publish(labels_to_image(result.labels, header))
-        if handle is not None:
-            self.semantic_color_pub.publish(rgb_to_image(handle.label_set.colorize(result.labels), header))
-        self.semantic_info_pub.publish(make_camera_info(render_request.K, render_request.width,
-                                                        render_request.height, header))
-        self.render_color_pub.publish(rgb_to_image(result.color, header))
-        self.render_depth_pub.publish(float_to_image(result.depth.astype(np.float32), header))
-        if self.get_parameter("publish_point_cloud").value:
-            cloud_header = Header(stamp=header.stamp, frame_id=self.world_frame)
-            self.points_pub.publish(semantic_point_cloud(result, render_request, cloud_header))
-
-    # ---------------------------------------------------------------------------------------- fine-tune
-    def _on_fine_tune_goal(self, goal) -> GoalResponse:
-        # Every goal is accepted, so that it ends with a result whose message says why (a rejection carries
-        # no reason): FineTuneRunner.run refuses it while another goal runs, waits for a cancelled one, and
-        # cancels an automatic run.
-        return GoalResponse.ACCEPT
-
-    def _fine_tune_goal(self, max_steps: int = 0, **fields) -> FineTuneGoal:
-        return FineTuneGoal(max_steps=max_steps or self.get_parameter("fine_tune_default_steps").value,
-                            num_rays=self.get_parameter("fine_tune_num_rays").value,
-                            num_sources=self.get_parameter("num_source_views").value, **fields)
-
-    def _execute_fine_tune(self, goal_handle):
-        with self._goals_lock:
-            self._goals_executing += 1
-        try:
-            return self._run_fine_tune_goal(goal_handle)
-        finally:
-            with self._goals_lock:
-                self._goals_executing -= 1
-
-    def _run_fine_tune_goal(self, goal_handle):
-        request = goal_handle.request
-        goal = self._fine_tune_goal(int(request.max_steps), max_duration_s=float(request.max_duration_s),
-                                    learning_rate=float(request.learning_rate),
-                                    keyframe_ids=[int(i) for i in request.keyframe_ids])
-        start = time.monotonic()
-        last_feedback = [0.0]
-
-        def on_step(stats) -> None:
-            now = time.monotonic()
-            if now - last_feedback[0] < 0.5 and stats.step < goal.max_steps:
-                return
-            last_feedback[0] = now
-            feedback = FineTune.Feedback(step=stats.step, loss=stats.loss, semantic_loss=stats.semantic_loss,
-                                         color_loss=stats.color_loss, elapsed_s=now - start)
-            rate = (now - start) / max(stats.step, 1)
-            feedback.eta_s = float(rate * (goal.max_steps - stats.step))
-            goal_handle.publish_feedback(feedback)
-
-        outcome = self.fine_tuner.run(goal, request.checkpoint_path, on_step, lambda: goal_handle.is_cancel_requested)
-        if outcome.status == "failed":
-            self.get_logger().error(f"fine-tuning: {outcome.message}")
-        result = FineTune.Result(success=outcome.success, message=outcome.message, steps_done=int(outcome.steps_done),
-                                 final_loss=float(outcome.final_loss), holdout_miou=float(outcome.holdout_miou),
-                                 checkpoint_path=outcome.checkpoint_path)
-        if outcome.status == "canceled" and goal_handle.is_cancel_requested:
-            goal_handle.canceled()
-        elif outcome.success:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return result
+        self.render_pubs.publish(result, render_request, header, None if handle is None else handle.label_set,
+                                 self.world_frame if self.get_parameter("publish_point_cloud").value else None)
+        return response
 
     # ----------------------------------------------------------------------------------------- services
     def _on_save(self, request, response):

@@ -1,6 +1,7 @@
 """The render service's ROS edge: a ``RenderSemanticView`` request -> one target :class:`~sray_ros.camera.Camera`
 -> :class:`~sray_ros.online.renderer.RenderRequest`; a :class:`RenderResult` -> the response's images and the
-published topics (labels, colourised labels, camera_info, point cloud). The rendering itself is the
+published topics (labels, colourised labels, camera_info, rendered colour and depth, point cloud;
+:class:`RenderPublishers`). The rendering itself is the
 :class:`~sray_ros.online.renderer.Renderer`'s.
 """
 
@@ -9,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sensor_msgs.msg import PointCloud2, PointField
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from sray_ros import geometry
 from sray_ros.camera import Camera, CameraError
 from sray_ros.online.renderer import RenderError, RenderRequest, RenderResult, surface_points
 from sray_ros.ros.image_conversion import (ImageConversionError, camera_model_from_info, float_to_image,
-                                           labels_to_image, rgb_to_image)
-from sray_ros.ros.pose_conversion import pose_to_matrix
+                                           labels_to_image, make_camera_info, rgb_to_image)
+from sray_ros.ros.pose_conversion import matrix_to_transform, pose_to_matrix
 from sray_ros.ros.tf_buffer import TransformError, to_nanoseconds
 
 
@@ -107,3 +109,41 @@ def fill_response(response, request, result: RenderResult, render_request: Rende
 
 
 __all__ = ["fill_response", "point_cloud", "semantic_point_cloud", "target_camera"]
+
+
+class RenderPublishers:
+    """The node's render topics (``~/semantic/image_raw`` mono8 labels, ``~/semantic_color/image_raw``,
+    ``~/semantic/camera_info``, ``~/render/color/image_raw``, ``~/render/depth/image_raw`` 32FC1 metres,
+    ``~/semantic/points``) and the rendered images' optical frame on ``/tf_static`` (``tf_message_type`` is
+    ``tf2_msgs/TFMessage``, or None where it is not importable: no frame is broadcast)."""
+
+    def __init__(self, node, tf_message_type=None) -> None:
+        pub = node.create_publisher
+        self.labels = pub(Image, "~/semantic/image_raw", 1)
+        self.colour_labels = pub(Image, "~/semantic_color/image_raw", 1)
+        self.info, self.points = pub(CameraInfo, "~/semantic/camera_info", 1), pub(PointCloud2, "~/semantic/points", 1)
+        self.color, self.depth = pub(Image, "~/render/color/image_raw", 1), pub(Image, "~/render/depth/image_raw", 1)
+        self.tf_message_type = tf_message_type
+        self.frame = None if tf_message_type is None else pub(tf_message_type, "/tf_static", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def broadcast_frame(self, c2w: np.ndarray, header: Header, world_frame: str) -> None:
+        """``world_frame`` -> ``header.frame_id`` (the rendered images' optical frame, pose ``c2w`` [4, 4]) on
+        /tf_static, latched: the latest render's pose."""
+        if self.frame is not None:
+            t = matrix_to_transform(c2w, Header(stamp=header.stamp, frame_id=world_frame), header.frame_id)
+            self.frame.publish(self.tf_message_type(transforms=[t]))
+
+    def publish(self, result: RenderResult, render_request: RenderRequest, header: Header, label_set=None,
+                cloud_frame: str | None = None) -> None:
+        """Publish a render; colourised labels when ``label_set`` is given, the point cloud (in ``cloud_frame``)
+        when that is given."""
+        self.labels.publish(labels_to_image(result.labels, header))
+        if label_set is not None:
+            self.colour_labels.publish(rgb_to_image(label_set.colorize(result.labels), header))
+        self.info.publish(make_camera_info(render_request.K, render_request.width, render_request.height, header))
+        self.color.publish(rgb_to_image(result.color, header))
+        self.depth.publish(float_to_image(result.depth.astype(np.float32), header))
+        if cloud_frame is not None:
+            self.points.publish(semantic_point_cloud(result, render_request, Header(stamp=header.stamp,
+                                                                                    frame_id=cloud_frame)))

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from sray_ros import geometry, viz
 from sray_ros.data.label_noise import LabelCorruption, add_label_corruption_args
 from sray_ros.data.label_sets import LabelSet
-from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
+from sray_ros.data.scannet import load_scannet_scene, scene_folders
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
@@ -288,16 +288,6 @@ def markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...] | list[str]
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def scene_folders(data: str) -> list[Path]:
-    root = Path(data)
-    if (root / "pose").is_dir():
-        return [root]
-    folders = list_scannet_scenes(root)
-    if not folders:
-        raise FileNotFoundError(f"{data}: neither a ScanNet-layout scene (no pose/) nor a folder of scenes")
-    return folders
 
 
 @dataclass

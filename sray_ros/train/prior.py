@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from sray_ros import geometry
 from sray_ros.data.label_sets import IGNORE_INDEX, load_label_set
-from sray_ros.data.scannet import list_scannet_scenes, load_scannet_scene
+from sray_ros.data.scannet import load_scannet_scene, scene_folders
 from sray_ros.model.geometry_cues import cue_maps
 from sray_ros.model.semantic_prior import SemanticPriorNet, downsample_cues
 from sray_ros.train.metrics import ConfusionMatrix
@@ -102,11 +102,9 @@ def load_frames(roots: list[Path], cache: Path, net: SemanticPriorNet, use_taps:
                 max_scenes: int = 0) -> FrameSet:
     """Cache (once, resumably) and load every ``stride``-th frame of every scene under ``roots`` (the first
     ``max_scenes`` scenes in sorted order when it is > 0)."""
-    scenes = [s for r in roots for s in list_scannet_scenes(r)]
+    scenes = [s for r in roots for s in scene_folders(r)]  # each root: a scene or a folder of scenes
     if max_scenes > 0:
         scenes = scenes[:max_scenes]
-    if not scenes:
-        raise FileNotFoundError(f"no ScanNet-layout scenes under {[str(r) for r in roots]}")
     parts = []
     for si, sd in enumerate(tqdm(scenes, desc=f"{desc}: caching", unit="scene")):
         out = cache / f"{sd.parent.name}__{sd.name}__s{stride}_{width}x{height}"
@@ -268,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save_state() -> None:
         _atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                      "elapsed": elapsed, "cpu_seconds": cpu_used, "config": prior_cfg, "args": {k_: str(v) for k_, v in vars(args).items()}},
+                      "elapsed": elapsed, "cpu_seconds": cpu_used, "validated_at": validated_at, "config": prior_cfg,
+                      "args": {k_: str(v) for k_, v in vars(args).items()}},
                      last)
 
     log = (args.out / "log.jsonl").open("a")
@@ -276,10 +275,34 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="prior", unit="step")
     t_start = time.time() - elapsed
     cpu_start = time.process_time() - cpu_used
+    validated_at = int(state.get("validated_at", -1)) if state is not None else -1
+    loss = torch.tensor(float("nan"))  # logged with a validation that comes before any step of this run
+
+    def validate() -> None:
+        """Score the validation frames; keep ``best.pt`` (and the attached S-Ray checkpoint) when it improves."""
+        nonlocal best, validated_at
+        res = evaluate(val, net, use_taps, k)
+        res.update(step=step, minutes=elapsed / 60.0, cpu_minutes=cpu_used / 60.0, loss=float(loss.detach()))
+        log.write(json.dumps(res) + "\n")
+        log.flush()
+        tqdm.write(f"[prior] step {step}: val mIoU {res['miou']:.4f} acc {res['total_acc']:.4f}")
+        validated_at = step
+        if res["miou"] > best:
+            best = res["miou"]
+            _atomic_save({"net": net.state_dict(), "config": prior_cfg, "step": step, "val": res},
+                         args.out / "best.pt")
+            if args.base:
+                attach_prior(args.base, net, prior_cfg, args.out / "sray_with_prior.pt",
+                             extra={"step": step, "val_miou": best, "minutes": elapsed / 60.0,
+                                    "train": [p.name for p in args.train]})
+
+    budget_spent = False
     while step < args.steps and not stop["flag"]:
         if args.minutes and (time.time() - t_start) / 60.0 >= args.minutes:
+            budget_spent = True
             break
         if args.cpu_minutes and (time.process_time() - cpu_start) / 60.0 >= args.cpu_minutes:
+            budget_spent = True
             break
         lr = args.lr_end + 0.5 * (args.lr - args.lr_end) * (1 + math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:
@@ -301,22 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
         if step % args.val_every == 0 or step == args.steps:
-            res = evaluate(val, net, use_taps, k)
-            res.update(step=step, minutes=elapsed / 60.0, cpu_minutes=cpu_used / 60.0, loss=float(loss.detach()))
-            log.write(json.dumps(res) + "\n")
-            log.flush()
-            tqdm.write(f"[prior] step {step}: val mIoU {res['miou']:.4f} acc {res['total_acc']:.4f}")
-            if res["miou"] > best:
-                best = res["miou"]
-                _atomic_save({"net": net.state_dict(), "config": prior_cfg, "step": step, "val": res},
-                             args.out / "best.pt")
-                if args.base:
-                    attach_prior(args.base, net, prior_cfg, args.out / "sray_with_prior.pt",
-                                 extra={"step": step, "val_miou": best, "minutes": elapsed / 60.0,
-                                        "train": [p.name for p in args.train]})
+            validate()
         if step % args.save_every == 0:
             save_state()
     bar.close()
+    if budget_spent and step > 0 and validated_at != step:  # a time budget ends between validations: score the end
+        validate()
     save_state()
     print(f"[prior] stopped at step {step} after {elapsed / 60:.1f} min; best val mIoU {best:.4f}", flush=True)
     return 0
