@@ -255,3 +255,24 @@ def test_prior_trainer_scores_and_keeps_the_end_of_a_cpu_budget(tmp_path):
     assert len(log) == 1 and log[0]["step"] == last["step"] >= 1
     best = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)
     assert best["step"] == last["step"] and 0.0 <= best["val"]["miou"] <= 1.0
+
+
+def test_cue_dropout_gives_the_net_exactly_the_no_depth_input():
+    """A training frame whose cues are dropped is decoded as a keyframe without depth (cues None -> zeros);
+    the other frames of the batch keep theirs."""
+    from sray_ros.train.prior import FrameSet, batch
+    torch.manual_seed(0)
+    net = SemanticPriorNet("resunet", 5, 8, cues=True, frozen=False, pretrained=False).eval()
+    rng = np.random.default_rng(0)
+    frames = FrameSet(images=rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8),
+                      cues=rng.random((3, 3, 8, 12)).astype(np.float16) + 0.5,
+                      labels=np.zeros((3, 16, 24), np.uint8), taps=None, scene=np.zeros(3, np.int64))
+    idx = np.arange(3)
+    with torch.no_grad():
+        dropped = batch(frames, idx, net, False, np.array([True, False, True]))
+        kept = batch(frames, idx, net, False)
+        x = torch.from_numpy(frames.images).permute(0, 3, 1, 2).float() / 255.0
+        no_depth = net(x, None)
+    assert torch.allclose(dropped[[0, 2]], no_depth[[0, 2]], atol=1e-6)
+    assert torch.allclose(dropped[1], kept[1], atol=1e-6)
+    assert not torch.allclose(kept[0], no_depth[0], atol=1e-3)  # the cues did matter for that frame

@@ -126,9 +126,13 @@ def load_frames(roots: list[Path], cache: Path, net: SemanticPriorNet, use_taps:
     return FrameSet(cat("images"), cat("cues"), cat("labels"), taps, cat("scene"))
 
 
-def batch(frames: FrameSet, idx: np.ndarray, net: SemanticPriorNet, use_taps: bool) -> torch.Tensor:
-    """Logits ``[b, K, h, w]`` of frames ``idx``."""
+def batch(frames: FrameSet, idx: np.ndarray, net: SemanticPriorNet, use_taps: bool,
+          drop_cues: np.ndarray | None = None) -> torch.Tensor:
+    """Logits ``[b, K, h, w]`` of frames ``idx``; frames where ``drop_cues`` (bool ``[b]``) is set get all-zero
+    cues, exactly what the net sees for a keyframe without depth."""
     cues = torch.from_numpy(frames.cues[idx].astype(np.float32))
+    if drop_cues is not None and drop_cues.any():
+        cues[torch.from_numpy(drop_cues)] = 0.0
     if use_taps:
         return net.decode([torch.from_numpy(t[idx].astype(np.float32)) for t in frames.taps], cues)
     x = torch.from_numpy(frames.images[idx]).permute(0, 3, 1, 2).float() / 255.0
@@ -191,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-encoder", action="store_true", help="train the pretrained encoder too (no cache)")
     ap.add_argument("--no-cues", action="store_true", help="without geometry cues (ablation)")
     ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--cue-dropout", type=float, default=0.0,
+                    help="share of training frames whose geometry cues are zeroed, as for RGB-only keyframes or "
+                         "single images without depth (0 = always with cues)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-set", default="scannet20")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    if not 0.0 <= args.cue_dropout <= 1.0:
+        ap.error(f"--cue-dropout must be in [0, 1], got {args.cue_dropout}")
     from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, read_weights_file
     try:  # bad input files are named before any work starts (one line, exit 2)
         if args.base:
@@ -308,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = np.sort(rng.choice(len(train), size=min(args.batch, len(train)), replace=False))
-        logits = batch(train, idx, net, use_taps)
+        drop = rng.random(len(idx)) < args.cue_dropout if cues else None
+        logits = batch(train, idx, net, use_taps, drop)
         lab = torch.from_numpy(train.labels[idx].astype(np.int64))
         logits = F.interpolate(logits, size=lab.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(logits, lab, weight=weights, ignore_index=IGNORE_INDEX)
