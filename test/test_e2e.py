@@ -21,22 +21,23 @@ from conftest import BUILD_TREE, REPO
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 # Pixel accuracy S-Ray alone must reach at the held-out view (frame 7 of the sample room, 80x60; unknown
-# pixels count as wrong). Measured with the shipped model (models/MODEL_CARD.md) in two main-job runs:
-# 0.643 both times, every pixel labelled (hierarchical sampling); with depth-guided sampling 0.631. (Before keyframes without depth stopped discarding the
-# other keyframes' depth, replays of the same bag scored 0.574 or 0.195.) The threshold leaves room for a
-# loaded machine dropping a different set of frames: 0.45 is 9x uniform chance. Labelling the whole view
-# "wall" scores 0.627 here; the model only just beats that (see the card), so the test shows the node
-# labels the view with real information, not that the model is good.
+# pixels count as wrong). The shipped model with semantic priors: 0.887. The stage-3 model (before the priors),
+# in two main-job runs: 0.643 both times, every pixel labelled (hierarchical sampling); with depth-guided
+# sampling 0.631. (Before keyframes without depth stopped discarding the other keyframes' depth, replays of the
+# same bag scored 0.574 or 0.195.) The threshold leaves room for a loaded machine dropping a different set of
+# frames: 0.45 is 9x uniform chance. Labelling the whole view "wall" scores 0.627 here, so the test shows the
+# node labels the view with real information, not that the model is good.
 MIN_ACCURACY = 0.45
 UNIFORM_CHANCE = 1 / 20
 # Pixel accuracy with label transfer at the same view, from segmenter-like labels in ADE20K-150 ids through the
 # shipped map: the target for a robot's own segmenter through the node (>= 85 %). Measured with the shipped
-# model with its semantic prior: 0.942 (view mIoU 0.472; after 2 fine-tuning steps 0.921) against 0.794 for
-# S-Ray alone; with the clean labels of the same room in the label set's own ids 0.978 (mIoU 0.755); 18
-# keyframes of which 7 of the 8 chosen sources carried labels, no id unknown to the map (load average ~3.6 on
-# 2 cores). (The model before the prior: 0.977 noisy, 0.992 clean, 0.634 S-Ray alone.) The threshold stays
-# below the measurement: a loaded machine that drops frames leaves fewer labelled sources, and pixels no
-# labelled view sees fall back to S-Ray alone.
+# model (semantic prior trained on 150 rooms): 0.978 against 0.887 for S-Ray alone (load ~2). With the prior
+# trained on 40 rooms: 0.942 (view mIoU 0.472; after 2 fine-tuning steps 0.921) against 0.794 for S-Ray alone,
+# with the clean labels of the same room in the label set's own ids 0.978 (mIoU 0.755); 18 keyframes of which 7
+# of the 8 chosen sources carried labels, no id unknown to the map (load average ~3.6 on 2 cores). (The model
+# before the prior: 0.977 noisy, 0.992 clean, 0.634 S-Ray alone.) The threshold stays below the measurement: a
+# loaded machine that drops frames leaves fewer labelled sources, and pixels no labelled view sees fall back to
+# S-Ray alone.
 MIN_TRANSFER_ACCURACY = 0.85
 
 
@@ -80,7 +81,8 @@ def test_main_job_on_the_cut_down_sample(tmp_path):
     majority_baseline = np.bincount(labelled).max() / labelled.size
     assert alone["accuracy"] >= MIN_ACCURACY, alone
     assert alone["accuracy"] >= 3 * UNIFORM_CHANCE
-    # Label transfer: the keyframes' labels count, far above S-Ray alone.
+    # Label transfer: the keyframes' labels count: they remove at least half of S-Ray alone's wrong pixels
+    # (shipped model with semantic priors: 11.3 % wrong alone, 2.2 % with the segmenter-like labels fused).
     assert before["accuracy"] >= MIN_TRANSFER_ACCURACY, (before, alone)
-    assert before["accuracy"] > alone["accuracy"] + 0.1, (before, alone)
+    assert 1.0 - before["accuracy"] <= 0.5 * (1.0 - alone["accuracy"]), (before, alone)
     assert 0.6 < majority_baseline < 0.65, majority_baseline  # the card's baseline for this view
