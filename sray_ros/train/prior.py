@@ -14,6 +14,13 @@ decoder trains on the cached features: about a tenth of the cost of running the 
   validation mIoU), ``DIR/log.jsonl`` (one line per validation), ``DIR/cache/`` (the feature cache).
 - An unfrozen or from-scratch encoder (``--encoder resunet`` or ``--finetune-encoder``) trains on the images
   (no cache).
+- Each ROOT is a scene folder or a folder of scenes; ``--max-scenes N`` takes the first N in sorted order, so a
+  run resumed with a larger N (and a larger ``--steps``: the cosine learning rate is re-spread over it) trains
+  on more rooms as a generator makes them.
+- Budgets: ``--minutes`` (wall clock) and ``--cpu-minutes`` (this process's CPU time, robust to other load);
+  a run stopped by either is validated at its last step, so it always leaves ``best.pt``.
+- ``--cue-dropout P``: a share P of the training frames get all-zero geometry cues, exactly what the net sees
+  for a keyframe without depth; without it the prior relies on the cues and degrades badly on RGB-only input.
 """
 
 from __future__ import annotations
