@@ -4,10 +4,10 @@
 Two stages, so that fusion variants are compared on *identical* geometry (one S-Ray pass per held-out view):
 
     # 1. geometry: per held-out view, the rendered samples, their weights, S-Ray's logits and opacity
-    python scripts/label_fusion_card.py geometry --data /work/data/sray_synth/test --cache runs/fusion_geom \
+    python scripts/label_fusion_card.py geometry --data "$SRAY_DATA/sray_synth/test" --cache runs/fusion_geom \
         --max-views 2 [--checkpoint models/sray_default.pt] [--threads 2]
     # 2. fusion: every task x fusion rule from the cache (seconds per view), table + ECE + reliability diagram
-    python scripts/label_fusion_card.py fuse --data /work/data/sray_synth/test --cache runs/fusion_geom \
+    python scripts/label_fusion_card.py fuse --data "$SRAY_DATA/sray_synth/test" --cache runs/fusion_geom \
         --out runs/fusion_card
 
 Protocol (``scripts/label_transfer_card.py``'s, ``sray-eval``'s): every 10th frame of a room is held out
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -302,7 +303,8 @@ def plot_reliability(summary: dict, tasks: list[str], path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("stage", choices=["geometry", "fuse"])
-    p.add_argument("--data", default="/work/data/sray_synth/test")
+    p.add_argument("--data", default=os.path.join(os.environ.get("SRAY_DATA", "data"), "sray_synth", "test"),
+                   help="the unseen test rooms (default: $SRAY_DATA/sray_synth/test, SRAY_DATA defaulting to data)")
     p.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "models" / "sray_default.pt"))
     p.add_argument("--cache", required=True)
     p.add_argument("--out")
