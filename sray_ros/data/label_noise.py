@@ -204,15 +204,7 @@ class LabelCorruption:
         Raises ``ValueError`` for a wrong shape, fewer than 2 classes (no "other" class) or ids ``>= num_classes``
         other than 255. The input is never modified.
         """
-        labels = np.asarray(labels)
-        if labels.ndim != 3:
-            raise ValueError(f"labels must be [frames, H, W], got shape {labels.shape}")
-        if num_classes < 2 or num_classes > IGNORE_INDEX:
-            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
-        bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
-        if bad.any():
-            raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
-        out = labels.astype(np.uint8, copy=True)
+        out = _checked_labels(labels, num_classes, 3, "[frames, H, W]")
         if self.is_identity:
             return out
         f = out.shape[0]
@@ -229,16 +221,9 @@ class LabelCorruption:
         (:meth:`kept_frames`). ``labels`` uint8 ``[H, W]``; the input is never modified."""
         if self.keep_fraction < 1:
             raise ValueError("keep_fraction needs the whole sequence: use apply() or kept_frames()")
-        labels = np.asarray(labels)
-        if labels.ndim != 2:
-            raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
-        if num_classes < 2 or num_classes > IGNORE_INDEX:
-            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
-        bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
-        if bad.any():
-            raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
+        labels = _checked_labels(labels, num_classes, 2, "[H, W]")
         groups = self.segmenter.resolve_groups(num_classes) if self.segmenter is not None else ()
-        return self._corrupt_frame(labels.astype(np.uint8, copy=True), num_classes, int(index), groups)
+        return self._corrupt_frame(labels, num_classes, int(index), groups)
 
     def _corrupt_frame(self, out: np.ndarray, num_classes: int, i: int, groups) -> np.ndarray:
         if self.segmenter is not None:
@@ -341,3 +326,17 @@ SEMANTIC_NERF_TASKS = {
 
 # Segmenter-like noise (:class:`SegmenterNoise` defaults) as a task beside Semantic-NeRF's.
 LABEL_TASKS = {**SEMANTIC_NERF_TASKS, "segmenter": LabelCorruption(segmenter=SegmenterNoise())}
+
+
+def _checked_labels(labels: np.ndarray, num_classes: int, ndim: int, layout: str) -> np.ndarray:
+    """A uint8 copy of ``labels`` after checking its rank (``layout`` names it), ``num_classes`` in [2, 255] and
+    every id ``< num_classes`` or 255; raises ``ValueError`` naming what is wrong."""
+    labels = np.asarray(labels)
+    if labels.ndim != ndim:
+        raise ValueError(f"labels must be {layout}, got shape {labels.shape}")
+    if num_classes < 2 or num_classes > IGNORE_INDEX:
+        raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
+    bad = (labels != IGNORE_INDEX) & (labels >= num_classes)
+    if bad.any():
+        raise ValueError(f"label ids must be < {num_classes} or {IGNORE_INDEX}, got {np.unique(labels[bad])[:10]}")
+    return labels.astype(np.uint8, copy=True)
