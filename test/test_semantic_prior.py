@@ -276,3 +276,26 @@ def test_cue_dropout_gives_the_net_exactly_the_no_depth_input():
     assert torch.allclose(dropped[[0, 2]], no_depth[[0, 2]], atol=1e-6)
     assert torch.allclose(dropped[1], kept[1], atol=1e-6)
     assert not torch.allclose(kept[0], no_depth[0], atol=1e-3)  # the cues did matter for that frame
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--train", "/nonexistent"], "--train: /nonexistent: neither a ScanNet-layout scene"),
+    (["--val", str(REPO / "config")], "neither a ScanNet-layout scene (no pose/) nor a folder of scenes"),
+    (["--max-scenes", "-1"], "--max-scenes must be >= 0, got -1"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--cpu-minutes", "-1"], "--cpu-minutes must be a finite number >= 0"),
+    (["--cue-dropout", "1.5"], "--cue-dropout must be in [0, 1], got 1.5"),
+    (["--label-set", "nope"], "--label-set: no label set 'nope'"),
+    (["--encoder", "nope"], "invalid choice: 'nope'"),
+])
+def test_prior_trainer_refuses_bad_arguments_before_any_work(tmp_path, capsys, extra, message):
+    """Each bad value: exit 2 with one line naming the flag and what is expected; nothing is written."""
+    from sray_ros.train.prior import main
+    argv = ["--train", str(SAMPLE_ROOM), "--val", str(SAMPLE_ROOM), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + extra)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

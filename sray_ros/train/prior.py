@@ -45,7 +45,7 @@ from sray_ros import geometry
 from sray_ros.data.label_sets import IGNORE_INDEX, load_label_set
 from sray_ros.data.scannet import load_scannet_scene, scene_folders
 from sray_ros.model.geometry_cues import cue_maps
-from sray_ros.model.semantic_prior import SemanticPriorNet, downsample_cues
+from sray_ros.model.semantic_prior import PRIOR_ENCODERS, SemanticPriorNet, downsample_cues
 from sray_ros.train.metrics import ConfusionMatrix
 
 CACHE_VERSION = 1
@@ -192,13 +192,42 @@ def attach_prior(base_ckpt: str | Path, net: SemanticPriorNet, prior_cfg: dict, 
     return save_checkpoint(out, model, ck.label_set, extra={**(ck.extra or {}), "prior": extra or {}})
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line's values (one sentence), or None. Scene roots must be ScanNet-layout
+    scenes or folders of them; counts and sizes positive; rates and budgets finite and not negative."""
+    at_least = {"steps": 1, "batch": 1, "val_every": 1, "save_every": 1, "train_stride": 1, "val_stride": 1,
+                "channels": 1, "width": 32, "height": 32, "max_scenes": 0, "threads": 0}
+    for name, low in at_least.items():
+        if getattr(args, name) < low:
+            return f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}"
+    for name in ("lr", "lr_end"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            return f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}"
+    for name in ("minutes", "cpu_minutes"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            return f"--{name.replace('_', '-')} must be a finite number >= 0 (0 = no budget), got {getattr(args, name)}"
+    if not 0.0 <= args.cue_dropout <= 1.0:
+        return f"--cue-dropout must be in [0, 1], got {args.cue_dropout}"
+    try:
+        load_label_set(args.label_set)
+    except (FileNotFoundError, ValueError) as exc:
+        return f"--label-set: {exc}"
+    for flag, roots in (("--train", args.train), ("--val", args.val)):
+        for root in roots:
+            try:
+                scene_folders(root)
+            except FileNotFoundError as exc:
+                return f"{flag}: {exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sray_ros.train.prior", description=__doc__.split("\n")[0])
     ap.add_argument("--train", nargs="+", type=Path, required=True, help="folders of ScanNet-layout scenes")
     ap.add_argument("--val", nargs="+", type=Path, required=True, help="held-out training-split scenes (selection)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--base", default=None, help="S-Ray checkpoint to attach the prior to (DIR/sray_with_prior.pt)")
-    ap.add_argument("--encoder", default="efficientnet_lite0")
+    ap.add_argument("--encoder", default="efficientnet_lite0", choices=PRIOR_ENCODERS[1:])
     ap.add_argument("--finetune-encoder", action="store_true", help="train the pretrained encoder too (no cache)")
     ap.add_argument("--no-cues", action="store_true", help="without geometry cues (ablation)")
     ap.add_argument("--channels", type=int, default=64)
@@ -226,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-set", default="scannet20")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
-    if not 0.0 <= args.cue_dropout <= 1.0:
-        ap.error(f"--cue-dropout must be in [0, 1], got {args.cue_dropout}")
+    problem = check_args(args)
+    if problem:
+        ap.error(problem)
     from sray_ros.train.checkpoint import CheckpointError, load_checkpoint, read_weights_file
     try:  # bad input files are named before any work starts (one line, exit 2)
         if args.base:
