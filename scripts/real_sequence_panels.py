@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sray_ros import viz
 from sray_ros.data.scannet import load_scannet_scene
+from sray_ros.data.scene import SceneFormatError
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.render import render_view
-from sray_ros.train.checkpoint import load_checkpoint
+from sray_ros.train.checkpoint import CheckpointError, load_checkpoint
 from sray_ros.train.evaluate import encode_frames, prior_2d_labels, scene_up, split_frames
 
 
@@ -55,15 +56,24 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=120)
     ap.add_argument("--tile", type=int, default=480, help="minimum tile width in pixels")
     args = ap.parse_args()
-    models = {"before": load_checkpoint(args.before), "after": load_checkpoint(args.after)}
+    if min(args.width, args.height) < 16 or args.tile < 1:
+        ap.error(f"--width/--height must be >= 16 and --tile >= 1, got {args.width}x{args.height}, {args.tile}")
+    try:
+        models = {"before": load_checkpoint(args.before), "after": load_checkpoint(args.after)}
+        scene = load_scannet_scene(args.data, args.width, args.height).preload()
+    except (CheckpointError, SceneFormatError, OSError) as exc:
+        ap.error(str(exc))
     label_set = models["after"].label_set
     names, colors = list(label_set["class_names"]), np.asarray(label_set["colors"], np.uint8)
-    scene = load_scannet_scene(args.data, args.width, args.height).preload()
     up = scene_up(scene)
     pool, test = split_frames(scene.num_frames)
     if args.views:
-        wanted = set(args.views)
-        test = np.array([t for t in test if int(scene.frame_ids[t]) in wanted])
+        held_out = [int(scene.frame_ids[t]) for t in test]
+        missing = sorted(set(args.views) - set(held_out))
+        if missing:
+            ap.error(f"--views {missing}: not held-out frames of {args.data} (every 10th frame is held out: "
+                     f"{held_out[:12]}{' ...' if len(held_out) > 12 else ''})")
+        test = np.array([t for t in test if int(scene.frame_ids[t]) in set(args.views)])
     K = torch.from_numpy(scene.intrinsics).float()
     encoded = {}
     for key, ck in models.items():
