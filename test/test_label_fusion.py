@@ -194,3 +194,47 @@ def test_render_view_fuses_with_reliability_by_default_also_when_upsampling(view
     known = labels[0] != 255
     agree = (view.labels[known] == labels[0].long()[known]).float().mean()
     assert agree > (0.99 if view_scale == 1 else 0.8), agree  # upsampling blurs votes across pixel edges
+
+
+def test_a_sure_but_wrong_sray_is_outvoted_by_one_keyframe_and_says_little_where_nobody_votes():
+    """S-Ray says class (truth + 1) with log-odds 30 everywhere (a peaked semantic prior on a room it does not
+    know); one keyframe labels rays 0-799 correctly. The mixture weight fitted to the keyframe's labels is
+    small, so the keyframe decides where it votes, and on rays 800-999 (no vote) S-Ray's sure answer becomes a
+    low confidence (< 0.3 with 5 classes; it was ~1). Without the mixture S-Ray's 30 log-units out-vote the
+    keyframe everywhere."""
+    gen = torch.Generator().manual_seed(5)
+    truth = torch.randint(0, K, (1000,), generator=gen)
+    logits = torch.nn.functional.one_hot((truth + 1) % K, K).float() * 30.0
+    seen = torch.zeros(1000, 1, dtype=torch.bool)
+    seen[:800] = True
+    ev = votes_from_labels(truth[:, None], seen)
+    fused = fuse_reliable(logits, ev, torch.ones(1000))
+    assert torch.equal(fused.labels[:800], truth[:800])
+    assert fused.sray_weight < 0.05 and float(fused.confidence[800:].max()) < 0.3
+    plain = fuse_reliable(logits, ev, torch.ones(1000), sray_mixture=False)
+    assert (plain.labels[:800] == truth[:800]).float().mean() == 0.0
+
+
+def test_a_class_no_keyframe_shows_is_not_predicted_where_nobody_votes():
+    """The keyframes label rays 0-899 with classes 0 and 1 (S-Ray agrees there); on rays 900-999, which no
+    keyframe sees, S-Ray leans to class 3 (log-odds 3 over class 0) though nothing in view is class 3. The
+    view's class marginal (from the keyframes) makes those rays class 0; without it they would be class 3."""
+    gen = torch.Generator().manual_seed(7)
+    truth = torch.randint(0, 2, (1000,), generator=gen)
+    logits = torch.nn.functional.one_hot(truth, K).float() * 5.0
+    logits[900:] = 0.0
+    logits[900:, 3], logits[900:, 0] = 4.0, 1.0
+    seen = torch.zeros(1000, 2, dtype=torch.bool)
+    seen[:900] = True
+    ev = votes_from_labels(truth[:, None].expand(-1, 2), seen)
+    fused = fuse_reliable(logits, ev, torch.ones(1000))
+    assert torch.equal(fused.labels[:900], truth[:900]) and (fused.labels[900:] == 0).all()
+    assert (fuse_reliable(logits, ev, torch.ones(1000), class_prior=False).labels[900:] == 3).all()
+
+
+def test_a_right_sray_keeps_its_weight():
+    gen = torch.Generator().manual_seed(6)
+    truth = torch.randint(0, K, (1000,), generator=gen)
+    logits = torch.nn.functional.one_hot(truth, K).float() * 8.0
+    fused = fuse_reliable(logits, votes_from_labels(truth[:, None]), torch.ones(1000))
+    assert fused.sray_weight > 0.95 and torch.equal(fused.labels, truth)

@@ -265,25 +265,27 @@ def tiny_renderer():
 
 def test_confidence_zero_removes_a_pixels_vote_through_intake_and_render(intake, tiny_renderer):
     """One labelled keyframe (all 'desk', a wall 2 m ahead) rendered at its own pose: with its confidence 0 on
-    the left half, the left half has no label evidence (coverage 0) and keeps S-Ray's labels exactly; the right
-    half (confidence 1) is 'desk' as without a confidence. The untrained tiny model's S-Ray labels are near
-    chance, so 'desk' there can only come from the keyframe's vote."""
+    the left half, the left half has no label evidence (coverage 0) and renders exactly as if those label
+    pixels were unknown (255); the right half (confidence 1) is 'desk' as without a confidence."""
     from sray_ros.online.renderer import RenderRequest
 
     labels = np.full((H, W), DESK, np.uint8)
     confidence = np.ones((H, W), np.float32)
     confidence[:, : W // 2] = 0.0
+    unknown_left = labels.copy()
+    unknown_left[:, : W // 2] = 255
     request = RenderRequest(np.eye(4), K, W, H, 1)
     results = {}
-    for name, conf in (("with", confidence), ("without", None)):
+    for name, lab, conf in (("with", labels, confidence), ("without", labels, None),
+                            ("unknown", unknown_left, None)):
         i = intake(encode_fn=tiny_renderer.encode)
-        i.handle(matched_set(1.0, labels, confidence=conf))
+        i.handle(matched_set(1.0, lab, confidence=conf))
         results[name] = tiny_renderer.render(i.buffer.snapshot(), request)
-    with_conf, without = results["with"], results["without"]
+    with_conf, without, unknown = results["with"], results["without"], results["unknown"]
     left, right = np.s_[:, : W // 2 - 2], np.s_[:, W // 2 + 2:]  # 2 columns off the edge: nearest-pixel lookup
     assert (without.label_coverage[left] > 0.5).all() and (without.raw_labels[left] == DESK).all()
     assert (with_conf.label_coverage[left] == 0).all()
-    assert np.array_equal(with_conf.raw_labels[left], with_conf.sray_labels[left])
-    assert (with_conf.sray_labels[left] != DESK).mean() > 0.5  # S-Ray alone is not 'desk' there
+    np.testing.assert_array_equal(with_conf.raw_labels, unknown.raw_labels)
+    np.testing.assert_allclose(with_conf.label_coverage, unknown.label_coverage, atol=1e-6)
     assert (with_conf.raw_labels[right] == DESK).all()
     np.testing.assert_allclose(with_conf.label_coverage[right], without.label_coverage[right], atol=1e-6)

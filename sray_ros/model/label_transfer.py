@@ -300,7 +300,8 @@ class FusedLabels:
     """Per-pixel fusion result: log_probs ``[R, K]``, labels ``long [R]``, confidence ``[R]`` (fused probability
     of the label), coverage ``[R]`` (``mass / (full_coverage * acc)`` clamped to [0, 1]), agreement ``[R]``
     (see :class:`LabelEvidence`), reliability ``[m]`` (:func:`fuse_reliable`'s per-view accuracy estimate, else
-    None)."""
+    None), sray_weight (:func:`fuse_reliable`'s share ``s`` of S-Ray's distribution in its mixture with the
+    uniform one, 1.0 when not estimated, else None)."""
 
     log_probs: Tensor
     labels: Tensor
@@ -308,6 +309,7 @@ class FusedLabels:
     coverage: Tensor
     agreement: Tensor
     reliability: Tensor | None = None
+    sray_weight: float | None = None
 
 
 def fuse_with_logits(logits: Tensor, evidence: LabelEvidence, acc: Tensor, beta: float = 10.0,
@@ -342,7 +344,8 @@ class ReliabilityPrior:
 
 
 def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_coverage: float = 0.1,
-                  iterations: int = 2, prior: ReliabilityPrior | None = None, class_prior: bool = True) -> FusedLabels:
+                  iterations: int = 2, prior: ReliabilityPrior | None = None, class_prior: bool = True,
+                  sray_mixture: bool = True) -> FusedLabels:
     """Reliability-aware fusion of S-Ray's logits ``[R, K]`` with per-view label votes (Dawid-Skene EM).
 
     The "one-coin" model of Dawid & Skene (1979, "Maximum likelihood estimation of observer error-rates
@@ -363,9 +366,22 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
     (Beta pseudo-counts of :class:`ReliabilityPrior`; a keyframe nobody else sees keeps ``prior_accuracy``). The vote weight is clipped at 0, so a keyframe no better than chance
     adds nothing (it never votes *against* its label). Consequences: keyframes that
     agree at co-visible surfaces keep equal weights (the rule reduces to a majority vote), a keyframe or a
-    class the others contradict loses weight, random noise averages out, a ray no view labels keeps S-Ray's
-    distribution exactly, and the result does not depend on the order of the views. The confidence is the
-    posterior probability of the returned label.
+    class the others contradict loses weight, random noise averages out, and the result does not depend on
+    the order of the views. The confidence is the posterior probability of the returned label.
+
+    Class marginal (``class_prior``): the share ``pi_c`` of each class in the keyframes' consensus over the
+    view's labelled rays (one pseudo-ray per class) is a prior ``log pi_c`` on *every* ray of the view, so a
+    ray no keyframe labels takes S-Ray's distribution reweighted by the classes the keyframes see around it
+    (a class that no keyframe shows in this view needs S-Ray to be very sure). Without any labelled ray the
+    marginal is uniform and S-Ray's distribution is kept exactly.
+
+    S-Ray's own distribution ``p_s`` is the prior, but a field on a room it was not trained on can be sure and
+    wrong (a peaked semantic prior makes ``log p_s`` of the true class very negative, out-voting several
+    keyframes). With ``sray_mixture`` its term is ``log(s p_s + (1 - s) / K)``: S-Ray is right "as a whole" with
+    probability ``s`` and otherwise says nothing, ``s`` fitted by EM (mixture weight, 10 steps) to the
+    keyframes' consensus label (the argmax of their votes) on the rays they label, weighted by their coverage (``prior_strength`` pseudo-rays at
+    1/2). The mixture keeps S-Ray's ranking of the classes on every ray and bounds how far S-Ray can favour
+    one: ``log(1 + s K / (1 - s))``; with no labelled ray at all S-Ray's distribution is kept exactly.
 
     Needs ``evidence.view_votes`` ``[R, m, K]`` / ``view_mass`` ``[R, m]`` (``transfer_labels`` with
     ``fusion="reliability"``); raises ``ValueError`` without them. Returns :class:`FusedLabels` whose
@@ -389,7 +405,7 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
     for step in range(iterations + 1):
         weight = torch.log(precision * (k - 1) / (1 - precision)).clamp_min(0.0)  # [m, K]
         weighted = votes * weight  # [R, m, K]
-        total = weighted.sum(1) + labelled.unsqueeze(-1) * log_marginal  # [R, K]
+        total = weighted.sum(1) + log_marginal  # [R, K]: the class marginal is a prior for every ray
         if step == iterations:
             break
         # E-step: the keyframes' consensus (S-Ray not included); M-step: agreement at co-visible surfaces
@@ -399,8 +415,28 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
         if class_prior:
             share = (q * labelled.unsqueeze(-1)).sum(0) + 1.0  # one pseudo-ray per class
             log_marginal = torch.log(share / share.sum())
+    coverage = strength.amax(-1) if strength.shape[1] else torch.zeros_like(acc.float())
+    weight_s = 1.0
+    if sray_mixture and bool(labelled.any()):
+        consensus = F.one_hot(total.argmax(-1), k).to(log_sray.dtype)  # the keyframes' label, S-Ray left out
+        log_sray, weight_s = _sray_mixture(log_sray, consensus, coverage * labelled, prior)
     log_p = torch.log_softmax(log_sray + total, -1)
     conf, labels = log_p.max(-1)
-    coverage = strength.amax(-1) if strength.shape[1] else torch.zeros_like(acc.float())
     reliability = (precision * said).sum(-1) / said.sum(-1).clamp_min(1e-12)
-    return FusedLabels(log_p, labels, conf.exp(), coverage, evidence.agreement(), reliability)
+    return FusedLabels(log_p, labels, conf.exp(), coverage, evidence.agreement(), reliability, weight_s)
+
+
+def _sray_mixture(log_sray: Tensor, consensus: Tensor, ray_weight: Tensor, prior: ReliabilityPrior,
+                  steps: int = 10) -> tuple[Tensor, float]:
+    """``(log(s p_s + (1 - s) / K) [R, K], s)``: the share ``s`` of S-Ray's distribution ``p_s`` that best
+    explains the keyframes' consensus ``q [R, K]`` (one-hot or soft; EM on a two-component mixture, rays weighted by
+    ``ray_weight [R]``, ``prior.prior_strength`` pseudo-rays at 1/2)."""
+    k = log_sray.shape[-1]
+    p_s = log_sray.exp()
+    s = torch.tensor(0.5, device=log_sray.device)
+    total = prior.prior_strength + ray_weight.sum()
+    for _ in range(steps):
+        sp = s * p_s
+        share = (consensus * sp / (sp + (1 - s) / k)).sum(-1)  # [R]: how much of q S-Ray's component explains
+        s = (prior.prior_strength * 0.5 + (ray_weight * share).sum()) / total
+    return torch.log(s * p_s + (1 - s) / k), float(s)
