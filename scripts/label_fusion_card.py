@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def geometry_stage(args) -> int:
     from sray_ros import geometry
@@ -120,16 +122,18 @@ class Calibration:
                 "bins": {"count": self.count.tolist(), "accuracy": acc.tolist(), "confidence": conf.tolist()}}
 
 
-METHODS = {  # name -> (fusion, transfer alone?, extra fuse_reliable arguments)
-    "today (average, fused beta 10)": ("average", False, {}),
-    "today, transfer alone": ("average", True, {}),
-    "reliability (default)": ("reliability", False, {}),
+METHODS = {  # name -> (fusion, transfer alone?, extra fuse_reliable arguments); "pooled" rows pool labels first
+    "earlier rule (average, fused beta 10)": ("average", False, {}),
+    "earlier rule, transfer alone": ("average", True, {}),
+    "reliability, no pooling": ("reliability", False, {}),
+    "pooling + reliability (default)": ("reliability", False, {"pooled": True}),
 }
-ABLATIONS = {"reliability without class prior": ("reliability", False, {"class_prior": False}),
-             "reliability, 0 EM steps": ("reliability", False, {"iterations": 0}),
-             "reliability, 1 EM step": ("reliability", False, {"iterations": 1}),
-             "reliability, 2 EM steps": ("reliability", False, {"iterations": 2}),
-             "reliability, 5 EM steps": ("reliability", False, {"iterations": 5})}
+DEFAULT = "pooling + reliability (default)"
+ABLATIONS = {"default, S-Ray's distribution as it is": ("reliability", False, {"pooled": True, "sray_mixture": False}),
+             "default without class prior": ("reliability", False, {"pooled": True, "class_prior": False}),
+             "default, 0 EM steps": ("reliability", False, {"pooled": True, "iterations": 0}),
+             "default, 1 EM step": ("reliability", False, {"pooled": True, "iterations": 1}),
+             "default, 5 EM steps": ("reliability", False, {"pooled": True, "iterations": 5})}
 
 
 def fuse_stage(args) -> int:
@@ -137,9 +141,12 @@ def fuse_stage(args) -> int:
 
     from sray_ros.data.label_noise import LABEL_TASKS
     from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.model.label_pooling import LabelPoolingConfig, pool_labels
     from sray_ros.model.label_transfer import (LabelEvidence, LabelTransferConfig, fuse_reliable, fuse_with_logits,
                                                label_distribution_maps, transfer_labels)
     from sray_ros.train.evaluate import load_model_for_scenes, split_frames
+
+    pooling = LabelPoolingConfig()
 
     spec = importlib.util.spec_from_file_location("ltc", Path(__file__).with_name("label_transfer_card.py"))
     ltc = importlib.util.module_from_spec(spec)
@@ -186,12 +193,22 @@ def fuse_stage(args) -> int:
         room_calib = {key: Calibration() for key in keys}
         room_kept = {key: np.zeros((len(thresholds), 2)) for key in keys}
         room_reliab: dict = {t: [] for t in tasks}
+        room_radius: dict = {t: [] for t in tasks}
         scene = load_scannet_scene(Path(args.data) / room, loaded.width, loaded.height,
                                    label_set=loaded.label_set).preload()
         pool, _ = split_frames(scene.num_frames, args.holdout_every)
         K = torch.from_numpy(scene.intrinsics).float()
         task_labels = {t: torch.from_numpy(LABEL_TASKS[t].__class__(**{**LABEL_TASKS[t].__dict__, "seed": args.seed})
                                            .apply(scene.labels[pool], k)) for t in tasks}
+        pooled_labels: dict = {}  # task -> {pool index: (labels, confidence)}: each keyframe pooled once, as stored
+        if any(extra.get("pooled") for _, _, extra in METHODS.values()):
+            used = sorted({int(i) for f in views for i in np.searchsorted(pool, torch.load(f)["sources"].numpy())})
+            images = torch.from_numpy(scene.colors[pool[used]]).permute(0, 3, 1, 2).float() / 255.0
+            src_depths = torch.from_numpy(scene.depths[pool[used]]).float()
+            for t in tasks:
+                out = pool_labels(task_labels[t][used], images, src_depths, k, cfg=pooling)
+                pooled_labels[t] = {u: (out.labels[j], out.confidence[j]) for j, u in enumerate(used)}
+                room_radius[t].extend(out.radius.tolist())
         room_scores = {key: Scores(k) for key in keys}
         for f in views:
             c = torch.load(f)
@@ -202,13 +219,22 @@ def fuse_stage(args) -> int:
             gt = scene.labels[c["target"]].reshape(-1)
             points, weights, logits, acc = c["points"].float(), c["weights"], c["logits"], c["acc"]
             for t in tasks:
-                maps = label_distribution_maps(task_labels[t][local], k)
-                parts = [transfer_labels(maps, K.expand(len(frames), 3, 3), c2w, scene.height, scene.width,
-                                         points[i:i + args.chunk], weights[i:i + args.chunk], cfg, None, depths)
-                         for i in range(0, points.shape[0], args.chunk)]
-                ev = LabelEvidence(*(torch.cat([getattr(p_, n) for p_ in parts]) for n in
-                                     ("evidence", "mass", "view_votes", "view_mass")))
+                evidence = {}
+                for pooled in sorted({bool(extra.get("pooled")) for _, _, extra in METHODS.values()}):
+                    if pooled:
+                        maps = label_distribution_maps(torch.stack([pooled_labels[t][int(i)][0] for i in local]), k,
+                                                       confidence=torch.stack([pooled_labels[t][int(i)][1]
+                                                                               for i in local]))
+                    else:
+                        maps = label_distribution_maps(task_labels[t][local], k)
+                    parts = [transfer_labels(maps, K.expand(len(frames), 3, 3), c2w, scene.height, scene.width,
+                                             points[i:i + args.chunk], weights[i:i + args.chunk], cfg, None, depths)
+                             for i in range(0, points.shape[0], args.chunk)]
+                    evidence[pooled] = LabelEvidence(*(torch.cat([getattr(p_, n) for p_ in parts]) for n in
+                                                       ("evidence", "mass", "view_votes", "view_mass")))
                 for m, (fusion, alone, extra) in METHODS.items():
+                    extra = dict(extra)
+                    ev = evidence[bool(extra.pop("pooled", False))]
                     if fusion == "average":
                         fused = fuse_with_logits(logits, ev, acc, cfg.beta, cfg.eps, cfg.full_coverage)
                         if alone:
@@ -220,7 +246,7 @@ def fuse_stage(args) -> int:
                         fused = fuse_reliable(logits, ev, acc, cfg.full_coverage,
                                               **{"iterations": cfg.em_iterations, **extra})
                         pred, conf = fused.labels.numpy(), fused.confidence.numpy()
-                        if not extra:
+                        if m == DEFAULT:
                             room_reliab[t].append(fused.reliability.tolist())
                     room_scores[(t, m)].update(pred, gt)
                     keep = gt != 255
@@ -231,6 +257,7 @@ def fuse_stage(args) -> int:
                         room_kept[(t, m)][j] += (sel.sum(), correct[sel].sum())
             print(f"[{time.time() - started:6.0f} s] {room} frame {c['target']}", flush=True)
         per_room[room] = {f"{t} | {m}": s_.summary() for (t, m), s_ in room_scores.items()}
+        per_room[room]["pooling_radius"] = {t: room_radius[t] for t in tasks}
         for key in keys:
             overall[key].add(room_scores[key])
             calib[key].add(room_calib[key])
@@ -282,7 +309,8 @@ def plot_reliability(summary: dict, tasks: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.4), squeeze=False)
     for ax, t in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        for m, colour in (("today (average, fused beta 10)", "tab:orange"), ("reliability (default)", "tab:blue")):
+        for m, colour in (("earlier rule (average, fused beta 10)", "tab:orange"),
+                          ("pooling + reliability (default)", "tab:blue")):
             cal = summary[f"{t} | {m}"]["calibration"]
             b = cal["bins"]
             cnt = np.asarray(b["count"])

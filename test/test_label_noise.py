@@ -138,7 +138,8 @@ def test_evaluation_never_corrupts_held_out_targets(monkeypatch):
     corruption = LabelCorruption(pixel_noise=0.9, seed=1)
     model = SRay(SRayConfig.tiny(num_classes=20))
     result = ev.evaluate_scene(model, scene, label_set, num_sources=4, holdout_every=5, progress=False,
-                               label_transfer=LabelTransferConfig(), label_corruption=corruption)
+                               label_transfer=LabelTransferConfig(), label_corruption=corruption,
+                               label_pooling=None)  # the corrupted labels as they are (pooling: its own test)
     assert np.array_equal(scene.labels, labels)  # the scene (held-out targets included) is untouched
     assert result.confusion.summary()["total_acc"] == 1.0  # scored against the clean target labels
     expected = corruption.apply(labels[pool], 20)

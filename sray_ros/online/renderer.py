@@ -9,8 +9,9 @@ model generation*: :meth:`Renderer.encode` is the keyframe buffer's ``encode_fn`
 from the previous generation are re-encoded once, on first use, and cached. A keyframe's label image
 (if any) rides along in its encoded views as label-transfer evidence.
 
-Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): with
-``use_keyframe_labels`` on and labelled keyframes, the nearest labelled keyframes' labels are reprojected
+Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): a labelled
+keyframe's labels are first pooled along its own surfaces, as far as its estimated label noise needs
+(:mod:`sray_ros.model.label_pooling`, once per keyframe). With ``use_keyframe_labels`` on, the nearest labelled keyframes' labels are reprojected
 along each target ray's samples, volume-rendered into per-view class votes and fused with S-Ray's logits as
 the prior: by default each keyframe's vote is weighted by its per-class reliability, estimated from its
 agreement with the other keyframes at co-visible surfaces (``fusion="reliability"``,
@@ -36,6 +37,7 @@ from sray_ros.camera import Camera
 from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet, as_label_set
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_pooling import LabelPoolingConfig, pool_source_labels
 from sray_ros.model.label_transfer import LabelTransferConfig
 from sray_ros.model.render import near_far_from_sources, render_view
 from sray_ros.model.sray import SRay
@@ -136,7 +138,8 @@ class Renderer:
                  num_coarse: int | None = None, num_fine: int | None = None, default_near: float | None = None,
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
                  surface_semantics: str | None = None, num_threads: int = 1, use_keyframe_labels: bool = True,
-                 label_transfer: LabelTransferConfig | None = None, view_scale: int | None = None) -> None:
+                 label_transfer: LabelTransferConfig | None = None, view_scale: int | None = None,
+                 label_pooling: LabelPoolingConfig | None = LabelPoolingConfig()) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
@@ -159,7 +162,9 @@ class Renderer:
         docstring). ``label_transfer``: how (default: ``weighting="depth"``, the source-depth visibility test,
         which falls back to untested views for keyframes without depth; it also works for label keyframes
         other than the geometry sources, which the ``"blend"`` weightings cannot: those fall back to
-        ``"depth"`` for such renders)."""
+        ``"depth"`` for such renders). ``label_pooling``: each labelled keyframe's labels are pooled along its
+        own surfaces once, when its features are encoded (:mod:`sray_ros.model.label_pooling`; as far as the
+        keyframe's estimated label noise needs, nothing for clean labels); None = off."""
         from sray_ros.model.samplers import SAMPLING_MODES
 
         if sampling not in SAMPLING_MODES:
@@ -188,6 +193,7 @@ class Renderer:
         self.default_near, self.default_far = default_near, default_far
         self.use_keyframe_labels = bool(use_keyframe_labels)
         self.label_transfer = LabelTransferConfig(weighting="depth") if label_transfer is None else label_transfer
+        self.label_pooling = label_pooling
         self._handle: ModelHandle | None = None
         self._generation = 0
         self._swap_lock = threading.Lock()
@@ -272,6 +278,8 @@ class Renderer:
         if labels is not None and frame.label_confidence is not None:  # weights the label pixels' votes
             confidence = torch.from_numpy(np.array(frame.label_confidence, np.float32)).to(self.device)
             views = replace(views, label_confidence=confidence[None])
+        if labels is not None and self.label_pooling is not None:  # once per keyframe, cached with its features
+            views = pool_source_labels(views, handle.label_set.num_classes, self.label_pooling)
         return EncodedKeyframe(handle.generation, views)
 
     def encode(self, frame: Frame) -> EncodedKeyframe | None:

@@ -41,6 +41,7 @@ from sray_ros.data.scannet import load_scannet_scene, scene_folders
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
+from sray_ros.model.label_pooling import LabelPoolingConfig, pool_source_labels
 from sray_ros.model.label_transfer import LabelTransferConfig
 from sray_ros.model.render import render_view
 from sray_ros.model.samplers import SAMPLING_MODES
@@ -163,14 +164,17 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
                    sampling: str | None = None, keyframe_depth: bool = True, num_surface_samples: int | None = None,
                    surface_semantics: str | None = None, near_far: str = "scene",
                    label_transfer: LabelTransferConfig | None = None,
-                   label_corruption: LabelCorruption | None = None) -> SceneResult:
+                   label_corruption: LabelCorruption | None = None,
+                   label_pooling: LabelPoolingConfig | None = LabelPoolingConfig()) -> SceneResult:
     """Render the held-out views of one scene and score them (see the module docstring).
 
     ``sampling`` (default: the model config's), ``num_surface_samples``, ``surface_semantics``: see
     :func:`~sray_ros.model.render.render_view`. ``keyframe_depth``: source views carry their depth.
     ``near_far``: ``"scene"`` (the scene's bounds) or ``"sources"`` (from the chosen views' depth, as the node
     does; falls back to the model defaults without depth). With ``label_transfer`` the source views carry
-    their (``label_corruption``-corrupted) labels and the scored labels are the fused ones.
+    their (``label_corruption``-corrupted) labels, pooled per keyframe as the node stores them
+    (``label_pooling``, :mod:`sray_ros.model.label_pooling`; None = raw labels), and the scored labels are the
+    fused ones.
     """
     pool, test = split_frames(scene.num_frames, holdout_every)
     if max_views:
@@ -181,6 +185,8 @@ def evaluate_scene(model: SRay, scene: SceneArrays, label_set: LabelSet, num_sou
     labels = source_labels(scene, pool, label_set.num_classes, label_corruption) if label_transfer else None
     if labels is not None:
         pool_views = replace(pool_views, labels=torch.from_numpy(labels).to(device))
+        if label_pooling is not None:
+            pool_views = pool_source_labels(pool_views, label_set.num_classes, label_pooling)
     result = SceneResult(scene.name, ConfusionMatrix(label_set.num_classes, label_set.ignore_index,
                                                      list(label_set.class_names)))
     if model.semantic_prior is not None:
@@ -348,6 +354,9 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                         "from the cameras and depth (datasets whose world is not z-up); default: the model's (+z)")
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
+    p.add_argument("--label-pooling-max-radius", type=int, default=LabelPoolingConfig.max_radius,
+                   help="pool each source keyframe's labels along its own surfaces, at most this many pixels far, "
+                        "as far as its estimated label noise needs (as the node does; 0 = raw labels)")
     add_label_corruption_args(p)
 
 
@@ -372,6 +381,14 @@ def label_options(args: argparse.Namespace) -> tuple[LabelTransferConfig | None,
     return transfer, LabelCorruption.from_args(args)
 
 
+def label_pooling_option(args: argparse.Namespace) -> LabelPoolingConfig | None:
+    """``--label-pooling-max-radius`` as a config (None for 0); ValueError for a negative radius."""
+    radius = getattr(args, "label_pooling_max_radius", LabelPoolingConfig.max_radius)
+    if radius < 0:
+        raise ValueError(f"--label-pooling-max-radius must be >= 0 (0 = off), got {radius}")
+    return LabelPoolingConfig(max_radius=radius) if radius else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.checkpoint import CheckpointError
     from sray_ros.train.config import resolve_device
@@ -389,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
         label_transfer, label_corruption = label_options(args)
+        label_pooling = label_pooling_option(args)
         if label_transfer is None and not label_corruption.is_identity:
             raise ValueError("the --label-* corruption options act on source labels, which sray-eval uses only "
                              "with --label-transfer (blend, depth, blend_depth or uniform)")
@@ -430,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                                       sampling=args.sampling, keyframe_depth=args.keyframe_depth,
                                       num_surface_samples=args.num_surface_samples,
                                       surface_semantics=args.surface_semantics,
-                                      label_transfer=label_transfer, label_corruption=label_corruption))
+                                      label_transfer=label_transfer, label_corruption=label_corruption,
+                                      label_pooling=label_pooling))
     rows = [r.summary() for r in results]
     overall = overall_summary(results, label_set)
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "width": width, "height": height,

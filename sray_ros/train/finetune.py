@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from sray_ros.train.metrics import strict_json
     from sray_ros.train.config import resolve_device
     from sray_ros.train.evaluate import (add_view_arguments, apply_fast_view_options, evaluate_scene, label_options,
-                                         load_model_for_scenes, source_labels, split_frames, subset)
+                                         label_pooling_option, load_model_for_scenes, source_labels, split_frames, subset)
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(prog="sray-finetune", description="Fine-tune a pretrained S-Ray on one scene.")
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
         label_transfer, label_corruption = label_options(args)
+        label_pooling = label_pooling_option(args)
         apply_fast_view_options(loaded.checkpoint.model.cfg, args)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                                   device=device, progress=False, sampling=args.sampling,
                                   keyframe_depth=args.keyframe_depth, num_surface_samples=args.num_surface_samples,
                                   surface_semantics=args.surface_semantics, label_transfer=transfer,
-                                  label_corruption=label_corruption).summary()
+                                  label_corruption=label_corruption, label_pooling=label_pooling).summary()
 
         curve.append({"step": step, **run(label_transfer)})
         message = f"step {step}: mIoU {100 * curve[-1]['miou']:.2f}, acc {100 * curve[-1]['total_acc']:.2f}"
