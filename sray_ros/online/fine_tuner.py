@@ -2,7 +2,8 @@
 
 Keyframes with labels supervise semantics and colour; those without contribute colour only. A few
 labelled keyframes are held out (never trained on) to report ``holdout_miou``: each is rendered from the
-training keyframes with the fine-tuned weights and compared with its labels. The fine-tuned model is a
+training keyframes with the fine-tuned weights (the model's own labels, keyframe labels not fused in) and
+compared with its labels. The fine-tuned model is a
 copy; the caller swaps it into the :class:`~sray_ros.online.renderer.Renderer` only on success, so renders
 during fine-tuning keep using the old weights.
 """
@@ -114,11 +115,13 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_IND
 def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, train: list[Keyframe], held: list[Keyframe],
                  num_sources: int, scale: float = 1.0) -> float:
     """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``, at
-    ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do)."""
+    ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do).
+    The model's own labels are scored (the training keyframes' labels are not fused in): fine-tuning changes
+    the model, and fused labels would mostly repeat the training keyframes' labels whatever the weights."""
     if not held:
         return -1.0
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
-                     chunk=renderer.chunk, max_pixels=10**9)
+                     chunk=renderer.chunk, max_pixels=10**9, use_keyframe_labels=False)
     probe.swap(model, label_set, "holdout probe")
     label_set = as_label_set(label_set)
     cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_index)
