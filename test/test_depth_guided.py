@@ -447,3 +447,18 @@ def test_paired_short_sequence_attention_equals_per_sequence_attention(batch):
         v2[1] -= 3.0
         again = A.masked_attention(q, k2, v2, mask)
         assert torch.allclose(again[0], paired[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_short_attention_used_on_cuda_equals_the_fused_kernel(batch):
+    """The batched-matmul path CUDA takes for short sequences gives the fused kernel's result (run here on
+    CPU tensors; the CUDA tests of test_model render whole views through it)."""
+    import sray_ros.model.attention as A
+
+    gen = torch.Generator().manual_seed(10 + batch)
+    q, k, v = (torch.randn(batch, 4, 8, 16, generator=gen) for _ in range(3))
+    valid = torch.rand(batch, 8, generator=gen) > 0.4
+    valid[0] = False
+    mask = A.safe_key_mask(valid)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    assert torch.allclose(A.short_attention(q, k, v, mask), fused, atol=1e-5)
