@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from sray_ros.data.label_sets import IGNORE_INDEX
+from sray_ros.model.label_transfer import known_label_mask
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class LabelPoolingConfig:
     max_radius: int = 12
     error_rate: float = 0.01
     sigma_colour: float = 0.2
-    sigma_depth: float = 0.03
+    sigma_depth: float = 0.1
     same_surface: float = 0.9
 
     def __post_init__(self) -> None:
@@ -187,11 +188,7 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     if depths is not None and tuple(depths.shape) != (m, h, w):
         raise ValueError(f"depths must be [m, H, W] = {(m, h, w)}, got {tuple(depths.shape)}")
     ids = labels.long()
-    known = ids != IGNORE_INDEX
-    bad = known & ((ids < 0) | (ids >= k))
-    if bool(bad.any()):
-        raise ValueError(f"label ids must be in [0, {k}) or {IGNORE_INDEX} (unknown), got "
-                         f"{sorted(set(ids[bad].unique().tolist()))[:10]}")
+    known = known_label_mask(ids, k)
     if confidence is not None:
         if tuple(confidence.shape) != (m, h, w):
             raise ValueError(f"confidence must be [m, H, W] = {(m, h, w)}, got {tuple(confidence.shape)}")

@@ -112,6 +112,17 @@ class LabelTransferConfig:
         return self.weighting in ("blend", "blend_depth")
 
 
+def known_label_mask(ids: Tensor, num_classes: int) -> Tensor:
+    """``ids != 255`` (bool, same shape) after checking every other id is in ``[0, num_classes)``; raises
+    ``ValueError`` naming up to 10 offending ids."""
+    known = ids != IGNORE_INDEX
+    bad = known & ((ids < 0) | (ids >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(f"label ids must be in [0, {num_classes}) or {IGNORE_INDEX} (unknown), got "
+                         f"{sorted(set(ids[bad].unique().tolist()))[:10]}")
+    return known
+
+
 def label_distribution_maps(labels: Tensor, num_classes: int, window: int = 0,
                             confidence: Tensor | None = None) -> Tensor:
     """Per-pixel class distributions ``float32 [m, H*W, K]`` of source labels ``[m, H, W]`` (integer ids).
@@ -126,11 +137,7 @@ def label_distribution_maps(labels: Tensor, num_classes: int, window: int = 0,
     if labels.dim() != 3:
         raise ValueError(f"labels must be [m, H, W], got {tuple(labels.shape)}")
     ids = labels.long()
-    known = ids != IGNORE_INDEX
-    bad = known & ((ids < 0) | (ids >= num_classes))
-    if bool(bad.any()):
-        raise ValueError(f"label ids must be in [0, {num_classes}) or {IGNORE_INDEX} (unknown), got "
-                         f"{sorted(set(ids[bad].unique().tolist()))[:10]}")
+    known = known_label_mask(ids, num_classes)
     m, h, w = ids.shape
     one_hot = F.one_hot(ids.where(known, 0), num_classes).to(torch.float32) * known.unsqueeze(-1)
     if confidence is not None:
