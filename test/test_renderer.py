@@ -317,3 +317,30 @@ def test_view_scale_setting_reaches_the_render_and_bad_values_are_refused(room, 
     same = (exact.labels == fast.labels).mean()
     assert 0.9 < same and not np.array_equal(exact.color, fast.color)
     assert (exact.labels == coarse.labels).mean() > 0.8
+
+
+def test_fine_tuning_trains_on_pooled_labels_and_leaves_out_confidence_zero(room, tiny_model):
+    """Keyframes whose labels carry 90 % pixel noise train on their pooled labels (as the renderer pools
+    them): far closer to the clean labels than what arrived. Pixels of segmenter confidence 0 supervise
+    nothing (255), with or without pooling."""
+    from dataclasses import replace as dc_replace
+
+    from sray_ros.data.label_noise import LabelCorruption
+    from sray_ros.online.fine_tuner import keyframes_to_scene, training_labels
+
+    noisy = LabelCorruption(pixel_noise=0.9, seed=0).apply(room.labels, 20)
+    renderer = make_renderer(tiny_model)
+    frames = [dc_replace(frame_of(room, i), labels=noisy[i]) for i in range(room.num_frames)]
+    known = room.labels != 255
+    raw_acc = (noisy == room.labels)[known].mean()
+    pooled = np.stack([training_labels(f, 20, renderer.label_pooling) for f in frames])
+    assert raw_acc < 0.15 and (pooled == room.labels)[known].mean() > 0.6, (pooled == room.labels)[known].mean()
+    conf = np.ones(room.labels.shape[1:], np.float32)
+    conf[:, :20] = 0.0
+    frame = dc_replace(frame_of(room, 0), label_confidence=conf)
+    for pooling in (None, renderer.label_pooling):
+        out = training_labels(frame, 20, pooling)
+        assert (out[:, :20] == 255).all() and (out[:, 25:] == room.labels[0][:, 25:]).all()
+    kfs = fill(renderer, room, skip=()).snapshot()
+    with pytest.raises(ValueError, match="num_classes"):
+        keyframes_to_scene(list(kfs), pooling=renderer.label_pooling)

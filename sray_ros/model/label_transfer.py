@@ -36,7 +36,11 @@ Shapes: ``R`` rays, ``N`` samples per ray, ``m`` source views, ``K`` classes, so
    weight ``beta`` (the depth test leaves evidence on the few samples at a source surface, a small share of
    a weakly trained field's smeared weights, yet that evidence is the most reliable). The confidence is the
    fused probability of the chosen class; ``agreement = max_c evidence_c / mass`` says how far the weighted
-   views agree (1 = unanimous).
+   views agree (1 = unanimous). This is the earlier rule (``fusion="average"``).
+7. :func:`fuse_reliable` -- the default (``fusion="reliability"``): one vote per keyframe and ray, weighted
+   by per-keyframe, per-class precisions estimated by Dawid-Skene EM, with S-Ray's distribution as a prior
+   mixed with the uniform one and the view's class marginal (its docstring). The labels it receives are
+   usually pooled per keyframe first (:mod:`sray_ros.model.label_pooling`).
 
 The label views may be other keyframes than the geometry sources (``render_rays(label_sources=...)``, e.g.
 the nearest *labelled* keyframes when few are labelled); then only the depth / uniform weightings apply.

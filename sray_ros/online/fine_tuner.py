@@ -1,6 +1,7 @@
 """Background fine-tuning on the node's keyframes (plain Python; the node's action server drives it).
 
-Keyframes with labels supervise semantics and colour; those without contribute colour only. A few
+Keyframes with labels supervise semantics and colour (their labels pooled as the renderer pools them, pixels
+of segmenter confidence 0 left out); those without contribute colour only. A few
 labelled keyframes are held out (never trained on) to report ``holdout_miou``: each is rendered from the
 training keyframes with the fine-tuned weights (the model's own labels, keyframe labels not fused in) and
 compared with its labels. The fine-tuned model is a
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 
 from sray_ros import geometry
 from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet, as_label_set
 from sray_ros.data.scene import SceneArrays
+from sray_ros.model.label_pooling import LabelPoolingConfig, pool_labels
 from sray_ros.model.sray import SRay
 from sray_ros.online.keyframes import Keyframe
 from sray_ros.online.renderer import RenderRequest, Renderer
@@ -86,8 +89,26 @@ def split_holdout(keyframes: list[Keyframe], max_holdout: int) -> tuple[list[Key
     return train, held
 
 
-def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_INDEX) -> SceneArrays:
-    """Stack keyframes (same size and intrinsics) into the in-memory scene the training loop samples."""
+def training_labels(frame, num_classes: int, pooling: LabelPoolingConfig | None) -> np.ndarray:
+    """The labels a keyframe trains on, ``uint8 [H, W]``: its label image pooled along its own surfaces as
+    the renderer pools it (``pooling``; None = as received), with pixels of segmenter confidence 0 (or no
+    pooled evidence) set to 255, so they supervise nothing."""
+    labels = np.asarray(frame.labels, np.uint8)
+    confidence = None if frame.label_confidence is None else np.nan_to_num(
+        np.asarray(frame.label_confidence, np.float32), nan=0.0)
+    if pooling is None:
+        return labels if confidence is None else np.where(confidence > 0, labels, IGNORE_INDEX).astype(np.uint8)
+    image = torch.from_numpy(np.array(frame.rgb)).permute(2, 0, 1).float().div_(255.0)[None]
+    depth = None if frame.depth is None else torch.from_numpy(np.array(frame.depth, np.float32))[None]
+    pooled = pool_labels(torch.from_numpy(labels)[None], image, depth, num_classes,
+                         None if confidence is None else torch.from_numpy(confidence)[None], pooling)
+    return pooled.labels[0].numpy()
+
+
+def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_INDEX, num_classes: int | None = None,
+                       pooling: LabelPoolingConfig | None = None) -> SceneArrays:
+    """Stack keyframes (same size and intrinsics) into the in-memory scene the training loop samples; label
+    images go through :func:`training_labels` (``num_classes`` is needed with ``pooling``)."""
     first = keyframes[0].frame
     h, w = first.rgb.shape[:2]
     for kf in keyframes:
@@ -98,7 +119,9 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_IND
             raise FineTuneError(f"keyframe {kf.id} has other intrinsics than keyframe {keyframes[0].id}: "
                                 "fine-tuning needs one camera")
     colors = np.stack([kf.frame.rgb for kf in keyframes])
-    labels = np.stack([kf.frame.labels if kf.frame.labels is not None
+    if pooling is not None and num_classes is None:
+        raise ValueError("keyframes_to_scene needs num_classes to pool labels")
+    labels = np.stack([training_labels(kf.frame, num_classes or 0, pooling) if kf.frame.labels is not None
                        else np.full((h, w), ignore_index, np.uint8) for kf in keyframes])
     with_depth = all(kf.frame.depth is not None for kf in keyframes)
     depths = np.stack([kf.frame.depth for kf in keyframes]).astype(np.float32) if with_depth else None
@@ -166,7 +189,8 @@ class FineTuneJob:
                                     f"'{handle.label_set.name}' (0..{num_classes - 1}, {IGNORE_INDEX} = unknown)")
         self.renderer, self.goal, self.handle = renderer, goal, handle
         self.train, self.held = split_holdout(selected, goal.max_holdout)
-        self.scene = keyframes_to_scene(self.train, handle.label_set.ignore_index)
+        self.scene = keyframes_to_scene(self.train, handle.label_set.ignore_index, handle.label_set.num_classes,
+                                        renderer.label_pooling)
         self.stop = threading.Event()
 
     def run(self, on_step: Callable[[StepStats], None] | None = None) -> FineTuneOutcome:
