@@ -344,3 +344,34 @@ def test_fine_tuning_trains_on_pooled_labels_and_leaves_out_confidence_zero(room
     kfs = fill(renderer, room, skip=()).snapshot()
     with pytest.raises(ValueError, match="num_classes"):
         keyframes_to_scene(list(kfs), pooling=renderer.label_pooling)
+
+
+def test_prior_up_is_set_on_every_model_the_renderer_is_given():
+    """The node's prior_up parameter: the up direction of the world frame for the semantic prior's height
+    cue reaches each model swapped in; a bad value is refused with what is expected."""
+    from sray_ros.model.config import SRayConfig
+    from sray_ros.model.sray import SRay
+    from sray_ros.ros.parameters import parse_prior_up
+
+    model = SRay(SRayConfig.tiny(semantic_prior="resunet", prior_channels=16, prior_input_height=64, num_classes=5))
+    assert model.cfg.prior_up == (0.0, 0.0, 1.0)
+    renderer = Renderer(device="cpu", prior_up=(0.0, 1.0, 0.0))
+    renderer.swap(model, {"name": "five", "class_names": list("abcde"), "colors": [[i * 40, 0, 0] for i in range(5)],
+                          "ignore_index": 255}, "test")
+    assert renderer.handle.model.cfg.prior_up == (0.0, 1.0, 0.0)
+    assert parse_prior_up("0, -1, 0") == (0.0, -1.0, 0.0)
+    for bad in ("0,0", "0,0,0", "a,b,c", "nan,0,1", ""):
+        with pytest.raises(ValueError, match="three finite numbers"):
+            parse_prior_up(bad)
+    with pytest.raises(ValueError, match="prior_up must be three finite numbers"):
+        Renderer(device="cpu", prior_up=(0.0, 0.0, 0.0))
+
+
+def test_a_bad_prior_up_parameter_stops_start_up_with_one_line():
+    from sray_ros.ros.parameters import PARAMETERS, ParameterError, check_choices
+
+    values = {name: default for name, (default, _, _) in PARAMETERS.items()}
+    check_choices(values.__getitem__)  # the defaults pass
+    values["prior_up"] = "0,0"
+    with pytest.raises(ParameterError, match=r"parameter 'prior_up' = '0,0': expected three finite numbers"):
+        check_choices(values.__getitem__)

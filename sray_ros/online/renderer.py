@@ -141,7 +141,8 @@ class Renderer:
                  default_far: float | None = None, sampling: str = "auto", num_surface_samples: int | None = None,
                  surface_semantics: str | None = None, num_threads: int = 1, use_keyframe_labels: bool = True,
                  label_transfer: LabelTransferConfig | None = None, view_scale: int | None = None,
-                 label_pooling: LabelPoolingConfig | None = LabelPoolingConfig()) -> None:
+                 label_pooling: LabelPoolingConfig | None = LabelPoolingConfig(),
+                 prior_up: tuple[float, float, float] | None = None) -> None:
         """``sampling``: ``"auto"`` (depth-guided sampling around the keyframes' fused depth when the chosen
         keyframes carry depth, hierarchical otherwise), ``"depth_guided"`` (also for RGB-only keyframes:
         around the coarse pass's depth) or ``"hierarchical"`` (``num_coarse`` + ``num_fine``).
@@ -166,7 +167,11 @@ class Renderer:
         other than the geometry sources, which the ``"blend"`` weightings cannot: those fall back to
         ``"depth"`` for such renders). ``label_pooling``: each labelled keyframe's labels are pooled along its
         own surfaces once, when its features are encoded (:mod:`sray_ros.model.label_pooling`; as far as the
-        keyframe's estimated label noise needs, nothing for clean labels); None = off."""
+        keyframe's estimated label noise needs, nothing for clean labels); None = off.
+
+        ``prior_up``: the world frame's up direction for the semantic prior's height cue, set on every model
+        this renderer is given (:meth:`swap`); None keeps the model's (+z). Raises ValueError unless it is
+        three finite numbers, not all zero."""
         from sray_ros.model.samplers import SAMPLING_MODES
 
         if sampling not in SAMPLING_MODES:
@@ -196,6 +201,12 @@ class Renderer:
         self.use_keyframe_labels = bool(use_keyframe_labels)
         self.label_transfer = LabelTransferConfig(weighting="depth") if label_transfer is None else label_transfer
         self.label_pooling = label_pooling
+        if prior_up is not None:
+            up = tuple(float(v) for v in prior_up)
+            if len(up) != 3 or not all(np.isfinite(up)) or sum(v * v for v in up) < 1e-12:
+                raise ValueError(f"prior_up must be three finite numbers, not all zero, got {prior_up!r}")
+            prior_up = up
+        self.prior_up = prior_up
         self._handle: ModelHandle | None = None
         self._generation = 0
         self._swap_lock = threading.Lock()
@@ -246,6 +257,8 @@ class Renderer:
         if current is not None and label_set.class_names != current.label_set.class_names:
             raise ValueError(f"{source}: label set '{label_set.name}' differs from the one in use "
                              f"('{current.label_set.name}'); restart the node to change label sets")
+        if self.prior_up is not None and getattr(model.cfg, "semantic_prior", "none") != "none":
+            model.cfg.prior_up = self.prior_up  # read when keyframes are encoded (the prior's height cue)
         model = model.to(self.device).eval()
         with self._swap_lock:
             if if_generation is not None and self._generation != if_generation:

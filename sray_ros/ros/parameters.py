@@ -115,6 +115,9 @@ PARAMETERS: dict[str, tuple] = {
                   "nyu40_to_scannet20, or a YAML file path; empty = ids of the label set). Ids the map does not know "
                   "become 255 (unknown) and are counted in NodeStatus.label_unknown_pixels; a bad map is refused "
                   "with the reason.", {}),
+    "prior_up": ("0,0,1", "World up direction of world_frame as 'x,y,z', for the semantic prior's height cue (a "
+                 "keyframe pixel's height above the lowest surface it observes). REP-103 map/odom frames are z-up, "
+                 "the default; set it when your fixed frame is not.", {"read_only": True}),
     "label_pooling_max_radius": (12, "Largest square half-size (pixels) over which a keyframe's labels are pooled "
                                  "along its own surfaces (same colour and depth) when it is stored; the radius "
                                  "used follows from the keyframe's estimated label noise: 0 for clean labels or "
@@ -174,8 +177,25 @@ def check_choices(p: Callable[[str], Any]) -> None:
         if p(name) not in allowed:
             expected = "'tf' or 'topic'" if name == "pose_source" else f"one of {allowed}"
             raise ParameterError(f"parameter '{name}' = {p(name)!r}: expected {expected}")
+    try:
+        parse_prior_up(p("prior_up"))
+    except ValueError as exc:
+        raise ParameterError(f"parameter 'prior_up' = {p('prior_up')!r}: {exc}") from None
     if p("num_surface_samples") == 1:
         raise ParameterError("parameter 'num_surface_samples' = 1: expected 0 (the model's) or at least 2")
+
+
+def parse_prior_up(text: str) -> tuple[float, float, float]:
+    """``'x,y,z'`` -> a 3-tuple of finite floats, not all zero; ValueError saying what is expected."""
+    import math
+
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values) or sum(v * v for v in values) < 1e-12:
+        raise ValueError("expected three finite numbers 'x,y,z', not all zero (e.g. '0,0,1')")
+    return values
 
 
 def renderer_changes(parameters: list[Parameter]) -> dict[str, Any]:
@@ -207,7 +227,8 @@ def make_renderer(p: Callable[[str], Any]):
                     surface_semantics=p("surface_semantics") or None, num_threads=p("render_threads"),
                     view_scale=p("render_view_scale") or None, use_keyframe_labels=bool(p("use_keyframe_labels")),
                     label_pooling=(LabelPoolingConfig(max_radius=p("label_pooling_max_radius"))
-                                   if p("label_pooling_max_radius") else None))
+                                   if p("label_pooling_max_radius") else None),
+                    prior_up=parse_prior_up(p("prior_up")))
 
 
 def make_keyframe_buffer(p: Callable[[str], Any], encode_fn):
