@@ -51,6 +51,11 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=160)
     ap.add_argument("--height", type=int, default=120)
     args = ap.parse_args()
+    for flag, path in (("--a", args.a), ("--b", args.b)):
+        if not Path(path).is_file():
+            ap.error(f"{flag} {path}: no such checkpoint file")
+    if args.reps < 1 or args.threads < 1 or args.width < 8 or args.height < 8:
+        ap.error("--reps and --threads must be >= 1, --width/--height >= 8")
     torch.set_num_threads(args.threads)
     scene = load_scannet_scene(ROOT / "sample_data" / "synthetic_room", args.width, args.height).preload()
     target = 7

@@ -63,6 +63,14 @@ def main() -> int:
     ap.add_argument("--test-stride", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    for flag, path in (("--train", args.train), ("--val", args.val), ("--test", args.test)):
+        if not path.is_dir():
+            ap.error(f"{flag} {path}: no such folder")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown --variants {unknown}; known: {', '.join(VARIANTS)}")
+    if not args.cpu_minutes > 0 or args.max_scenes < 0 or args.test_stride < 1 or args.threads < 1:
+        ap.error("need --cpu-minutes > 0, --max-scenes >= 0, --test-stride >= 1 and --threads >= 1")
     cache = args.out / "cache"
     rows = []
     for name in args.variants:

@@ -31,3 +31,23 @@ def test_real_sequence_panels_refuses_bad_input(tmp_path, extra, message):
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("benchmarks/bench_prior.py", ["--a", "/nonexistent.pt", "--b", str(MODEL)], "--a /nonexistent.pt: no such checkpoint"),
+    ("benchmarks/bench_prior.py", ["--a", str(MODEL), "--b", str(MODEL), "--reps", "0"], "--reps and --threads must be >= 1"),
+    ("scripts/prior_ablation.py", ["--train", "/nonexistent", "--val", str(ROOM), "--test", str(ROOM)],
+     "--train /nonexistent: no such folder"),
+    ("scripts/prior_ablation.py", ["--train", str(ROOM), "--val", str(ROOM), "--test", str(ROOM), "--variants", "x"],
+     "unknown --variants ['x']"),
+    ("scripts/label_pooling_card.py", ["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
+    ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--set", "radius=2"], "expected NAME=V1,V2"),
+    ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--set", "max_radius=a"], "values must be numbers"),
+])
+def test_prior_and_pooling_scripts_refuse_bad_input(tmp_path, script, args, message):
+    """One line naming the flag (exit 2 from argparse or a SystemExit message), no traceback, nothing run."""
+    extra = ["--out", str(tmp_path / "out")] if "prior_ablation" in script else []
+    done = subprocess.run([sys.executable, str(REPO / script), *args, *extra], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
