@@ -264,3 +264,23 @@ def test_eval_cli_names_a_missing_or_empty_data_folder(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("sray-eval: ") and message in err
     assert not (tmp_path / "ev").exists()  # nothing written before the input was checked
+
+
+def test_finetune_trains_on_pooled_labels_like_the_node(synthetic_mini_set):
+    """sray-finetune's training labels go through the node's per-frame pooling: 90 % pixel noise becomes
+    mostly right labels; clean labels stay exactly as they are."""
+    import numpy as np
+
+    from sray_ros.data.label_noise import LabelCorruption
+    from sray_ros.data.scannet import load_scannet_scene
+    from sray_ros.model.label_pooling import LabelPoolingConfig
+    from sray_ros.train.finetune import pooled_scene_labels
+
+    folder = next((synthetic_mini_set / "test").glob("test_*"))
+    scene = load_scannet_scene(folder, 80, 60).preload()
+    clean = scene.labels.copy()
+    assert np.array_equal(pooled_scene_labels(scene, 20, LabelPoolingConfig()), clean)
+    scene.labels = LabelCorruption(pixel_noise=0.9, seed=0).apply(clean, 20)
+    known = clean != 255
+    pooled = pooled_scene_labels(scene, 20, LabelPoolingConfig(), batch=3)
+    assert (scene.labels == clean)[known].mean() < 0.15 and (pooled == clean)[known].mean() > 0.6

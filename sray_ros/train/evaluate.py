@@ -356,7 +356,8 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
     p.add_argument("--label-pooling-max-radius", type=int, default=LabelPoolingConfig.max_radius,
                    help="pool each source keyframe's labels along its own surfaces, at most this many pixels far, "
-                        "as far as its estimated label noise needs (as the node does; 0 = raw labels)")
+                        "as far as its estimated label noise needs (as the node does; sray-finetune also trains on "
+                        "the pooled labels; 0 = raw labels)")
     add_label_corruption_args(p)
 
 

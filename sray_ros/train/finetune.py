@@ -77,6 +77,23 @@ def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_st
     return FineTuneResult(tuned, done, final, done < max_steps, time.monotonic() - start)
 
 
+def pooled_scene_labels(scene, num_classes: int, pooling, batch: int = 16):
+    """``uint8 [N, H, W]``: every frame's labels pooled along its own surfaces
+    (:func:`sray_ros.model.label_pooling.pool_labels` on the frame's colour and depth), in batches."""
+    import numpy as np
+    import torch
+
+    from sray_ros.model.label_pooling import pool_labels
+
+    out = np.empty_like(scene.labels)
+    for i in range(0, scene.num_frames, batch):
+        sl = slice(i, i + batch)
+        images = torch.from_numpy(scene.colors[sl]).permute(0, 3, 1, 2).float() / 255.0
+        depths = None if scene.depths is None else torch.from_numpy(scene.depths[sl])
+        out[sl] = pool_labels(torch.from_numpy(scene.labels[sl]), images, depths, num_classes, cfg=pooling).labels.numpy()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from sray_ros.data.scannet import load_scannet_scene
     from sray_ros.train.checkpoint import CheckpointError, save_checkpoint
@@ -119,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pool, test = split_frames(scene.num_frames, args.holdout_every)
     train_scene = subset(scene, pool)
-    # fine-tuning sees the corrupted pool labels, the same ones label transfer gets in evaluate_scene
+    # fine-tuning sees the corrupted pool labels, pooled per frame as the node pools a keyframe's labels (the
+    # same ones label transfer gets in evaluate_scene)
     train_scene.labels = source_labels(scene, pool, label_set.num_classes, label_corruption)
+    if label_pooling is not None and train_scene.labels is not None:
+        train_scene.labels = pooled_scene_labels(train_scene, label_set.num_classes, label_pooling)
     eval_steps = sorted({int(s) for s in args.eval_at.split(",") if s.strip()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
