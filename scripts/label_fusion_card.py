@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Model card, "Label fusion": reliability-aware vs. today's fusion on the unseen test rooms, with calibration.
+"""Model card, "Label fusion": the node's default (per-keyframe label pooling + reliability-weighted fusion)
+vs. the earlier rules on the unseen test rooms, with calibration.
 
 Two stages, so that fusion variants are compared on *identical* geometry (one S-Ray pass per held-out view):
 
@@ -15,7 +16,9 @@ Protocol (``scripts/label_transfer_card.py``'s, ``sray-eval``'s): every 10th fra
 ``select_source_views`` picks, at the checkpoint's resolution and the scene's near/far, hierarchical
 sampling. The pool frames' labels are corrupted per task (seed ``--seed``); held-out labels are never
 corrupted. Label evidence is gathered at the cached samples from the same 8 sources (depth test against the
-sources' depth), so only the fusion rule differs between rows. No training anywhere; defaults only.
+sources' depth), so only the fusion rule differs between rows. The default pools each source keyframe's
+corrupted labels first (``sray_ros.model.label_pooling``, as the node does when it stores a keyframe). No
+training anywhere; defaults only.
 """
 from __future__ import annotations
 
