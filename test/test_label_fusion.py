@@ -1,7 +1,8 @@
 """Reliability-aware label fusion (per-keyframe, per-class Dawid-Skene weights) against today's averaging rule:
 a keyframe whose labels are all wrong loses its weight, clean keyframes keep equal weights, the result does not
-depend on keyframe order, a pixel of confidence 0 does not vote, a ray without evidence keeps S-Ray's
-distribution, and the confidence is calibrated where the averaging rule's is not. Votes are built directly
+depend on keyframe order, a pixel of confidence 0 does not vote, a ray without evidence takes S-Ray's
+distribution (mixed by its fitted share and reweighted by the view's class marginal; exactly S-Ray's when no ray
+is labelled), and the confidence is calibrated where the averaging rule's is not. Votes are built directly
 (``LabelEvidence`` with per-view votes) so that each right value is known exactly; the last tests go through
 ``transfer_labels`` / ``render_view`` on the toy plane of test_model."""
 
@@ -238,3 +239,33 @@ def test_a_right_sray_keeps_its_weight():
     logits = torch.nn.functional.one_hot(truth, K).float() * 8.0
     fused = fuse_reliable(logits, votes_from_labels(truth[:, None]), torch.ones(1000))
     assert fused.sray_weight > 0.95 and torch.equal(fused.labels, truth)
+
+
+def test_a_class_no_keyframe_shows_is_still_predicted_where_sray_is_sure_of_it():
+    """As above, but S-Ray is sure of class 3 on the unlabelled rays (p ~ 0.999; it agrees with the
+    keyframes everywhere else): the floored class marginal lets it through, so a new object entering the
+    view is not painted with the majority class."""
+    gen = torch.Generator().manual_seed(8)
+    truth = torch.randint(0, 2, (1000,), generator=gen)
+    logits = torch.nn.functional.one_hot(truth, K).float() * 9.0
+    logits[900:] = torch.nn.functional.one_hot(torch.full((100,), 3), K).float() * 9.0
+    seen = torch.zeros(1000, 2, dtype=torch.bool)
+    seen[:900] = True
+    fused = fuse_reliable(logits, votes_from_labels(truth[:, None].expand(-1, 2), seen), torch.ones(1000))
+    assert torch.equal(fused.labels[:900], truth[:900]) and (fused.labels[900:] == 3).all()
+
+
+def test_one_ray_with_nan_or_inf_logits_spoils_nothing_else():
+    """A non-finite logit on one ray gives that ray a uniform S-Ray term; the fit of S-Ray's share and every
+    other ray are unaffected (before, the shared fit became NaN and every pixel came out class 0)."""
+    gen = torch.Generator().manual_seed(9)
+    truth = torch.randint(0, K, (200,), generator=gen)
+    logits = torch.nn.functional.one_hot(truth, K).float() * 4.0
+    ev = votes_from_labels(truth[:, None].expand(-1, 3))
+    clean = fuse_reliable(logits, ev, torch.ones(200))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = logits.clone()
+        broken[0, 1] = bad
+        fused = fuse_reliable(broken, ev, torch.ones(200))
+        assert torch.equal(fused.labels, truth) and torch.isfinite(fused.confidence).all()
+        assert abs(fused.sray_weight - clean.sray_weight) < 0.01

@@ -147,6 +147,9 @@ def test_source_views_get_pooled_labels_and_their_posterior():
     (lambda l, i, d, c: (torch.full_like(l, 20), i, d, c), r"label ids must be in \[0, 20\)"),
     (lambda l, i, d, c: (l, i, d, torch.full((1, H, W), 1.5)), r"confidence must be in \[0, 1\]"),
     (lambda l, i, d, c: (l, i, d, torch.ones(1, H, W + 1)), "confidence must be"),
+    (lambda l, i, d, c: (l.float(), i, d, c), "labels must be integer class ids"),
+    (lambda l, i, d, c: (l, (i * 255).to(torch.uint8), d, c), "images must be floating point"),
+    (lambda l, i, d, c: (l, i * 255, d, c), r"images must be RGB in \[0, 1\]"),
 ])
 def test_bad_input_is_refused_with_the_reason(change, message):
     labels, images, depths = two_surfaces()
@@ -155,8 +158,38 @@ def test_bad_input_is_refused_with_the_reason(change, message):
         pool_labels(*args[:3], K, confidence=args[3])
 
 
+def test_bad_class_counts_accuracies_and_configs_are_refused():
+    labels, images, depths = two_surfaces()
+    for k in (0, 1, 256, 2.5, True):
+        with pytest.raises(ValueError, match=r"num_classes must be an integer in \[2, 255\]"):
+            pool_labels(labels, images, depths, k)
+    for a in (float("nan"), 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"accuracy must be finite and in \[0, 1\]"):
+            pooling_radius(torch.tensor([a]), K, LabelPoolingConfig())
+    with pytest.raises(ValueError, match="cfg must be a LabelPoolingConfig"):
+        pool_labels(labels, images, depths, K, cfg={"max_radius": 3})
+    with pytest.raises(ValueError, match=r"label ids must be in \[0, 20\)"):
+        estimate_label_accuracy(torch.full_like(labels, 30), images, depths, K)
+
+
+def test_a_noisy_keyframe_does_not_fill_pixels_the_segmenter_left_out():
+    """At 90 % pixel noise the keyframe pools over 12 px, yet a block of confidence 0 (and a block of 255)
+    stays unlabelled: pooling denoises labels, it does not invent them where the segmenter gave none."""
+    labels, images, depths = two_surfaces()
+    noisy = pixel_noise(labels, 0.9)
+    noisy[:, :10, 40:50] = 255
+    conf = torch.ones(1, H, W)
+    conf[:, 20:40, 5:25] = 0.0
+    out = pool_labels(noisy, images, depths, K, confidence=conf)
+    assert out.radius.item() == 12
+    assert (out.labels[:, 20:40, 5:25] == 255).all() and (out.confidence[:, 20:40, 5:25] == 0).all()
+    assert (out.labels[:, :10, 40:50] == 255).all()
+    assert (out.labels[:, 40:, :] == labels[:, 40:, :]).float().mean() > 0.9
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_radius": -1}, "max_radius"), ({"max_radius": 2.5}, "max_radius"), ({"error_rate": 0.0}, "error_rate"),
+    ({"max_radius": -1}, "max_radius"), ({"max_radius": True}, "max_radius"), ({"max_radius": 65}, "max_radius"),
+    ({"max_radius": float("nan")}, "max_radius"), ({"max_radius": 2.5}, "max_radius"), ({"error_rate": 0.0}, "error_rate"),
     ({"sigma_colour": 0.0}, "sigma_colour"), ({"sigma_depth": float("nan")}, "sigma_depth"),
     ({"same_surface": 1.0}, "same_surface"),
 ])

@@ -33,7 +33,7 @@ Model (shapes: ``m`` keyframes, ``H x W`` pixels, ``K`` classes; ``l_q`` the lab
 
 Consequences: with clean labels the pixel's own label outweighs all but a crowd of same-surface neighbours
 (borders between surfaces that differ in colour or depth stay where they are); with random noise many
-neighbours outvote it; pixels nobody labels stay 255 with confidence 0. Cost: ``(2 r + 1)^2`` shifted
+neighbours outvote it; pixels without a label of their own (255 or confidence 0) stay 255 with confidence 0. Cost: ``(2 r + 1)^2`` shifted
 compares per pixel (``r`` the largest radius of the batch), once per keyframe (the node caches it with the
 keyframe's features); clean keyframes cost two compares per pixel (the accuracy estimate).
 
@@ -52,6 +52,10 @@ from torch import Tensor
 
 from sray_ros.data.label_sets import IGNORE_INDEX
 from sray_ros.model.label_transfer import known_label_mask
+
+
+#: the largest ``max_radius`` accepted (a 129 x 129 square; the cost grows with its square)
+MAX_RADIUS = 64
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,10 @@ class LabelPoolingConfig:
     same_surface: float = 0.9
 
     def __post_init__(self) -> None:
-        if int(self.max_radius) != self.max_radius or self.max_radius < 0:
-            raise ValueError(f"max_radius must be an integer >= 0, got {self.max_radius}")
+        r = self.max_radius
+        if (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or int(r) != r
+                or not 0 <= r <= MAX_RADIUS):
+            raise ValueError(f"max_radius must be an integer in [0, {MAX_RADIUS}], got {r!r}")
         if not 0 < self.error_rate < 1:
             raise ValueError(f"error_rate must be in (0, 1), got {self.error_rate}")
         for name in ("sigma_colour", "sigma_depth"):
@@ -94,9 +100,14 @@ def pooling_radius(accuracy: Tensor, num_classes: int, cfg: LabelPoolingConfig) 
     probability about ``1 - error_rate`` when the gap is ``z = Phi^-1(1 - error_rate / (K - 1))`` deviations,
     i.e. ``n >= z^2 (a + b - (a - b)^2) / (a - b)^2``; the radius is the smallest with ``(2 r + 1)^2 >= n``,
     at most ``max_radius``. Clean labels and region-wise errors (``a`` near 1) get 0: nothing to pool.
+    ``a`` is clamped to ``[1/K + 0.01, 0.999]``; ValueError for ``a`` outside [0, 1] or not finite, or ``K``
+    outside [2, 255].
     """
-    k = num_classes
+    k = _check_num_classes(num_classes)
     a = accuracy.float()
+    if not bool((torch.isfinite(a) & (a >= 0) & (a <= 1)).all()):
+        raise ValueError("accuracy must be finite and in [0, 1]")
+    a = a.clamp(1.0 / k + 0.01, 0.999)
     b = (1 - a) / (k - 1)
     z = NormalDist().inv_cdf(1 - cfg.error_rate / (k - 1))
     n = z * z * (a + b - (a - b) ** 2) / (a - b).clamp_min(1e-6) ** 2
@@ -106,7 +117,7 @@ def pooling_radius(accuracy: Tensor, num_classes: int, cfg: LabelPoolingConfig) 
 
 @dataclass
 class PooledLabels:
-    """labels ``uint8 [m, H, W]`` (255 where no pixel in reach is labelled), confidence ``float32 [m, H, W]``
+    """labels ``uint8 [m, H, W]`` (255 where the pixel had no label of its own), confidence ``float32 [m, H, W]``
     (posterior probability of the label, 0 where unlabelled), accuracy ``[m]`` (estimated label accuracy ``a``
     of each keyframe), radius ``long [m]`` (the half-size each keyframe pooled over, pixels)."""
 
@@ -114,6 +125,46 @@ class PooledLabels:
     confidence: Tensor
     accuracy: Tensor
     radius: Tensor
+
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or not 2 <= int(num_classes) <= 255:
+        raise ValueError(f"num_classes must be an integer in [2, 255], got {num_classes!r}")
+    return int(num_classes)
+
+
+def _checked(labels: Tensor, images: Tensor, depths: Tensor | None, num_classes: int,
+             weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
+    """``(ids long, images float32, depths float32 | None, known bool, weight float32, K)`` after checking the
+    inputs of :func:`pool_labels` / :func:`estimate_label_accuracy`; ValueError naming what is wrong."""
+    k = _check_num_classes(num_classes)
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be [m, H, W], got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class ids, got {labels.dtype}")
+    m, h, w = labels.shape
+    if tuple(images.shape) != (m, 3, h, w):
+        raise ValueError(f"images must be [m, 3, H, W] = {(m, 3, h, w)}, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point RGB in [0, 1], got {images.dtype}")
+    images = images.to(device=labels.device, dtype=torch.float32)
+    if images.numel() and float(torch.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0).abs().max()) > 1.0 + 1e-3:
+        raise ValueError("images must be RGB in [0, 1] (divide 8-bit images by 255)")
+    if depths is not None:
+        if tuple(depths.shape) != (m, h, w):
+            raise ValueError(f"depths must be [m, H, W] = {(m, h, w)}, got {tuple(depths.shape)}")
+        depths = depths.to(device=labels.device, dtype=torch.float32)
+    ids = labels.long()
+    known = known_label_mask(ids, k)
+    if weights is not None:
+        if tuple(weights.shape) != (m, h, w):
+            raise ValueError(f"confidence must be [m, H, W] = {(m, h, w)}, got {tuple(weights.shape)}")
+        conf = torch.nan_to_num(weights.to(device=labels.device, dtype=torch.float32), nan=0.0)
+        if bool(((conf < 0) | (conf > 1)).any()):
+            raise ValueError("confidence must be in [0, 1]")
+    else:
+        conf = torch.ones(m, h, w, device=labels.device)
+    return ids, images, depths, known, conf * known, k
 
 
 def _shift(x: Tensor, dy: int, dx: int, fill: float) -> Tensor:
@@ -148,11 +199,10 @@ def estimate_label_accuracy(labels: Tensor, images: Tensor, depths: Tensor | Non
     labels ``[m, H, W]`` integer ids (255 unknown), images ``[m, 3, H, W]`` in [0, 1], depths ``[m, H, W]``
     metres (0 unknown) or None, weights ``[m, H, W]`` per-pixel confidence or None. A keyframe with no
     labelled adjacent pair gets ``a = 1`` (nothing to pool). The result is clamped to ``[1/K + 0.01, 0.999]``.
+    Raises ``ValueError`` as :func:`pool_labels` does.
     """
     cfg = cfg or LabelPoolingConfig()
-    k = num_classes
-    ids = labels.long()
-    w = (ids != IGNORE_INDEX).float() if weights is None else weights.float() * (ids != IGNORE_INDEX)
+    ids, images, depths, _, w, k = _checked(labels, images, depths, num_classes, weights)
     agree = torch.zeros(ids.shape[0], device=ids.device)
     total = torch.zeros_like(agree)
     for dy, dx in ((0, 1), (1, 0)):
@@ -175,31 +225,17 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     confidence: the weight of the pixel's vote; NaN = 0) or None.
     Returns :class:`PooledLabels`. A keyframe whose radius is 0 (clean labels, ``cfg.max_radius == 0``) keeps
     its labels, with confidence the posterior of its own vote (``a``, or ``a`` weighted by the given confidence).
-    Raises ``ValueError`` for mismatched shapes, ids outside ``[0, K)`` other than 255, or a confidence outside
-    [0, 1].
+    Pixels without a label of their own (255, or confidence 0) stay 255 with confidence 0: pooling denoises
+    labels, it does not fill in what the segmenter left out.
+    Raises ``ValueError`` for mismatched shapes, labels that are not integer ids, ids outside ``[0, K)`` other
+    than 255, ``K`` outside [2, 255], images that are not floating point in [0, 1], a confidence outside
+    [0, 1], or a ``cfg`` that is not a :class:`LabelPoolingConfig`.
     """
     cfg = cfg or LabelPoolingConfig()
-    k = int(num_classes)
-    if labels.dim() != 3:
-        raise ValueError(f"labels must be [m, H, W], got {tuple(labels.shape)}")
-    m, h, w = labels.shape
-    if tuple(images.shape) != (m, 3, h, w):
-        raise ValueError(f"images must be [m, 3, H, W] = {(m, 3, h, w)}, got {tuple(images.shape)}")
-    if depths is not None and tuple(depths.shape) != (m, h, w):
-        raise ValueError(f"depths must be [m, H, W] = {(m, h, w)}, got {tuple(depths.shape)}")
-    ids = labels.long()
-    known = known_label_mask(ids, k)
-    if confidence is not None:
-        if tuple(confidence.shape) != (m, h, w):
-            raise ValueError(f"confidence must be [m, H, W] = {(m, h, w)}, got {tuple(confidence.shape)}")
-        conf = torch.nan_to_num(confidence.to(device=labels.device, dtype=torch.float32), nan=0.0)
-        if bool(((conf < 0) | (conf > 1)).any()):
-            raise ValueError("confidence must be in [0, 1]")
-    else:
-        conf = torch.ones(m, h, w, device=labels.device)
-    weight = conf * known  # [m, H, W]: each pixel's vote weight
-    images = images.to(device=labels.device, dtype=torch.float32)
-    depths = None if depths is None else depths.to(device=labels.device, dtype=torch.float32)
+    if not isinstance(cfg, LabelPoolingConfig):
+        raise ValueError(f"cfg must be a LabelPoolingConfig, got {type(cfg).__name__}")
+    ids, images, depths, known, weight, k = _checked(labels, images, depths, num_classes, confidence)
+    m, h, w = ids.shape
     a = estimate_label_accuracy(ids, images, depths, k, weight, cfg)  # [m]
     radius = pooling_radius(a, k, cfg)  # [m]
     b = (1 - a) / (k - 1)
@@ -221,18 +257,27 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     score = score[:, :k]
     post = torch.softmax(score, 1)
     best, arg = post.max(1)
-    has = votes > 0
+    has = (votes > 0) & (weight > 0)  # only pixels that carry a label of their own are relabelled
     out = torch.where(has, arg, torch.full_like(arg, IGNORE_INDEX)).to(torch.uint8)
     return PooledLabels(out, torch.where(has, best, torch.zeros_like(best)), a, radius)
 
 
-def pool_source_labels(views: "SourceViews", num_classes: int, cfg: LabelPoolingConfig | None = None) -> "SourceViews":
+def pool_source_labels(views: "SourceViews", num_classes: int, cfg: LabelPoolingConfig | None = None,
+                       batch: int = 16) -> "SourceViews":
     """``views`` with their labels pooled (:func:`pool_labels` on the views' own images, depths and label
     confidence): labels replaced by the pooled labels, ``label_confidence`` by the posterior. Views without
-    labels are returned as they are. This is what a keyframe's labels go through once, when it is stored."""
+    labels are returned as they are. This is what a keyframe's labels go through once, when it is stored.
+    Pools ``batch`` views at a time (bounded memory)."""
     from dataclasses import replace
 
     if views.labels is None:
         return views
-    pooled = pool_labels(views.labels, views.images, views.depths, num_classes, views.label_confidence, cfg)
-    return replace(views, labels=pooled.labels, label_confidence=pooled.confidence)
+    labels, confidence = [], []
+    for i in range(0, views.labels.shape[0], batch):  # bounded memory: [batch, K, H, W] scores at a time
+        sl = slice(i, i + batch)
+        pooled = pool_labels(views.labels[sl], views.images[sl], None if views.depths is None else views.depths[sl],
+                             num_classes, None if views.label_confidence is None else views.label_confidence[sl], cfg)
+        labels.append(pooled.labels)
+        confidence.append(pooled.confidence)
+    return replace(views, labels=torch.cat(labels) if labels else views.labels.to(torch.uint8),
+                   label_confidence=torch.cat(confidence) if confidence else views.label_confidence)
