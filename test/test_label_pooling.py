@@ -42,8 +42,10 @@ def test_clean_labels_are_kept_exactly_and_pool_over_nothing():
     assert torch.equal(out.labels, labels)
     assert out.radius.tolist() == [0, 0]
     assert (out.accuracy > 0.99).all()
-    # with nothing pooled the confidence is the posterior of the pixel's own vote: the estimated accuracy
-    torch.testing.assert_close(out.confidence, out.accuracy.view(2, 1, 1).expand(2, H, W))
+    # with nothing pooled the keyframe is left as it came: confidence 1 (no segmenter confidence given)
+    assert (out.confidence == 1).all()
+    conf = torch.rand(2, H, W)
+    torch.testing.assert_close(pool_labels(labels, images, depths, K, confidence=conf).confidence, conf)
 
 
 @pytest.mark.parametrize("rate", [0.5, 0.9])

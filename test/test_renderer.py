@@ -81,7 +81,8 @@ def test_features_are_encoded_once_per_keyframe_and_generation(room, tiny_model)
     renderer = make_renderer(tiny_model)
     calls = []
     original = renderer._encode_with
-    renderer._encode_with = lambda handle, frame: calls.append(frame.stamp_ns) or original(handle, frame)
+    renderer._encode_with = lambda handle, frame, previous=None: (calls.append(frame.stamp_ns)
+                                                                   or original(handle, frame, previous))
     snapshot = fill(renderer, room).snapshot()
     n = len(calls)
     assert n == len(snapshot)

@@ -223,8 +223,9 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     [0, 1] (the keyframes' own colour, the labels' resolution); depths ``[m, H, W]`` metres (0 = unknown) or
     None (colour and distance alone then); confidence ``[m, H, W]`` in [0, 1] (a segmenter's per-pixel
     confidence: the weight of the pixel's vote; NaN = 0) or None.
-    Returns :class:`PooledLabels`. A keyframe whose radius is 0 (clean labels, ``cfg.max_radius == 0``) keeps
-    its labels, with confidence the posterior of its own vote (``a``, or ``a`` weighted by the given confidence).
+    Returns :class:`PooledLabels`. A keyframe whose radius is 0 (clean labels, region-wise errors,
+    ``cfg.max_radius == 0``) is returned exactly as it came: its labels, and as confidence the given one (1
+    without), 0 where unlabelled.
     Pixels without a label of their own (255, or confidence 0) stay 255 with confidence 0: pooling denoises
     labels, it does not fill in what the segmenter left out.
     Raises ``ValueError`` for mismatched shapes, labels that are not integer ids, ids outside ``[0, K)`` other
@@ -258,6 +259,10 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     post = torch.softmax(score, 1)
     best, arg = post.max(1)
     has = (votes > 0) & (weight > 0)  # only pixels that carry a label of their own are relabelled
+    # a keyframe with nothing to pool (radius 0) is left exactly as it came: its labels, its confidence
+    untouched = (radius == 0).view(m, 1, 1)
+    arg = torch.where(untouched, ids, arg)
+    best = torch.where(untouched, weight, best)
     out = torch.where(has, arg, torch.full_like(arg, IGNORE_INDEX)).to(torch.uint8)
     return PooledLabels(out, torch.where(has, best, torch.zeros_like(best)), a, radius)
 

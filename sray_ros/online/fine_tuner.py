@@ -140,11 +140,13 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, tr
     """mIoU (dataset-level over the held-out keyframes) of ``model`` rendering them from ``train``, at
     ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do).
     The model's own labels are scored (the training keyframes' labels are not fused in): fine-tuning changes
-    the model, and fused labels would mostly repeat the training keyframes' labels whatever the weights."""
+    the model, and fused labels would mostly repeat the training keyframes' labels whatever the weights. The
+    held-out keyframes' labels are scored as :func:`training_labels` makes them (pooled, confidence-0 pixels
+    left out), the same labels the training keyframes supervise with."""
     if not held:
         return -1.0
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
-                     chunk=renderer.chunk, max_pixels=10**9, use_keyframe_labels=False)
+                     chunk=renderer.chunk, max_pixels=10**9, use_keyframe_labels=False, label_pooling=None)
     probe.swap(model, label_set, "holdout probe")
     label_set = as_label_set(label_set)
     cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_index)
@@ -153,7 +155,8 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, tr
         w, h = max(8, round(w0 * scale)), max(8, round(h0 * scale))
         K = geometry.scale_intrinsics(np.asarray(kf.frame.K, np.float64), w / w0, h / h0)
         result = probe.render(tuple(train), RenderRequest(kf.c2w, K, w, h, num_sources))
-        cm.update(result.raw_labels, geometry.resize_nearest(kf.frame.labels, w, h))
+        target = training_labels(kf.frame, label_set.num_classes, renderer.label_pooling)
+        cm.update(result.raw_labels, geometry.resize_nearest(target, w, h))
     value = cm.miou()
     return float(value) if np.isfinite(value) else 0.0
 

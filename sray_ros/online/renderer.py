@@ -283,7 +283,10 @@ class Renderer:
 
     # -- keyframe features --------------------------------------------------------------------------
     @torch.no_grad()
-    def _encode_with(self, handle: ModelHandle, frame: Frame) -> EncodedKeyframe:
+    def _encode_with(self, handle: ModelHandle, frame: Frame, previous: SourceViews | None = None) -> EncodedKeyframe:
+        """The keyframe's features with ``handle``'s weights. Its labels are pooled once: with ``previous``
+        (the same keyframe encoded by an earlier model generation) the pooled labels are taken from there,
+        since pooling reads only the keyframe's own colour, depth and labels, not the weights."""
         image = torch.from_numpy(np.array(frame.rgb)).to(self.device).permute(2, 0, 1).float().div_(255.0)
         K = torch.from_numpy(np.asarray(frame.K, np.float32)).to(self.device)
         c2w = torch.from_numpy(np.asarray(frame.c2w, np.float32)).to(self.device)
@@ -294,7 +297,12 @@ class Renderer:
             confidence = torch.from_numpy(np.array(frame.label_confidence, np.float32)).to(self.device)
             views = replace(views, label_confidence=confidence[None])
         if labels is not None and self.label_pooling is not None:  # once per keyframe, cached with its features
-            views = pool_source_labels(views, handle.label_set.num_classes, self.label_pooling)
+            if previous is not None and previous.labels is not None:
+                views = replace(views, labels=previous.labels.to(self.device),
+                                label_confidence=None if previous.label_confidence is None
+                                else previous.label_confidence.to(self.device))
+            else:
+                views = pool_source_labels(views, handle.label_set.num_classes, self.label_pooling)
         return EncodedKeyframe(handle.generation, views)
 
     def encode(self, frame: Frame) -> EncodedKeyframe | None:
@@ -311,7 +319,8 @@ class Renderer:
             hit = self._reencoded.get(keyframe.id)
         if hit is not None and hit.generation == handle.generation:
             return hit.views
-        encoded = self._encode_with(handle, keyframe.frame)
+        previous = cached if isinstance(cached, EncodedKeyframe) else hit
+        encoded = self._encode_with(handle, keyframe.frame, None if previous is None else previous.views)
         with self._cache_lock:
             if self._handle is handle:
                 self._reencoded[keyframe.id] = encoded
