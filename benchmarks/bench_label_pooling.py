@@ -47,11 +47,19 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    except ValueError:
+        ap.error("--rates are numbers, --sizes WxH,WxH")
+    if not all(0 <= r <= 1 for r in rates) or not all(len(sz) == 2 and min(sz) >= 8 for sz in sizes):
+        ap.error("--rates must be in [0, 1] and --sizes WxH with W, H >= 8")
+    if args.reps < 1 or args.threads < 1:
+        ap.error("--reps and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    rates = [float(r) for r in args.rates.split(",")]
     print(json.dumps({"load_average": os.getloadavg(), "threads": args.threads, "torch": torch.__version__}))
-    for size in args.sizes.split(","):
-        width, height = (int(v) for v in size.split("x"))
+    for width, height in sizes:
+        size = f"{width}x{height}"
         inputs = {r: keyframe(width, height, r) for r in rates}
         times: dict[float, list[float]] = {r: [] for r in rates}
         radius = {}

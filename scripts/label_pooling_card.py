@@ -44,7 +44,13 @@ def _grid(sets: list[str]) -> list[dict]:
         except ValueError:
             raise SystemExit(f"--set {s!r}: values must be numbers") from None
     keys = list(axes)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))] or [{}]
+    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))] or [{}]
+    for overrides in grid:  # every configuration is checked before any room is read
+        try:
+            LabelPoolingConfig(**overrides)
+        except ValueError as exc:
+            raise SystemExit(f"--set {overrides}: {exc}") from None
+    return grid
 
 
 def main(argv=None) -> int:
@@ -62,8 +68,6 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     from sray_ros.data.label_noise import LABEL_TASKS
     from sray_ros.data.label_sets import load_label_set
@@ -75,12 +79,18 @@ def main(argv=None) -> int:
     ltc = __import__("importlib.util").util.module_from_spec(spec_ltc)
     spec_ltc.loader.exec_module(ltc)
 
+    if args.rooms < 1 or args.frame_step < 1 or args.holdout_every < 2 or args.threads < 0 \
+            or args.width < 8 or args.height < 8:
+        raise SystemExit("need --rooms >= 1, --frame-step >= 1, --holdout-every >= 2, --threads >= 0 and "
+                         "--width/--height >= 8")
     unknown = [t for t in args.tasks if t not in LABEL_TASKS]
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; known: {', '.join(LABEL_TASKS)}")
     if not Path(args.data).is_dir():
         raise SystemExit(f"--data {args.data}: no such folder")
     grid = _grid(args.set)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     label_set = load_label_set("scannet20")
     k = label_set.num_classes
     rooms = list_scannet_scenes(args.data)[: args.rooms]

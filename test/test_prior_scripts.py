@@ -43,11 +43,22 @@ def test_real_sequence_panels_refuses_bad_input(tmp_path, extra, message):
     ("scripts/label_pooling_card.py", ["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
     ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--set", "radius=2"], "expected NAME=V1,V2"),
     ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--set", "max_radius=a"], "values must be numbers"),
+    ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--set", "max_radius=-1"],
+     "max_radius must be an integer in [0, 64]"),
+    ("scripts/label_pooling_card.py", ["--data", str(ROOM.parent), "--frame-step", "0"], "need --rooms >= 1"),
+    ("benchmarks/bench_label_pooling.py", ["--sizes", "160"], "--sizes WxH"),
+    ("benchmarks/bench_label_pooling.py", ["--rates", "1.5"], "--rates must be in [0, 1]"),
+    ("benchmarks/bench_label_pooling.py", ["--reps", "0"], "--reps and --threads must be >= 1"),
+    ("sray_ros/train/evaluate.py", ["--checkpoint", str(MODEL), "--data", str(ROOM), "--label-pooling-max-radius", "5"],
+     "acts on source labels"),
+    ("sray_ros/train/evaluate.py", ["--checkpoint", str(MODEL), "--data", str(ROOM), "--label-transfer", "depth",
+                                    "--label-pooling-max-radius", "65"], "must be in [0, 64]"),
 ])
 def test_prior_and_pooling_scripts_refuse_bad_input(tmp_path, script, args, message):
     """One line naming the flag (exit 2 from argparse or a SystemExit message), no traceback, nothing run."""
-    extra = ["--out", str(tmp_path / "out")] if "prior_ablation" in script else []
-    done = subprocess.run([sys.executable, str(REPO / script), *args, *extra], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    extra = ["--out", str(tmp_path / "out")] if ("prior_ablation" in script or "evaluate" in script) else []
+    cmd = ([sys.executable, "-m", "sray_ros.train.evaluate"] if "evaluate" in script
+           else [sys.executable, str(REPO / script)])
+    done = subprocess.run([*cmd, *args, *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

@@ -41,7 +41,7 @@ from sray_ros.data.scannet import load_scannet_scene, scene_folders
 from sray_ros.data.scene import SceneArrays
 from sray_ros.data.view_selection import select_source_views
 from sray_ros.model.feature_net import SourceViews
-from sray_ros.model.label_pooling import LabelPoolingConfig, pool_source_labels
+from sray_ros.model.label_pooling import MAX_RADIUS, LabelPoolingConfig, pool_source_labels
 from sray_ros.model.label_transfer import LabelTransferConfig
 from sray_ros.model.render import render_view
 from sray_ros.model.samplers import SAMPLING_MODES
@@ -354,7 +354,7 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                         "from the cameras and depth (datasets whose world is not z-up); default: the model's (+z)")
     p.add_argument("--label-transfer", default="off", choices=["off", "blend", "depth", "blend_depth", "uniform"],
                    help="fuse the source keyframes' labels into the rendered labels, with these view weights")
-    p.add_argument("--label-pooling-max-radius", type=int, default=LabelPoolingConfig.max_radius,
+    p.add_argument("--label-pooling-max-radius", type=int, default=None,
                    help="pool each source keyframe's labels along its own surfaces, at most this many pixels far, "
                         "as far as its estimated label noise needs (as the node does; sray-finetune also trains on "
                         "the pooled labels; 0 = raw labels)")
@@ -382,11 +382,18 @@ def label_options(args: argparse.Namespace) -> tuple[LabelTransferConfig | None,
     return transfer, LabelCorruption.from_args(args)
 
 
-def label_pooling_option(args: argparse.Namespace) -> LabelPoolingConfig | None:
-    """``--label-pooling-max-radius`` as a config (None for 0); ValueError for a negative radius."""
-    radius = getattr(args, "label_pooling_max_radius", LabelPoolingConfig.max_radius)
-    if radius < 0:
-        raise ValueError(f"--label-pooling-max-radius must be >= 0 (0 = off), got {radius}")
+def label_pooling_option(args: argparse.Namespace, needs_transfer: bool = True) -> LabelPoolingConfig | None:
+    """``--label-pooling-max-radius`` as a config (None for 0; default: the node's); ValueError for a radius
+    outside [0, 64], or the flag without ``--label-transfer`` when ``needs_transfer`` (``sray-eval`` uses
+    source labels only for label transfer; ``sray-finetune`` also trains on them)."""
+    radius = getattr(args, "label_pooling_max_radius", None)
+    if needs_transfer and radius is not None and getattr(args, "label_transfer", "off") == "off":
+        raise ValueError("--label-pooling-max-radius acts on source labels, which are used only with "
+                         "--label-transfer (blend, depth, blend_depth or uniform)")
+    if radius is None:
+        return LabelPoolingConfig()
+    if not 0 <= radius <= MAX_RADIUS:
+        raise ValueError(f"--label-pooling-max-radius must be in [0, {MAX_RADIUS}] (0 = off), got {radius}")
     return LabelPoolingConfig(max_radius=radius) if radius else None
 
 

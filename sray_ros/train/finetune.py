@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         loaded = load_model_for_scenes(args.checkpoint, device, args.width, args.height)
         label_transfer, label_corruption = label_options(args)
-        label_pooling = label_pooling_option(args)
+        label_pooling = label_pooling_option(args, needs_transfer=False)
         apply_fast_view_options(loaded.checkpoint.model.cfg, args)
     except (CheckpointError, ValueError) as exc:
         print(f"sray-finetune: {exc}", file=sys.stderr)
