@@ -3,7 +3,7 @@
     python benchmarks/bench_label_pooling.py [--sizes 160x120,320x240] [--reps 5] [--threads 1]
 
 A keyframe of two surfaces (colour and depth differ) with clean labels and with 50 % / 90 % pixel noise
-(20 classes): the noise sets the radius each keyframe pools over (0, 2 and 12 px), and the cost grows with
+(20 classes): the noise sets the radius each keyframe pools over (0, 2 and 11-12 px), and the cost grows with
 the square of it. The noise levels are interleaved in each repetition; the median seconds are printed with
 the radius and the load average.
 """

@@ -57,7 +57,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor) -> Tens
     On CUDA, sequences this short go to :func:`short_attention` (plain batched matmuls) instead: PyTorch's
     masked fused kernel runs such batches poorly there. Measured on one H200 (fp32, ``[524288, 4, 8, 16]``):
     12.4 ms vs 33.0 ms paired and 58.7 ms unpaired; whole depth-guided views of the shipped model 1.4x faster
-    at every pixel (640x480: 440 vs 628 ms) with identical labels.
+    at every pixel (640x480: 436 vs 622 ms, BENCHMARKS.md) with identical labels.
     """
     b, h, length, d = q.shape
     if q.is_cuda and 0 < length <= PAIR_MAX_LENGTH:

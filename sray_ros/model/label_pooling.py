@@ -29,7 +29,7 @@ Model (shapes: ``m`` keyframes, ``H x W`` pixels, ``K`` classes; ``l_q`` the lab
    probability, which then weights that pixel's vote across keyframes.
 4. **How far to pool** follows from ``a`` alone (:func:`pooling_radius`): the square holds as many votes as a
    uniform surface needs for the true class to win with probability ``1 - error_rate``; none for clean labels
-   (about 0), 2 px for 50 % pixel noise, 12 px (the cap) for 90 %.
+   (about 0), 2 px for 50 % pixel noise, 11-12 px for 90 % (12 is the default cap).
 
 Consequences: with clean labels the pixel's own label outweighs all but a crowd of same-surface neighbours
 (borders between surfaces that differ in colour or depth stay where they are); with random noise many
