@@ -218,13 +218,13 @@ def test_a_sure_but_wrong_sray_is_outvoted_by_one_keyframe_and_says_little_where
 
 def test_a_class_no_keyframe_shows_is_not_predicted_where_nobody_votes():
     """The keyframes label rays 0-899 with classes 0 and 1 (S-Ray agrees there); on rays 900-999, which no
-    keyframe sees, S-Ray leans to class 3 (log-odds 3 over class 0) though nothing in view is class 3. The
+    keyframe sees, S-Ray leans to class 3 (log-odds 2 over class 0) though nothing in view is class 3. The
     view's class marginal (from the keyframes) makes those rays class 0; without it they would be class 3."""
     gen = torch.Generator().manual_seed(7)
     truth = torch.randint(0, 2, (1000,), generator=gen)
     logits = torch.nn.functional.one_hot(truth, K).float() * 5.0
     logits[900:] = 0.0
-    logits[900:, 3], logits[900:, 0] = 4.0, 1.0
+    logits[900:, 3], logits[900:, 0] = 3.0, 1.0
     seen = torch.zeros(1000, 2, dtype=torch.bool)
     seen[:900] = True
     ev = votes_from_labels(truth[:, None].expand(-1, 2), seen)

@@ -382,12 +382,14 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
     the order of the views. The confidence is the posterior probability of the returned label.
 
     Class marginal (``class_prior``): the share ``pi_c`` of each class in the keyframes' consensus over the
-    view's labelled rays (one pseudo-ray per class, floored at ``1 / (10 K)``) is a prior ``log pi_c`` on
-    *every* ray of the view, so a ray no keyframe labels takes S-Ray's distribution reweighted by the classes
-    the keyframes see around it. A class that no keyframe shows in this view costs at most
-    ``log(10 K pi_max)`` (5.2 with 20 classes and one class on 90 % of the rays): S-Ray wins it where it is
-    sure (about 0.99 and up with ``s`` near 1), not where it merely leans. Without any labelled ray the
-    marginal is uniform and S-Ray's distribution is kept exactly. Rays whose logits are not finite get a
+    view's labelled rays is a prior ``log pi_c`` on *every* ray of the view, so a ray no keyframe labels takes
+    S-Ray's distribution reweighted by the classes the keyframes see around it. Pseudo-counts: one ray per
+    class, and each unlabelled ray counts ``1/K`` for every class (it could be any). So a class no keyframe
+    shows stays possible in proportion to how much of the view no keyframe labels: with 10 % unlabelled
+    (20 classes, one class on the other 90 %) it costs ``log(0.9 / 0.005) = 5.2`` and S-Ray wins it where it
+    is sure (about 0.99 with ``s`` near 1), not where it merely leans; with 0.1 % unlabelled it costs about
+    9, more than S-Ray's mixture ever gives, which stops a peaked S-Ray from inventing a class on a few
+    stray pixels. Without any labelled ray the marginal is uniform and S-Ray's distribution is kept exactly. Rays whose logits are not finite get a
     uniform S-Ray term (and do not enter the fit of ``s``).
 
     S-Ray's own distribution ``p_s`` is the prior, but a field on a room it was not trained on can be sure and
@@ -430,8 +432,9 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
         agree = torch.einsum("rm,rk,rmk->mk", others, q, votes)
         precision = (prior.prior_strength * prior.prior_accuracy + agree) / (prior.prior_strength + said)
         if class_prior:
-            share = (q * labelled.unsqueeze(-1)).sum(0) + 1.0  # one pseudo-ray per class
-            log_marginal = torch.log((share / share.sum()).clamp_min(1.0 / (10 * k)))
+            # one pseudo-ray per class, and each unlabelled ray counts 1/K for every class (it could be any)
+            share = (q * labelled.unsqueeze(-1)).sum(0) + 1.0 + (~labelled).sum() / k
+            log_marginal = torch.log(share / share.sum())
     coverage = strength.amax(-1) if strength.shape[1] else torch.zeros_like(acc.float())
     weight_s = 1.0
     if sray_mixture and bool(labelled.any()):
