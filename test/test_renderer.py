@@ -321,30 +321,37 @@ def test_view_scale_setting_reaches_the_render_and_bad_values_are_refused(room, 
 
 
 def test_fine_tuning_trains_on_pooled_labels_and_leaves_out_confidence_zero(room, tiny_model):
-    """Keyframes whose labels carry 90 % pixel noise train on their pooled labels (as the renderer pools
-    them): far closer to the clean labels than what arrived. Pixels of segmenter confidence 0 supervise
-    nothing (255), with or without pooling."""
+    """Keyframes whose labels carry 90 % pixel noise train on the labels the renderer stored for them (pooled
+    once, when encoded): far closer to the clean labels than what arrived. Pixels of segmenter confidence 0
+    supervise nothing (255), with or without pooling. A fine-tuning job stacks exactly those labels."""
     from dataclasses import replace as dc_replace
 
     from sray_ros.data.label_noise import LabelCorruption
-    from sray_ros.online.fine_tuner import keyframes_to_scene, training_labels
+    from sray_ros.online.fine_tuner import FineTuneGoal, FineTuneJob
 
     noisy = LabelCorruption(pixel_noise=0.9, seed=0).apply(room.labels, 20)
     renderer = make_renderer(tiny_model)
-    frames = [dc_replace(frame_of(room, i), labels=noisy[i]) for i in range(room.num_frames)]
+    buffer = KeyframeBuffer(max_keyframes=32, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=renderer.encode)
+    for i in range(room.num_frames):
+        assert buffer.consider(dc_replace(frame_of(room, i), labels=noisy[i]))[0]
+    snapshot = buffer.snapshot()
     known = room.labels != 255
-    raw_acc = (noisy == room.labels)[known].mean()
-    pooled = np.stack([training_labels(f, 20, renderer.label_pooling) for f in frames])
-    assert raw_acc < 0.15 and (pooled == room.labels)[known].mean() > 0.6, (pooled == room.labels)[known].mean()
+    stored = np.stack([renderer.stored_labels(kf) for kf in snapshot])
+    assert (noisy == room.labels)[known].mean() < 0.15
+    assert (stored == room.labels)[known].mean() > 0.6, (stored == room.labels)[known].mean()
+    job = FineTuneJob(renderer, snapshot, FineTuneGoal(max_steps=1, num_rays=16, num_sources=4))
+    by_id = {kf.id: renderer.stored_labels(kf) for kf in snapshot}
+    assert all(np.array_equal(job.scene.labels[j], by_id[int(i)]) for j, i in enumerate(job.scene.frame_ids))
+
     conf = np.ones(room.labels.shape[1:], np.float32)
     conf[:, :20] = 0.0
-    frame = dc_replace(frame_of(room, 0), label_confidence=conf)
     for pooling in (None, renderer.label_pooling):
-        out = training_labels(frame, 20, pooling)
+        r = Renderer(device="cpu", num_source_views=4, label_pooling=pooling)
+        r.swap(*tiny_model, "tiny")
+        b = KeyframeBuffer(max_keyframes=4, min_translation_m=0.0, min_rotation_deg=0.0, encode_fn=r.encode)
+        assert b.consider(dc_replace(frame_of(room, 0), label_confidence=conf))[0]
+        out = r.stored_labels(b.snapshot()[0])
         assert (out[:, :20] == 255).all() and (out[:, 25:] == room.labels[0][:, 25:]).all()
-    kfs = fill(renderer, room, skip=()).snapshot()
-    with pytest.raises(ValueError, match="num_classes"):
-        keyframes_to_scene(list(kfs), pooling=renderer.label_pooling)
 
 
 def test_prior_up_is_set_on_every_model_the_renderer_is_given():

@@ -239,6 +239,10 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     m, h, w = ids.shape
     a = estimate_label_accuracy(ids, images, depths, k, weight, cfg)  # [m]
     radius = pooling_radius(a, k, cfg)  # [m]
+    if not bool((radius > 0).any()):  # nothing to pool (clean labels): every keyframe as it came
+        has = weight > 0
+        return PooledLabels(torch.where(has, ids, torch.full_like(ids, IGNORE_INDEX)).to(torch.uint8), weight,
+                            a, radius)
     b = (1 - a) / (k - 1)
     a4, b4, r4 = a.view(m, 1, 1), b.view(m, 1, 1), radius.view(m, 1, 1)
     slot = torch.where(known, ids, torch.full_like(ids, k))  # unknown -> an extra bin, dropped below
@@ -267,22 +271,34 @@ def pool_labels(labels: Tensor, images: Tensor, depths: Tensor | None, num_class
     return PooledLabels(out, torch.where(has, best, torch.zeros_like(best)), a, radius)
 
 
+def pool_in_batches(labels: Tensor, images: Tensor, depths: Tensor | None, num_classes: int,
+                    confidence: Tensor | None = None, cfg: LabelPoolingConfig | None = None,
+                    batch: int = 16) -> tuple[Tensor, Tensor]:
+    """:func:`pool_labels` over ``batch`` keyframes at a time (bounded memory: ``[batch, K, H, W]`` scores);
+    returns ``(labels uint8 [m, H, W], confidence float32 [m, H, W])``. Same arguments and errors."""
+    labels_out, conf_out = [], []
+    for i in range(0, labels.shape[0], batch):
+        sl = slice(i, i + batch)
+        pooled = pool_labels(labels[sl], images[sl], None if depths is None else depths[sl], num_classes,
+                             None if confidence is None else confidence[sl], cfg)
+        labels_out.append(pooled.labels)
+        conf_out.append(pooled.confidence)
+    if not labels_out:  # no keyframes: checked and returned empty
+        pooled = pool_labels(labels, images, depths, num_classes, confidence, cfg)
+        return pooled.labels, pooled.confidence
+    return torch.cat(labels_out), torch.cat(conf_out)
+
+
 def pool_source_labels(views: "SourceViews", num_classes: int, cfg: LabelPoolingConfig | None = None,
                        batch: int = 16) -> "SourceViews":
     """``views`` with their labels pooled (:func:`pool_labels` on the views' own images, depths and label
-    confidence): labels replaced by the pooled labels, ``label_confidence`` by the posterior. Views without
-    labels are returned as they are. This is what a keyframe's labels go through once, when it is stored.
-    Pools ``batch`` views at a time (bounded memory)."""
+    confidence, :func:`pool_in_batches`): labels replaced by the pooled labels, ``label_confidence`` by the
+    posterior. Views without labels are returned as they are. This is what a keyframe's labels go through
+    once, when it is stored."""
     from dataclasses import replace
 
     if views.labels is None:
         return views
-    labels, confidence = [], []
-    for i in range(0, views.labels.shape[0], batch):  # bounded memory: [batch, K, H, W] scores at a time
-        sl = slice(i, i + batch)
-        pooled = pool_labels(views.labels[sl], views.images[sl], None if views.depths is None else views.depths[sl],
-                             num_classes, None if views.label_confidence is None else views.label_confidence[sl], cfg)
-        labels.append(pooled.labels)
-        confidence.append(pooled.confidence)
-    return replace(views, labels=torch.cat(labels) if labels else views.labels.to(torch.uint8),
-                   label_confidence=torch.cat(confidence) if confidence else views.label_confidence)
+    labels, confidence = pool_in_batches(views.labels, views.images, views.depths, num_classes,
+                                         views.label_confidence, cfg, batch)
+    return replace(views, labels=labels, label_confidence=confidence)

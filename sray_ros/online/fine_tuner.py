@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 from sray_ros import geometry
 from sray_ros.data.label_sets import IGNORE_INDEX, LabelSet, as_label_set
 from sray_ros.data.scene import SceneArrays
-from sray_ros.model.label_pooling import LabelPoolingConfig, pool_labels
 from sray_ros.model.sray import SRay
 from sray_ros.online.keyframes import Keyframe
 from sray_ros.online.renderer import RenderRequest, Renderer
@@ -89,26 +87,13 @@ def split_holdout(keyframes: list[Keyframe], max_holdout: int) -> tuple[list[Key
     return train, held
 
 
-def training_labels(frame, num_classes: int, pooling: LabelPoolingConfig | None) -> np.ndarray:
-    """The labels a keyframe trains on, ``uint8 [H, W]``: its label image pooled along its own surfaces as
-    the renderer pools it (``pooling``; None = as received), with pixels of segmenter confidence 0 (or no
-    pooled evidence) set to 255, so they supervise nothing."""
-    labels = np.asarray(frame.labels, np.uint8)
-    confidence = None if frame.label_confidence is None else np.nan_to_num(
-        np.asarray(frame.label_confidence, np.float32), nan=0.0)
-    if pooling is None:
-        return labels if confidence is None else np.where(confidence > 0, labels, IGNORE_INDEX).astype(np.uint8)
-    image = torch.from_numpy(np.array(frame.rgb)).permute(2, 0, 1).float().div_(255.0)[None]
-    depth = None if frame.depth is None else torch.from_numpy(np.array(frame.depth, np.float32))[None]
-    pooled = pool_labels(torch.from_numpy(labels)[None], image, depth, num_classes,
-                         None if confidence is None else torch.from_numpy(confidence)[None], pooling)
-    return pooled.labels[0].numpy()
-
-
-def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_INDEX, num_classes: int | None = None,
-                       pooling: LabelPoolingConfig | None = None) -> SceneArrays:
-    """Stack keyframes (same size and intrinsics) into the in-memory scene the training loop samples; label
-    images go through :func:`training_labels` (``num_classes`` is needed with ``pooling``)."""
+def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_INDEX,
+                       labels_of: Callable[[Keyframe], np.ndarray | None] | None = None) -> SceneArrays:
+    """Stack keyframes (same size and intrinsics) into the in-memory scene the training loop samples.
+    ``labels_of(keyframe)``: the labels it trains on (``uint8 [H, W]``, 255 = none; None = unlabelled), by
+    default its label image as received; the node passes :meth:`Renderer.stored_labels` (pooled, pixels of
+    segmenter confidence 0 left out)."""
+    labels_of = labels_of or (lambda kf: kf.frame.labels)
     first = keyframes[0].frame
     h, w = first.rgb.shape[:2]
     for kf in keyframes:
@@ -119,10 +104,11 @@ def keyframes_to_scene(keyframes: list[Keyframe], ignore_index: int = IGNORE_IND
             raise FineTuneError(f"keyframe {kf.id} has other intrinsics than keyframe {keyframes[0].id}: "
                                 "fine-tuning needs one camera")
     colors = np.stack([kf.frame.rgb for kf in keyframes])
-    if pooling is not None and num_classes is None:
-        raise ValueError("keyframes_to_scene needs num_classes to pool labels")
-    labels = np.stack([training_labels(kf.frame, num_classes or 0, pooling) if kf.frame.labels is not None
-                       else np.full((h, w), ignore_index, np.uint8) for kf in keyframes])
+    stacked = []
+    for kf in keyframes:
+        labels = labels_of(kf)
+        stacked.append(np.full((h, w), ignore_index, np.uint8) if labels is None else np.asarray(labels, np.uint8))
+    labels = np.stack(stacked)
     with_depth = all(kf.frame.depth is not None for kf in keyframes)
     depths = np.stack([kf.frame.depth for kf in keyframes]).astype(np.float32) if with_depth else None
     near, far = 0.1, 10.0
@@ -141,8 +127,8 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, tr
     ``scale`` times their size (labels resized with :func:`geometry.resize_nearest`, as the readers do).
     The model's own labels are scored (the training keyframes' labels are not fused in): fine-tuning changes
     the model, and fused labels would mostly repeat the training keyframes' labels whatever the weights. The
-    held-out keyframes' labels are scored as :func:`training_labels` makes them (pooled, confidence-0 pixels
-    left out), the same labels the training keyframes supervise with."""
+    held-out keyframes' labels are scored as ``renderer`` stores them (:meth:`Renderer.stored_labels`: pooled,
+    confidence-0 pixels left out), the same labels the training keyframes supervise with."""
     if not held:
         return -1.0
     probe = Renderer(device=str(renderer.device), num_source_views=num_sources, opacity_threshold=0.0,
@@ -155,7 +141,7 @@ def holdout_miou(renderer: Renderer, model: SRay, label_set: LabelSet | dict, tr
         w, h = max(8, round(w0 * scale)), max(8, round(h0 * scale))
         K = geometry.scale_intrinsics(np.asarray(kf.frame.K, np.float64), w / w0, h / h0)
         result = probe.render(tuple(train), RenderRequest(kf.c2w, K, w, h, num_sources))
-        target = training_labels(kf.frame, label_set.num_classes, renderer.label_pooling)
+        target = renderer.stored_labels(kf)
         cm.update(result.raw_labels, geometry.resize_nearest(target, w, h))
     value = cm.miou()
     return float(value) if np.isfinite(value) else 0.0
@@ -192,8 +178,7 @@ class FineTuneJob:
                                     f"'{handle.label_set.name}' (0..{num_classes - 1}, {IGNORE_INDEX} = unknown)")
         self.renderer, self.goal, self.handle = renderer, goal, handle
         self.train, self.held = split_holdout(selected, goal.max_holdout)
-        self.scene = keyframes_to_scene(self.train, handle.label_set.ignore_index, handle.label_set.num_classes,
-                                        renderer.label_pooling)
+        self.scene = keyframes_to_scene(self.train, handle.label_set.ignore_index, renderer.stored_labels)
         self.stop = threading.Event()
 
     def run(self, on_step: Callable[[StepStats], None] | None = None) -> FineTuneOutcome:

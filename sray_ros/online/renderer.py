@@ -326,6 +326,21 @@ class Renderer:
                 self._reencoded[keyframe.id] = encoded
         return encoded.views
 
+    def stored_labels(self, keyframe: Keyframe) -> np.ndarray | None:
+        """The labels renders use for ``keyframe`` (pooled once when it was encoded, :mod:`sray_ros.model.
+        label_pooling`), ``uint8 [H, W]`` with 255 where it gives no label (unknown, or confidence 0); None for a
+        keyframe without labels. Fine-tuning trains on these, so the labels are pooled once, not per job.
+        Raises :class:`RenderError` without a model."""
+        if keyframe.frame.labels is None:
+            return None
+        views = self._features(self.require_model(), keyframe)
+        if views.labels is None:
+            return None
+        labels = views.labels[0].long()
+        if views.label_confidence is not None:
+            labels = torch.where(views.label_confidence[0] > 0, labels, torch.full_like(labels, IGNORE_INDEX))
+        return labels.to(torch.uint8).cpu().numpy()
+
     def forget(self, live_ids: set[int]) -> None:
         """Drop re-encoded features of keyframes that left the buffer."""
         with self._cache_lock:

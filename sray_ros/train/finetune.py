@@ -78,20 +78,16 @@ def fine_tune(model: SRay, label_set: dict[str, Any], scene: SceneArrays, max_st
 
 
 def pooled_scene_labels(scene, num_classes: int, pooling, batch: int = 16):
-    """``uint8 [N, H, W]``: every frame's labels pooled along its own surfaces
-    (:func:`sray_ros.model.label_pooling.pool_labels` on the frame's colour and depth), in batches."""
-    import numpy as np
+    """``uint8 [N, H, W]``: every frame's labels pooled along its own surfaces, as the node pools a keyframe's
+    (:func:`sray_ros.model.label_pooling.pool_in_batches` on the frames' colour and depth)."""
     import torch
 
-    from sray_ros.model.label_pooling import pool_labels
+    from sray_ros.model.label_pooling import pool_in_batches
 
-    out = np.empty_like(scene.labels)
-    for i in range(0, scene.num_frames, batch):
-        sl = slice(i, i + batch)
-        images = torch.from_numpy(scene.colors[sl]).permute(0, 3, 1, 2).float() / 255.0
-        depths = None if scene.depths is None else torch.from_numpy(scene.depths[sl])
-        out[sl] = pool_labels(torch.from_numpy(scene.labels[sl]), images, depths, num_classes, cfg=pooling).labels.numpy()
-    return out
+    images = torch.from_numpy(scene.colors).permute(0, 3, 1, 2).float() / 255.0
+    depths = None if scene.depths is None else torch.from_numpy(scene.depths)
+    return pool_in_batches(torch.from_numpy(scene.labels), images, depths, num_classes, cfg=pooling,
+                           batch=batch)[0].numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
