@@ -64,6 +64,13 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor) -> Tens
         return short_attention(q, k, v, key_valid)
     if not (0 < length <= PAIR_MAX_LENGTH) or b < 2:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid[:, None, None, :])
+    return paired_attention(q, k, v, key_valid)
+
+
+def paired_attention(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor) -> Tensor:
+    """:func:`masked_attention`'s CPU path for short sequences: two sequences of length ``L`` attended as one
+    of ``2 L`` with a block-diagonal mask (same shapes and result as the fused kernel per sequence)."""
+    b, h, length, d = q.shape
     odd = b % 2
     if odd:  # pad with a copy of the last sequence; its output is dropped
         q, k, v = (torch.cat([t, t[-1:]], 0) for t in (q, k, v))
