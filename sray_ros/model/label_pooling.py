@@ -31,11 +31,11 @@ Model (shapes: ``m`` keyframes, ``H x W`` pixels, ``K`` classes; ``l_q`` the lab
    uniform surface needs for the true class to win with probability ``1 - error_rate``; none for clean labels
    (about 0), 2 px for 50 % pixel noise, 11-12 px for 90 % (12 is the default cap).
 
-Consequences: with clean labels the pixel's own label outweighs all but a crowd of same-surface neighbours
-(borders between surfaces that differ in colour or depth stay where they are); with random noise many
-neighbours outvote it; pixels without a label of their own (255 or confidence 0) stay 255 with confidence 0. Cost: ``(2 r + 1)^2`` shifted
-compares per pixel (``r`` the largest radius of the batch), once per keyframe (the node caches it with the
-keyframe's features); clean keyframes cost two compares per pixel (the accuracy estimate).
+Consequences: clean keyframes are left exactly as they came; with random noise many same-surface neighbours
+outvote a pixel's own label, while borders between surfaces that differ in colour or depth stay where they
+are; pixels without a label of their own (255 or confidence 0) stay 255 with confidence 0. Cost:
+``(2 r + 1)^2`` shifted compares per pixel (``r`` the largest radius of the batch), once per keyframe (the node
+caches it with the keyframe's features); clean keyframes cost two compares per pixel (the accuracy estimate).
 
 The defaults were chosen on the validation rooms of the synthetic set (never on the test rooms): per-keyframe
 pooled labels under clean, 50 % and 90 % pixel, 30 % region and segmenter-like noise.
