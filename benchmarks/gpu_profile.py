@@ -81,7 +81,8 @@ def main() -> int:
             key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
             launches = sum(e.count for e in table if e.key.startswith("cuda") and "Launch" in e.key)
             (out / f"prof_{width}x{height}_{mode}.txt").write_text(
-                table.table(sort_by=key, row_limit=40) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=40)
+                table.table(sort_by=key, row_limit=40) + "\n\n"
+                + table.table(sort_by="self_cpu_time_total", row_limit=40)
                 + f"\nkernel launches: {launches}\n")
     (out / "chunks.json").write_text(json.dumps(rows, indent=1))
     return 0

@@ -371,34 +371,37 @@ def fuse_reliable(logits: Tensor, evidence: LabelEvidence, acc: Tensor, full_cov
         log p(c | r) = log_softmax(logits)_rc + sum_i s_ri d_ri[c] log(a_ic (K - 1) / (1 - a_ic))^+
 
     E-step: the keyframes' consensus ``q(c | r) = softmax_c(sum_i s_ri d_ri[c] w_ic)`` (``w`` the vote weights
-    above; S-Ray's logits are left out, so keyframes are judged by their agreement with each other).
-    M-step: ``a_ik = (prior_strength prior_accuracy + sum_r o_ri q(k | r) s_ri d_ri[k]) / (prior_strength +
-    sum_r o_ri s_ri d_ri[k])`` with ``o_ri = clamp(sum_{j != i} s_rj, 0, 1)`` (how far the *other* keyframes
-    see ray ``r``): how often the consensus agrees where the keyframe says ``k``, at co-visible surfaces only
-    (Beta pseudo-counts of :class:`ReliabilityPrior`; a keyframe nobody else sees keeps ``prior_accuracy``). The vote weight is clipped at 0, so a keyframe no better than chance
-    adds nothing (it never votes *against* its label). Consequences: keyframes that
-    agree at co-visible surfaces keep equal weights (the rule reduces to a majority vote), a keyframe or a
-    class the others contradict loses weight, random noise averages out, and the result does not depend on
-    the order of the views. The confidence is the posterior probability of the returned label.
+    above; S-Ray's logits are left out, so keyframes are judged by their agreement with each other). M-step:
 
-    Class marginal (``class_prior``): the share ``pi_c`` of each class in the keyframes' consensus over the
-    view's labelled rays is a prior ``log pi_c`` on *every* ray of the view, so a ray no keyframe labels takes
-    S-Ray's distribution reweighted by the classes the keyframes see around it. Pseudo-counts: one ray per
-    class, and each unlabelled ray counts ``1/K`` for every class (it could be any). So a class no keyframe
-    shows stays possible in proportion to how much of the view no keyframe labels: with 10 % unlabelled
-    (20 classes, one class on the other 90 %) it costs ``log(0.9 / 0.005) = 5.2`` and S-Ray wins it where it
-    is sure (about 0.99 with ``s`` near 1), not where it merely leans; with 0.1 % unlabelled it costs about
-    9, more than S-Ray's mixture ever gives, which stops a peaked S-Ray from inventing a class on a few
-    stray pixels. Without any labelled ray the marginal is uniform and S-Ray's distribution is kept exactly. Rays whose logits are not finite get a
-    uniform S-Ray term (and do not enter the fit of ``s``).
+        a_ik = (prior_strength prior_accuracy + sum_r o_ri q(k | r) s_ri d_ri[k])
+               / (prior_strength + sum_r o_ri s_ri d_ri[k])
 
-    S-Ray's own distribution ``p_s`` is the prior, but a field on a room it was not trained on can be sure and
-    wrong (a peaked semantic prior makes ``log p_s`` of the true class very negative, out-voting several
-    keyframes). With ``sray_mixture`` its term is ``log(s p_s + (1 - s) / K)``: S-Ray is right "as a whole" with
-    probability ``s`` and otherwise says nothing, ``s`` fitted by EM (mixture weight, 10 steps) to the
-    keyframes' consensus label (the argmax of their votes) on the rays they label, weighted by their coverage (``prior_strength`` pseudo-rays at
-    1/2). The mixture keeps S-Ray's ranking of the classes on every ray and bounds how far S-Ray can favour
-    one: ``log(1 + s K / (1 - s))``; with no labelled ray at all S-Ray's distribution is kept exactly.
+    with ``o_ri = clamp(sum_{j != i} s_rj, 0, 1)`` (how far the *other* keyframes see ray ``r``): how often the
+    consensus agrees where the keyframe says ``k``, at co-visible surfaces only (Beta pseudo-counts of
+    :class:`ReliabilityPrior`; a keyframe nobody else sees keeps ``prior_accuracy``). The vote weight is clipped
+    at 0, so a keyframe no better than chance adds nothing (it never votes *against* its label). Consequences:
+    keyframes that agree at co-visible surfaces keep equal weights (the rule reduces to a majority vote), a
+    keyframe or a class the others contradict loses weight, random noise averages out, and the result does not
+    depend on the order of the views. The confidence is the posterior probability of the returned label.
+
+    Class marginal (``class_prior``): the share ``pi_c`` of each class in the keyframes' consensus over the view's
+    labelled rays is a prior ``log pi_c`` on *every* ray of the view, so a ray no keyframe labels takes S-Ray's
+    distribution reweighted by the classes the keyframes see around it. Pseudo-counts: one ray per class, and each
+    unlabelled ray counts ``1/K`` for every class (it could be any). So a class no keyframe shows stays possible in
+    proportion to how much of the view no keyframe labels: with 10 % unlabelled (20 classes, one class on the other
+    90 %) it costs ``log(0.9 / 0.005) = 5.2`` and S-Ray wins it where it is sure (about 0.99 with ``s`` near 1), not
+    where it merely leans; with 0.1 % unlabelled it costs about 9, more than S-Ray's mixture ever gives, which stops
+    a peaked S-Ray from inventing a class on a few stray pixels. Without any labelled ray the marginal is uniform
+    and S-Ray's distribution is kept exactly. Rays whose logits are not finite get a uniform S-Ray term (and do not
+    enter the fit of ``s``).
+
+    S-Ray's own distribution ``p_s`` is the prior, but a field on a room it was not trained on can be sure and wrong
+    (a peaked semantic prior makes ``log p_s`` of the true class very negative, out-voting several keyframes). With
+    ``sray_mixture`` its term is ``log(s p_s + (1 - s) / K)``: S-Ray is right "as a whole" with probability ``s``
+    and otherwise says nothing, ``s`` fitted by EM (mixture weight, 10 steps) to the keyframes' consensus label (the
+    argmax of their votes) on the rays they label, weighted by their coverage (``prior_strength`` pseudo-rays at
+    1/2). The mixture keeps S-Ray's ranking of the classes on every ray and bounds how far S-Ray can favour one:
+    ``log(1 + s K / (1 - s))``; with no labelled ray at all S-Ray's distribution is kept exactly.
 
     Needs ``evidence.view_votes`` ``[R, m, K]`` / ``view_mass`` ``[R, m]`` (``transfer_labels`` with
     ``fusion="reliability"``); raises ``ValueError`` without them. Returns :class:`FusedLabels` whose

@@ -12,9 +12,9 @@ from the previous generation are re-encoded once, on first use, and cached. A ke
 Label transfer (Semantic-NeRF-style fusion at render time, :mod:`sray_ros.model.label_transfer`): a labelled
 keyframe's labels are first pooled along its own surfaces, as far as its estimated label noise needs
 (:mod:`sray_ros.model.label_pooling`, once per keyframe). With ``use_keyframe_labels`` on, the nearest
-labelled keyframes' labels are reprojected along each target ray's samples, volume-rendered into per-view class votes and fused with S-Ray's logits as
-the prior: by default each keyframe's vote is weighted by its per-class reliability, estimated from its
-agreement with the other keyframes at co-visible surfaces (``fusion="reliability"``,
+labelled keyframes' labels are reprojected along each target ray's samples, volume-rendered into per-view
+class votes and fused with S-Ray's logits as the prior: by default each keyframe's vote is weighted by its
+per-class reliability, estimated from its agreement with the other keyframes at co-visible surfaces (``fusion="reliability"``,
 :func:`~sray_ros.model.label_transfer.fuse_reliable`; ``"average"`` is the earlier visibility-weighted
 average, :func:`~sray_ros.model.label_transfer.fuse_with_logits`); a pixel without evidence takes S-Ray's
 distribution, mixed with the uniform one by a share fitted to the keyframes and reweighted by the classes the
